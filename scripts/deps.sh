@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs every Debian package seam's build, tests, demo and bench need.
+# Idempotent; safe to run as root on a fresh Debian 12 machine with no stdin.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+PKGS=(
+  # build
+  build-essential cmake pkg-config git ca-certificates
+  android-libboringssl-dev libuv1-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler
+  libcmocka-dev libyaml-dev
+  # fuzzing and sanitizers (clang + libFuzzer runtime)
+  clang libclang-rt-14-dev llvm
+  # real peers and test tools
+  openssl socat curl python3 python3-pytest python3-grpcio python3-protobuf protobuf-compiler
+  iproute2 iptables tshark procps psmisc jq
+  prometheus
+  # bench peers
+  haproxy nginx wrk iperf3 util-linux
+)
+need=()
+for p in "${PKGS[@]}"; do
+  [[ "$p" == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if ((${#need[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then echo "deps.sh: missing packages (${need[*]}); run as root" >&2; exit 1; fi
+  echo "deps.sh: installing ${need[*]}"
+  # tshark asks whether non-root users may capture; answer no, non-interactively.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The packaged daemons must not keep running: tests start their own on loopback.
+for svc in nginx haproxy prometheus iperf3; do
+  if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; systemctl disable "$svc" >/dev/null 2>&1 || true; fi
+done

@@ -1,0 +1,2 @@
+#include "sc/log.h"
+int main(void) { return 0; }

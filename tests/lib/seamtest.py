@@ -1,0 +1,143 @@
+"""Shared helpers for seam's integration and e2e tests.
+
+Rules every test follows (README "Testing"):
+- traffic only to loopback, or to namespaces the test creates and removes;
+- ports are picked free at run time (tests run side by side);
+- processes are ended by the PID we started, never by name;
+- no sleep-and-hope: wait_for() polls a condition with a deadline.
+"""
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+SOURCE_DIR = os.environ.get("SEAM_SOURCE_DIR") or os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD_DIR = os.environ.get("SEAM_BUILD_DIR") or os.path.join(SOURCE_DIR, "build")
+
+
+def binary(name):
+    """Path of a built binary (seam-sidecar, seam-control-plane, seam-init)."""
+    for sub in ("sidecar", "control-plane", ""):
+        p = os.path.join(BUILD_DIR, sub, name)
+        if os.path.exists(p):
+            return p
+    raise FileNotFoundError(f"{name} not built under {BUILD_DIR}")
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port that was free a moment ago on host."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond, timeout=10.0, interval=0.02, what="condition"):
+    """Polls cond() until it returns a truthy value; raises after timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            v = cond()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - the condition may raise while not ready
+            last_exc = e
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" +
+                       (f" (last error: {last_exc})" if last_exc else ""))
+
+
+def port_open(host, port):
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(host, port, timeout=10.0):
+    wait_for(lambda: port_open(host, port), timeout, what=f"{host}:{port} to accept")
+
+
+def gen_pki(outdir=None):
+    """Runs tests/certs/gen.sh into outdir (a new temp dir by default)."""
+    outdir = outdir or tempfile.mkdtemp(prefix="seam-pki-")
+    subprocess.run(["bash", os.path.join(SOURCE_DIR, "tests/certs/gen.sh"), outdir],
+                   check=True, stdout=subprocess.DEVNULL)
+    return outdir
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+class Proc:
+    """A process we started; stop() ends exactly that PID (and waits for it)."""
+
+    def __init__(self, args, log_path=None, env=None, **kw):
+        self.args = [str(a) for a in args]
+        self.log_path = log_path or tempfile.mktemp(prefix="seam-proc-", suffix=".log")
+        self._log = open(self.log_path, "wb")
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        self.p = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env=full_env, **kw)
+        self.pid = self.p.pid
+
+    def log(self):
+        self._log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def wait_log(self, needle, timeout=10.0):
+        return wait_for(lambda: needle in self.log(), timeout, what=f"log line {needle!r}")
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        """Ends the process; returns its exit code."""
+        if self.alive():
+            os.kill(self.pid, sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.p.wait(5)
+        self._log.close()
+        return self.p.returncode
+
+
+class Procs:
+    """Collects processes so a fixture can end them all, in reverse order."""
+
+    def __init__(self):
+        self.items = []
+
+    def start(self, args, **kw):
+        p = Proc(args, **kw)
+        self.items.append(p)
+        return p
+
+    def stop_all(self):
+        for p in reversed(self.items):
+            try:
+                p.stop()
+            except Exception:  # noqa: BLE001
+                pass
+        self.items.clear()
+
+
+def which(tool):
+    return shutil.which(tool)
