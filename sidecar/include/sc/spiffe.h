@@ -14,7 +14,13 @@
 // [a-zA-Z0-9.-_] with no empty, "." or ".." segment and no trailing "/", no
 // query, fragment, port, userinfo or percent-encoding, at most 2048 bytes.
 // When |out_err| is not NULL it receives a static reason on failure.
+// Upper-case letters in the trust domain are rejected (the spec requires
+// lowercase); the scheme may be in any case.
 bool sc_spiffe_id_valid(const char *id, size_t len, const char **out_err);
+
+// sc_spiffe_td_id_valid reports whether |id| is the ID of a trust domain
+// itself, "spiffe://td" with no path (allowed on signing certificates only).
+bool sc_spiffe_td_id_valid(const char *id, size_t len, const char **out_err);
 
 // sc_spiffe_trust_domain copies the trust domain of a valid ID into |out|
 // (capacity |cap|, NUL-terminated, lowercased). Returns false if |id| is
@@ -22,7 +28,7 @@ bool sc_spiffe_id_valid(const char *id, size_t len, const char **out_err);
 bool sc_spiffe_trust_domain(const char *id, char *out, size_t cap);
 
 // sc_spiffe_id_equal compares two IDs: scheme and trust domain without
-// regard to case, the path exactly.
+// regard to case, the path exactly. An invalid ID equals nothing.
 bool sc_spiffe_id_equal(const char *a, const char *b);
 
 // An allow-list pattern is one of:
@@ -31,14 +37,17 @@ bool sc_spiffe_id_equal(const char *a, const char *b);
 //                                   "/some/prefix/" (at least one more segment)
 //   spiffe://td/ns/NS/*             the namespace wildcard is the same rule
 //   spiffe://td/*                   any ID in trust domain td
+// '*' is allowed only as the whole last segment; anything else (".../a*",
+// ".../*/x", "*") is invalid. Invalid patterns never match.
 // sc_spiffe_pattern_valid checks a pattern's syntax (for flags and config).
 bool sc_spiffe_pattern_valid(const char *pattern, const char **out_err);
 
-// sc_spiffe_pattern_match reports whether |id| (a valid SPIFFE ID) matches |pattern|.
+// sc_spiffe_pattern_match reports whether |id| matches |pattern|. It is false
+// when |id| is not a valid SPIFFE ID or |pattern| is not a valid pattern.
 bool sc_spiffe_pattern_match(const char *pattern, const char *id);
 
-// struct sc_allowlist is an immutable list of patterns; empty means "allow none"
-// unless allow_any is set.
+// struct sc_allowlist is an immutable list of patterns; empty means "allow
+// none". NULL entries are skipped.
 struct sc_allowlist {
     size_t num_patterns;
     char **patterns;
