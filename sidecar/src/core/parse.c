@@ -77,7 +77,8 @@ int sc_parse_duration_ms(const char *s, uint64_t *out_ms, const char **out_err)
     p = s;
     while (*p != '\0') {
         if (!is_digit(*p) && *p != '.') {
-            return fail(out_err, "duration must be a number followed by ms, s, m or h");
+            return fail(out_err, p == s ? "duration must be a number followed by ms, s, m or h"
+                                        : "unknown duration unit (use ms, s, m or h)");
         }
         uint64_t whole = 0, frac = 0, frac_div = 1;
         bool any_digit = false;
