@@ -1,0 +1,501 @@
+// tls_verify.c — the SPIFFE X509-SVID verifier (PROTOCOLS.md §3) and the
+// per-connection verdict it leaves on an SSL for logs and metrics.
+//
+// Checklist, in order, each failure mapped to one enum sc_tls_fail:
+//   1. RFC 5280 path validation against the bundle with times and EKU
+//      (X509_verify_cert, purpose ssl_client/ssl_server) -> unknown_ca,
+//      expired, not_yet_valid (bad_svid for a wrong purpose)
+//   2. leaf not a CA, keyUsage present with digitalSignature and without
+//      keyCertSign/cRLSign                                 -> bad_svid
+//   3. exactly one URI SAN that is a valid SPIFFE ID       -> bad_svid
+//   4. authorization: expected server ID (outbound) or the allow-list
+//      (inbound)                                 -> spiffe_id_mismatch / not_allowed
+// Path validation runs first so that a certificate from a stranger is called
+// "unknown_ca" even when its SAN is also wrong.
+#include "tls/tls_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/bytestring.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "sc/err.h"
+#include "sc/log.h"
+#include "sc/tls.h"
+
+// Per-SSL verdict (ex_data), freed with the SSL.
+struct conn_info {
+    bool failed;
+    enum sc_tls_fail reason;
+    const char *detail;
+    char *expected_id; // per-connection override of the policy's peer_id
+    char peer_id[];    // NUL-terminated, "-" if unknown
+};
+
+static int ssl_info_idx = -1;
+static int ctx_policy_idx = -1;
+static uv_once_t idx_once = UV_ONCE_INIT;
+
+static void free_conn_info(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl,
+                           void *argp)
+{
+    struct conn_info *ci = ptr;
+    if (ci != NULL) {
+        free(ci->expected_id);
+        free(ci);
+    }
+}
+
+static void free_ctx_policy(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl,
+                            void *argp)
+{
+    sc_tls_policy_free(ptr);
+}
+
+static void init_indices(void)
+{
+    ssl_info_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_conn_info);
+    ctx_policy_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, free_ctx_policy);
+}
+
+int sc_tls__ctx_policy_index(void)
+{
+    uv_once(&idx_once, init_indices);
+    return ctx_policy_idx;
+}
+
+static int info_index(void)
+{
+    uv_once(&idx_once, init_indices);
+    return ssl_info_idx;
+}
+
+// ---- errors --------------------------------------------------------------
+
+uint32_t sc_tls_drain_errors(char *out, size_t cap)
+{
+    uint32_t first = 0;
+    size_t off = 0;
+    if (cap > 0) {
+        out[0] = '\0';
+    }
+    uint32_t e;
+    while ((e = ERR_get_error()) != 0) {
+        if (first == 0) {
+            first = e;
+        }
+        const char *rs = ERR_reason_error_string(e);
+        if (off < cap) {
+            int n = snprintf(out + off, cap - off, "%s%s", off ? "," : "", rs ? rs : "?");
+            if (n > 0) {
+                off += (size_t)n;
+            }
+        }
+    }
+    if (cap > 0 && out[0] == '\0') {
+        snprintf(out, cap, "-");
+    }
+    return first;
+}
+
+const char *sc_tls_log_errors(const char *what)
+{
+    char buf[256];
+    uint32_t e = sc_tls_drain_errors(buf, sizeof(buf));
+    if (e == 0) {
+        return "-";
+    }
+    sc_warn("tls.error", "op=%s errors=%s", what, buf);
+    const char *rs = ERR_reason_error_string(e);
+    return rs ? rs : "-";
+}
+
+// ---- policy --------------------------------------------------------------
+
+void sc_tls_policy_free(struct sc_tls_policy *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    X509_STORE_free(p->bundle);
+    free(p->peer_id);
+    free(p->alpn);
+    for (size_t i = 0; i < p->allow.num_patterns; i++) {
+        free(p->allow.patterns[i]);
+    }
+    free(p->allow.patterns);
+    free(p);
+}
+
+int sc_tls__load_certs(const char *pem, size_t len, STACK_OF(X509) *out)
+{
+    BIO *bio = BIO_new_mem_buf(pem, (int)len);
+    if (bio == NULL) {
+        return SC_ENOMEM;
+    }
+    for (;;) {
+        X509 *x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        if (x == NULL) {
+            break;
+        }
+        if (!sk_X509_push(out, x)) {
+            X509_free(x);
+            break;
+        }
+    }
+    // The loop ends on "no start line" at the end of input: not an error.
+    uint32_t e = ERR_peek_last_error();
+    if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE) {
+        ERR_clear_error();
+    }
+    BIO_free(bio);
+    if (ERR_peek_error() != 0) {
+        ERR_clear_error();
+        return SC_ECONFIG;
+    }
+    return sk_X509_num(out) > 0 ? 0 : SC_ECONFIG;
+}
+
+struct sc_tls_policy *sc_tls_policy_new(const char *trust_pem, size_t trust_len,
+                                        const char *peer_id, const struct sc_allowlist *allow,
+                                        char *err, size_t err_cap)
+{
+    struct sc_tls_policy *p = calloc(1, sizeof(*p));
+    STACK_OF(X509) *roots = sk_X509_new_null();
+    if (p == NULL || roots == NULL) {
+        snprintf(err, err_cap, "out of memory");
+        goto out_free;
+    }
+    p->bundle = X509_STORE_new();
+    if (p->bundle == NULL) {
+        snprintf(err, err_cap, "out of memory");
+        goto out_free;
+    }
+    if (sc_tls__load_certs(trust_pem, trust_len, roots) != 0) {
+        snprintf(err, err_cap, "trust bundle: no valid PEM certificate");
+        goto out_free;
+    }
+    for (size_t i = 0; i < sk_X509_num(roots); i++) {
+        if (!X509_STORE_add_cert(p->bundle, sk_X509_value(roots, i))) {
+            ERR_clear_error(); // duplicates are harmless
+        }
+    }
+    if (peer_id != NULL) {
+        if (!sc_spiffe_id_valid(peer_id, strlen(peer_id), NULL)) {
+            snprintf(err, err_cap, "peer ID is not a valid SPIFFE ID: %s", peer_id);
+            goto out_free;
+        }
+        p->peer_id = strdup(peer_id);
+    }
+    if (allow != NULL) {
+        p->allow.patterns = calloc(allow->num_patterns + 1, sizeof(char *));
+        if (p->allow.patterns == NULL) {
+            goto out_free;
+        }
+        for (size_t i = 0; i < allow->num_patterns; i++) {
+            p->allow.patterns[i] = strdup(allow->patterns[i]);
+            p->allow.num_patterns++;
+        }
+    } else {
+        p->allow_any = true;
+    }
+    sk_X509_pop_free(roots, X509_free);
+    return p;
+
+out_free:
+    sk_X509_pop_free(roots, X509_free);
+    sc_tls_policy_free(p);
+    return NULL;
+}
+
+// ---- the checklist -------------------------------------------------------
+
+// svid_id extracts the single URI SAN of |leaf| into |out| (or "-").
+// Returns false with a static |*detail| if the leaf is not a valid SVID.
+static bool svid_id(X509 *leaf, char *out, size_t cap, const char **detail)
+{
+    snprintf(out, cap, "-");
+    GENERAL_NAMES *gens = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+    int uris = 0;
+    bool ok = false;
+    for (size_t i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        if (g->type != GEN_URI) {
+            continue;
+        }
+        uris++;
+        const ASN1_IA5STRING *s = g->d.uniformResourceIdentifier;
+        size_t n = (size_t)ASN1_STRING_length(s);
+        const unsigned char *p = ASN1_STRING_get0_data(s);
+        if (uris == 1) {
+            // Keep the first URI for logs (printable bytes only).
+            size_t k = 0;
+            for (; k < n && k + 1 < cap; k++) {
+                out[k] = (p[k] >= 0x21 && p[k] < 0x7f) ? (char)p[k] : '?';
+            }
+            out[k] = '\0';
+            ok = n > 0 && n + 1 <= cap && memchr(p, 0, n) == NULL &&
+                 sc_spiffe_id_valid((const char *)p, n, NULL);
+        }
+    }
+    GENERAL_NAMES_free(gens);
+    if (uris == 0) {
+        *detail = "no URI SAN";
+        snprintf(out, cap, "-");
+        return false;
+    }
+    if (uris > 1) {
+        *detail = "more than one URI SAN";
+        return false;
+    }
+    if (!ok) {
+        *detail = "URI SAN is not a valid SPIFFE ID";
+        return false;
+    }
+    return true;
+}
+
+static enum sc_tls_fail map_x509_error(int err, const char **detail)
+{
+    *detail = X509_verify_cert_error_string(err);
+    switch (err) {
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+        return SC_TLS_FAIL_EXPIRED;
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+        return SC_TLS_FAIL_NOT_YET_VALID;
+    case X509_V_ERR_INVALID_PURPOSE:
+    case X509_V_ERR_INVALID_CA:
+    case X509_V_ERR_PATH_LENGTH_EXCEEDED:
+        return SC_TLS_FAIL_BAD_SVID;
+    default:
+        return SC_TLS_FAIL_UNKNOWN_CA;
+    }
+}
+
+static bool verify_impl(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X509) *untrusted,
+                        bool peer_is_server, const char *expected, int64_t now, char *out_id,
+                        size_t id_cap, enum sc_tls_fail *out_reason, const char **out_detail)
+{
+    char idbuf[SC_SPIFFE_ID_MAX + 1];
+    const char *detail = "-";
+    enum sc_tls_fail reason = SC_TLS_FAIL_OTHER;
+
+    // Read the ID first so every failure can name the peer in the log.
+    bool id_ok = svid_id(leaf, idbuf, sizeof(idbuf), &detail);
+
+    X509_STORE_CTX *sctx = X509_STORE_CTX_new();
+    if (sctx == NULL || !X509_STORE_CTX_init(sctx, p->bundle, leaf, untrusted) ||
+        !X509_STORE_CTX_set_default(sctx, peer_is_server ? "ssl_server" : "ssl_client")) {
+        X509_STORE_CTX_free(sctx);
+        ERR_clear_error();
+        reason = SC_TLS_FAIL_OTHER;
+        detail = "cannot set up path validation";
+        goto out_fail;
+    }
+    if (now != 0) {
+        X509_STORE_CTX_set_time(sctx, 0, (time_t)now);
+    }
+    if (X509_verify_cert(sctx) != 1) {
+        reason = map_x509_error(X509_STORE_CTX_get_error(sctx), &detail);
+        X509_STORE_CTX_free(sctx);
+        ERR_clear_error();
+        goto out_fail;
+    }
+    X509_STORE_CTX_free(sctx);
+
+    uint32_t flags = X509_get_extension_flags(leaf);
+    if (flags & (EXFLAG_INVALID | EXFLAG_CA)) {
+        reason = SC_TLS_FAIL_BAD_SVID;
+        detail = (flags & EXFLAG_CA) ? "leaf is a CA" : "invalid extensions";
+        goto out_fail;
+    }
+    uint32_t ku = X509_get_key_usage(leaf);
+    if (ku == UINT32_MAX || !(ku & KU_DIGITAL_SIGNATURE) ||
+        (ku & (KU_KEY_CERT_SIGN | KU_CRL_SIGN))) {
+        reason = SC_TLS_FAIL_BAD_SVID;
+        detail = ku == UINT32_MAX ? "no keyUsage"
+                 : (ku & (KU_KEY_CERT_SIGN | KU_CRL_SIGN)) ? "leaf has keyCertSign or cRLSign"
+                                                          : "no digitalSignature";
+        goto out_fail;
+    }
+    if (!id_ok) {
+        reason = SC_TLS_FAIL_BAD_SVID;
+        goto out_fail;
+    }
+    if (peer_is_server) {
+        if (expected != NULL && !sc_spiffe_id_equal(expected, idbuf)) {
+            reason = SC_TLS_FAIL_ID_MISMATCH;
+            detail = "server SPIFFE ID is not the expected one";
+            goto out_fail;
+        }
+    } else if (!p->allow_any && !sc_allowlist_match(&p->allow, idbuf)) {
+        reason = SC_TLS_FAIL_NOT_ALLOWED;
+        detail = "client SPIFFE ID not in the allow-list";
+        goto out_fail;
+    }
+    if (out_id != NULL) {
+        snprintf(out_id, id_cap, "%s", idbuf);
+    }
+    return true;
+
+out_fail:
+    if (out_id != NULL) {
+        snprintf(out_id, id_cap, "%s", idbuf);
+    }
+    *out_reason = reason;
+    *out_detail = detail;
+    return false;
+}
+
+bool sc_tls_verify_svid(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X509) *untrusted,
+                        bool peer_is_server, int64_t now, char *out_id, size_t id_cap,
+                        enum sc_tls_fail *out_reason, const char **out_detail)
+{
+    return verify_impl(p, leaf, untrusted, peer_is_server, p->peer_id, now, out_id, id_cap,
+                       out_reason, out_detail);
+}
+
+// ---- the SSL hook --------------------------------------------------------
+
+static struct conn_info *get_info(const SSL *ssl)
+{
+    return SSL_get_ex_data(ssl, info_index());
+}
+
+// set_info records the verdict on |ssl|, keeping a per-connection override.
+static void set_info(SSL *ssl, bool failed, enum sc_tls_fail reason, const char *detail,
+                     const char *peer_id)
+{
+    struct conn_info *old = get_info(ssl);
+    size_t n = strlen(peer_id);
+    struct conn_info *ci = malloc(sizeof(*ci) + n + 1);
+    if (ci == NULL) {
+        return;
+    }
+    ci->failed = failed;
+    ci->reason = reason;
+    ci->detail = detail;
+    ci->expected_id = NULL;
+    memcpy(ci->peer_id, peer_id, n + 1);
+    if (old != NULL) {
+        ci->expected_id = old->expected_id;
+        old->expected_id = NULL;
+    }
+    // SSL_set_ex_data does not free the old value: do it here.
+    SSL_set_ex_data(ssl, info_index(), ci);
+    if (old != NULL) {
+        free(old);
+    }
+}
+
+int sc_tls_set_expected_peer_id(SSL *ssl, const char *id)
+{
+    struct conn_info *ci = get_info(ssl);
+    if (ci == NULL) {
+        set_info(ssl, false, SC_TLS_FAIL_OTHER, "-", "-");
+        ci = get_info(ssl);
+        if (ci == NULL) {
+            return SC_ENOMEM;
+        }
+    }
+    free(ci->expected_id);
+    ci->expected_id = strdup(id);
+    return ci->expected_id ? 0 : SC_ENOMEM;
+}
+
+const char *sc_tls_peer_id(const SSL *ssl)
+{
+    struct conn_info *ci = ssl ? get_info(ssl) : NULL;
+    return ci != NULL ? ci->peer_id : "-";
+}
+
+bool sc_tls_verify_result(const SSL *ssl, enum sc_tls_fail *out_reason, const char **out_detail)
+{
+    struct conn_info *ci = get_info(ssl);
+    if (ci == NULL || !ci->failed) {
+        return false;
+    }
+    *out_reason = ci->reason;
+    *out_detail = ci->detail;
+    return true;
+}
+
+static uint8_t alert_for(enum sc_tls_fail r)
+{
+    switch (r) {
+    case SC_TLS_FAIL_NO_PEER_CERT:
+        return SSL_AD_CERTIFICATE_REQUIRED;
+    case SC_TLS_FAIL_UNKNOWN_CA:
+        return SSL_AD_UNKNOWN_CA;
+    case SC_TLS_FAIL_EXPIRED:
+    case SC_TLS_FAIL_NOT_YET_VALID:
+        return SSL_AD_CERTIFICATE_EXPIRED;
+    case SC_TLS_FAIL_NOT_ALLOWED:
+    case SC_TLS_FAIL_ID_MISMATCH:
+        return SSL_AD_ACCESS_DENIED;
+    default:
+        return SSL_AD_BAD_CERTIFICATE;
+    }
+}
+
+// sc_tls__custom_verify is the SSL_CTX_set_custom_verify callback of every
+// context built by tls_ctx.c. It also runs on resumption
+// (SSL_CTX_set_reverify_on_resume) so a session never outlives its policy.
+enum ssl_verify_result_t sc_tls__custom_verify(SSL *ssl, uint8_t *out_alert)
+{
+    SSL_CTX *ctx = SSL_get_SSL_CTX(ssl);
+    const struct sc_tls_policy *p = SSL_CTX_get_ex_data(ctx, sc_tls__ctx_policy_index());
+    const STACK_OF(CRYPTO_BUFFER) *chain = SSL_get0_peer_certificates(ssl);
+    enum sc_tls_fail reason = SC_TLS_FAIL_OTHER;
+    const char *detail = "-";
+    char id[SC_SPIFFE_ID_MAX + 1] = "-";
+    X509 *leaf = NULL;
+    STACK_OF(X509) *inter = NULL;
+    bool ok = false;
+
+    if (p == NULL) {
+        detail = "no SPIFFE policy on the context";
+        goto out;
+    }
+    if (chain == NULL || sk_CRYPTO_BUFFER_num(chain) == 0) {
+        reason = SC_TLS_FAIL_NO_PEER_CERT;
+        detail = "peer sent no certificate";
+        goto out;
+    }
+    leaf = X509_parse_from_buffer(sk_CRYPTO_BUFFER_value(chain, 0));
+    inter = sk_X509_new_null();
+    if (leaf == NULL || inter == NULL) {
+        reason = SC_TLS_FAIL_BAD_SVID;
+        detail = "cannot parse the peer certificate";
+        goto out;
+    }
+    for (size_t i = 1; i < sk_CRYPTO_BUFFER_num(chain); i++) {
+        X509 *x = X509_parse_from_buffer(sk_CRYPTO_BUFFER_value(chain, i));
+        if (x == NULL || !sk_X509_push(inter, x)) {
+            X509_free(x);
+            reason = SC_TLS_FAIL_BAD_SVID;
+            detail = "cannot parse an intermediate certificate";
+            goto out;
+        }
+    }
+    struct conn_info *ci = get_info(ssl);
+    const char *expected = (ci != NULL && ci->expected_id != NULL) ? ci->expected_id : p->peer_id;
+    ok = verify_impl(p, leaf, inter, !SSL_is_server(ssl), expected, 0, id, sizeof(id), &reason,
+                     &detail);
+
+out:
+    ERR_clear_error();
+    sk_X509_pop_free(inter, X509_free);
+    X509_free(leaf);
+    set_info(ssl, !ok, reason, detail, id);
+    if (!ok) {
+        *out_alert = alert_for(reason);
+        return ssl_verify_invalid;
+    }
+    return ssl_verify_ok;
+}

@@ -1,0 +1,484 @@
+// test_stream.c — sc_stream over loopback: plain and TLS echo with
+// half-close, TLS handshake failures with their reasons, connect errors.
+// Each test uses a fresh uv_loop and ends with uv_loop_close() == 0.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "sc/err.h"
+#include "sc/spiffe.h"
+#include "sc/stream.h"
+#include "sc/tls.h"
+
+#define TD "spiffe://cluster.local"
+#define SERVER_ID TD "/ns/default/sa/server"
+#define CLIENT_ID TD "/ns/default/sa/client"
+
+static char pki_dir[256];
+
+static int setup_pki(void **state)
+{
+    const char *src = getenv("SEAM_SOURCE_DIR");
+    snprintf(pki_dir, sizeof(pki_dir), "/tmp/seam-test-stream-XXXXXX");
+    if (mkdtemp(pki_dir) == NULL) {
+        return -1;
+    }
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "bash %s/tests/certs/gen.sh %s >/dev/null 2>&1",
+             src ? src : "../..", pki_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int teardown_pki(void **state)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", pki_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static SSL_CTX *make_ctx(bool server, const char *name, const char *peer_id, const char *allow,
+                         const char *trust)
+{
+    char c[512], k[512], t[512], err[512];
+    snprintf(c, sizeof(c), "%s/%s.pem", pki_dir, name);
+    snprintf(k, sizeof(k), "%s/%s.key", pki_dir, name);
+    snprintf(t, sizeof(t), "%s/%s", pki_dir, trust ? trust : "ca.pem");
+    char *pat = (char *)allow;
+    struct sc_allowlist al = {.num_patterns = 1, .patterns = &pat};
+    struct sc_tls_opts o = {
+        .is_server = server,
+        .peer_id = peer_id,
+        .allow = allow ? &al : NULL,
+    };
+    SSL_CTX *ctx = sc_tls_ctx_new_files(&o, c, k, t, err, sizeof(err));
+    if (ctx == NULL) {
+        fprintf(stderr, "ctx: %s\n", err);
+    }
+    return ctx;
+}
+
+// ---- an echo server and a client that sends a pattern, half-closes, and
+// reads everything back ------------------------------------------------------
+
+struct harness {
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    struct sc_bufpool pool;
+    SSL_CTX *server_ctx;      // NULL: plain
+    SSL_CTX *client_ctx;
+    struct sc_stream *srv;    // accepted side
+    struct sc_stream *cli;
+    size_t to_send;
+    size_t sent;
+    size_t received;
+    bool content_ok;
+    int srv_hs_status;
+    int cli_hs_status;
+    enum sc_tls_fail srv_fail;
+    enum sc_tls_fail cli_fail;
+    char srv_peer_id[256];
+    char cli_peer_id[256];
+    char version[32];
+    int closes;
+    int srv_eof;
+    int cli_eof;
+    int writes_done;
+    uint8_t *pattern;
+};
+
+static void on_closed(struct sc_stream *s)
+{
+    struct harness *h = sc_stream_get_data(s);
+    h->closes++;
+    if (s == h->srv) {
+        h->srv = NULL;
+    }
+    if (s == h->cli) {
+        h->cli = NULL;
+    }
+}
+
+static void srv_on_write(struct sc_stream *s, int status, void *arg)
+{
+    sc_buf_release(arg);
+}
+
+static void srv_on_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct harness *h = sc_stream_get_data(s);
+    if (nread < 0) {
+        h->srv_eof++;
+        // Echo done: half-close our side; the client closes after its EOF.
+        sc_stream_shutdown(s);
+        return;
+    }
+    uv_buf_t b = uv_buf_init(buf->base, (unsigned)nread);
+    // Ownership of the read buffer moves to the write; released in srv_on_write.
+    if (sc_stream_write(s, &b, 1, srv_on_write, buf->base) != 0) {
+        sc_buf_release(buf->base);
+    }
+}
+
+static void srv_on_handshake(struct sc_stream *s, int status)
+{
+    struct harness *h = sc_stream_get_data(s);
+    h->srv_hs_status = status;
+    snprintf(h->srv_peer_id, sizeof(h->srv_peer_id), "%s",
+             sc_tls_peer_id(sc_stream_get0_ssl(s)));
+    if (status != 0) {
+        h->srv_fail = sc_stream_tls_fail(s, NULL);
+        sc_stream_close(s, on_closed);
+        return;
+    }
+    sc_stream_read_start(s, srv_on_read);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct harness *h = server->data;
+    assert_int_equal(status, 0);
+    h->srv = sc_stream_new(&h->loop, &h->pool);
+    sc_stream_set_data(h->srv, h);
+    assert_int_equal(sc_stream_accept(h->srv, server), 0);
+    if (h->server_ctx != NULL) {
+        assert_int_equal(
+            sc_stream_start_tls(h->srv, h->server_ctx, true, NULL, 5000, srv_on_handshake), 0);
+    } else {
+        sc_stream_read_start(h->srv, srv_on_read);
+    }
+    uv_close((uv_handle_t *)&h->listener, NULL);
+}
+
+static void cli_on_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct harness *h = sc_stream_get_data(s);
+    if (nread < 0) {
+        h->cli_eof++;
+        sc_stream_close(s, on_closed);
+        if (h->srv != NULL) {
+            sc_stream_close(h->srv, on_closed);
+        }
+        return;
+    }
+    if (h->received + (size_t)nread > h->to_send ||
+        memcmp(buf->base, h->pattern + h->received, (size_t)nread) != 0) {
+        h->content_ok = false;
+    }
+    h->received += (size_t)nread;
+    sc_buf_release(buf->base);
+}
+
+static void cli_send_more(struct sc_stream *s);
+
+static void cli_on_write(struct sc_stream *s, int status, void *arg)
+{
+    struct harness *h = sc_stream_get_data(s);
+    if (status != 0) {
+        return; // refused peer: the read side reports the end
+    }
+    h->writes_done++;
+    cli_send_more(s);
+}
+
+// Writes the pattern in 100 KiB pieces, one at a time (the write callback
+// drives the next), then half-closes.
+static void cli_send_more(struct sc_stream *s)
+{
+    struct harness *h = sc_stream_get_data(s);
+    if (h->sent == h->to_send) {
+        sc_stream_shutdown(s);
+        return;
+    }
+    size_t n = h->to_send - h->sent;
+    if (n > 100 * 1024) {
+        n = 100 * 1024;
+    }
+    uv_buf_t b = uv_buf_init((char *)h->pattern + h->sent, (unsigned)n);
+    h->sent += n;
+    if (sc_stream_write(s, &b, 1, cli_on_write, NULL) != 0) {
+        h->sent = h->to_send;
+    }
+}
+
+static void cli_on_handshake(struct sc_stream *s, int status)
+{
+    struct harness *h = sc_stream_get_data(s);
+    h->cli_hs_status = status;
+    snprintf(h->cli_peer_id, sizeof(h->cli_peer_id), "%s",
+             sc_tls_peer_id(sc_stream_get0_ssl(s)));
+    if (status != 0) {
+        h->cli_fail = sc_stream_tls_fail(s, NULL);
+        sc_stream_close(s, on_closed);
+        return;
+    }
+    snprintf(h->version, sizeof(h->version), "%s", sc_stream_tls_version(s));
+    sc_stream_read_start(s, cli_on_read);
+    cli_send_more(s);
+}
+
+static void cli_on_connect(struct sc_stream *s, int status)
+{
+    struct harness *h = sc_stream_get_data(s);
+    assert_int_equal(status, 0);
+    if (h->client_ctx != NULL) {
+        assert_int_equal(
+            sc_stream_start_tls(s, h->client_ctx, false, "server", 5000, cli_on_handshake), 0);
+        return;
+    }
+    sc_stream_read_start(s, cli_on_read);
+    cli_send_more(s);
+}
+
+static void run_echo(struct harness *h, size_t bytes)
+{
+    assert_int_equal(uv_loop_init(&h->loop), 0);
+    sc_bufpool_init(&h->pool, 16);
+    h->to_send = bytes;
+    h->content_ok = true;
+    h->srv_hs_status = h->cli_hs_status = 1;
+    h->pattern = malloc(bytes + 1);
+    for (size_t i = 0; i < bytes; i++) {
+        h->pattern[i] = (uint8_t)(i * 7 + (i >> 13));
+    }
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    assert_int_equal(uv_tcp_init(&h->loop, &h->listener), 0);
+    h->listener.data = h;
+    assert_int_equal(uv_tcp_bind(&h->listener, (struct sockaddr *)&sa, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&h->listener, 16, on_connection), 0);
+    struct sockaddr_storage bound;
+    int len = sizeof(bound);
+    uv_tcp_getsockname(&h->listener, (struct sockaddr *)&bound, &len);
+
+    h->cli = sc_stream_new(&h->loop, &h->pool);
+    sc_stream_set_data(h->cli, h);
+    assert_int_equal(sc_stream_connect(h->cli, (struct sockaddr *)&bound, 5000, cli_on_connect),
+                     0);
+    assert_int_equal(uv_run(&h->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&h->loop), 0);
+    assert_int_equal(h->pool.num_out, 0);
+    sc_bufpool_cleanup(&h->pool);
+    free(h->pattern);
+    SSL_CTX_free(h->server_ctx);
+    SSL_CTX_free(h->client_ctx);
+}
+
+static void test_plain_echo(void **state)
+{
+    struct harness h = {0};
+    run_echo(&h, 3 * 1024 * 1024 + 17);
+    assert_true(h.content_ok);
+    assert_int_equal(h.received, h.to_send);
+    assert_int_equal(h.srv_eof, 1);
+    assert_int_equal(h.cli_eof, 1);
+    assert_int_equal(h.closes, 2);
+}
+
+static void test_tls_echo(void **state)
+{
+    struct harness h = {0};
+    h.server_ctx = make_ctx(true, "server", NULL, TD "/ns/default/*", NULL);
+    h.client_ctx = make_ctx(false, "client", SERVER_ID, NULL, NULL);
+    assert_non_null(h.server_ctx);
+    assert_non_null(h.client_ctx);
+    run_echo(&h, 5 * 1024 * 1024 + 3);
+    assert_int_equal(h.srv_hs_status, 0);
+    assert_int_equal(h.cli_hs_status, 0);
+    assert_string_equal(h.version, "TLSv1.3");
+    assert_string_equal(h.srv_peer_id, CLIENT_ID);
+    assert_string_equal(h.cli_peer_id, SERVER_ID);
+    assert_true(h.content_ok);
+    assert_int_equal(h.received, h.to_send);
+    assert_int_equal(h.srv_eof, 1);
+    assert_int_equal(h.cli_eof, 1);
+    assert_int_equal(h.closes, 2);
+}
+
+static void test_tls_chained_client(void **state)
+{
+    struct harness h = {0};
+    h.server_ctx = make_ctx(true, "server", NULL, TD "/ns/default/*", NULL);
+    h.client_ctx = make_ctx(false, "chained-chain", SERVER_ID, NULL, NULL);
+    if (h.client_ctx == NULL) {
+        // chained-chain.pem has no matching .key file name: build it by hand.
+        char c[512], k[512], t[512], err[256];
+        snprintf(c, sizeof(c), "%s/chained-chain.pem", pki_dir);
+        snprintf(k, sizeof(k), "%s/chained.key", pki_dir);
+        snprintf(t, sizeof(t), "%s/ca.pem", pki_dir);
+        struct sc_tls_opts o = {.is_server = false, .peer_id = SERVER_ID};
+        h.client_ctx = sc_tls_ctx_new_files(&o, c, k, t, err, sizeof(err));
+    }
+    assert_non_null(h.client_ctx);
+    run_echo(&h, 1000);
+    assert_int_equal(h.srv_hs_status, 0);
+    assert_string_equal(h.srv_peer_id, CLIENT_ID);
+    assert_int_equal(h.received, 1000);
+}
+
+// A bad client certificate: the server refuses with the specific reason.
+static void expect_server_refuses(const char *client_cert, enum sc_tls_fail want,
+                                  const char *want_id)
+{
+    struct harness h = {0};
+    h.server_ctx = make_ctx(true, "server", NULL, TD "/ns/default/*", NULL);
+    h.client_ctx = make_ctx(false, client_cert, SERVER_ID, NULL, NULL);
+    assert_non_null(h.server_ctx);
+    assert_non_null(h.client_ctx);
+    run_echo(&h, 10);
+    assert_int_equal(h.srv_hs_status, SC_ETLS);
+    if (h.srv_fail != want) {
+        fail_msg("%s: reason %s, want %s", client_cert, sc_tls_fail_name(h.srv_fail),
+                 sc_tls_fail_name(want));
+    }
+    if (want_id != NULL) {
+        assert_string_equal(h.srv_peer_id, want_id);
+    }
+    assert_int_equal(h.received, 0);
+}
+
+static void test_tls_server_refusals(void **state)
+{
+    expect_server_refuses("rogue", SC_TLS_FAIL_UNKNOWN_CA, NULL);
+    expect_server_refuses("expired", SC_TLS_FAIL_EXPIRED, NULL);
+    expect_server_refuses("notyet", SC_TLS_FAIL_NOT_YET_VALID, NULL);
+    expect_server_refuses("twouri", SC_TLS_FAIL_BAD_SVID, NULL);
+    expect_server_refuses("nouri", SC_TLS_FAIL_BAD_SVID, "-");
+    expect_server_refuses("caleaf", SC_TLS_FAIL_BAD_SVID, NULL);
+    expect_server_refuses("kcs", SC_TLS_FAIL_BAD_SVID, NULL);
+    expect_server_refuses("denied", SC_TLS_FAIL_NOT_ALLOWED, TD "/ns/evil/sa/mallory");
+    expect_server_refuses("othertd", SC_TLS_FAIL_NOT_ALLOWED,
+                          "spiffe://other.org/ns/default/sa/client");
+}
+
+// The client refuses a server that presents the wrong ID.
+static void test_tls_client_id_mismatch(void **state)
+{
+    struct harness h = {0};
+    h.server_ctx = make_ctx(true, "denied", NULL, NULL, NULL);
+    h.client_ctx = make_ctx(false, "client", SERVER_ID, NULL, NULL);
+    run_echo(&h, 10);
+    assert_int_equal(h.cli_hs_status, SC_ETLS);
+    assert_int_equal(h.cli_fail, SC_TLS_FAIL_ID_MISMATCH);
+    assert_string_equal(h.cli_peer_id, TD "/ns/evil/sa/mallory");
+    // The server sees our alert.
+    assert_int_equal(h.srv_hs_status, SC_ETLS);
+    assert_int_equal(h.srv_fail, SC_TLS_FAIL_PEER_ALERT);
+}
+
+// ---- connect failures ----------------------------------------------------
+
+static int connect_status = 1;
+
+static void on_connect_refused(struct sc_stream *s, int status)
+{
+    connect_status = status;
+    sc_stream_close(s, NULL);
+}
+
+static void test_connect_refused(void **state)
+{
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    // Bind a port and do not listen on it: connecting is refused.
+    uv_tcp_t t;
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    uv_tcp_init(&loop, &t);
+    assert_int_equal(uv_tcp_bind(&t, (struct sockaddr *)&sa, 0), 0);
+    struct sockaddr_storage bound;
+    int len = sizeof(bound);
+    uv_tcp_getsockname(&t, (struct sockaddr *)&bound, &len);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+
+    struct sc_stream *s = sc_stream_new(&loop, NULL);
+    connect_status = 1;
+    assert_int_equal(sc_stream_connect(s, (struct sockaddr *)&bound, 5000, on_connect_refused), 0);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(connect_status, UV_ECONNREFUSED);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+// A handshake with a peer that never answers times out with its reason.
+static int hs_status = 1;
+static enum sc_tls_fail hs_fail;
+
+static void on_silent_hs(struct sc_stream *s, int status)
+{
+    hs_status = status;
+    hs_fail = sc_stream_tls_fail(s, NULL);
+    sc_stream_close(s, NULL);
+}
+
+static void on_silent_connect(struct sc_stream *s, int status)
+{
+    assert_int_equal(status, 0);
+    SSL_CTX *ctx = sc_stream_get_data(s);
+    assert_int_equal(sc_stream_start_tls(s, ctx, false, NULL, 200, on_silent_hs), 0);
+}
+
+static void on_silent_conn(uv_stream_t *server, int status)
+{
+    uv_tcp_t *c = malloc(sizeof(*c));
+    uv_tcp_init(server->loop, c);
+    uv_accept(server, (uv_stream_t *)c);
+    server->data = c; // closed at the end of the test
+}
+
+static void test_handshake_timeout(void **state)
+{
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    uv_tcp_t l;
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    uv_tcp_init(&loop, &l);
+    l.data = NULL;
+    assert_int_equal(uv_tcp_bind(&l, (struct sockaddr *)&sa, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&l, 4, on_silent_conn), 0);
+    struct sockaddr_storage bound;
+    int len = sizeof(bound);
+    uv_tcp_getsockname(&l, (struct sockaddr *)&bound, &len);
+
+    SSL_CTX *ctx = make_ctx(false, "client", SERVER_ID, NULL, NULL);
+    struct sc_stream *s = sc_stream_new(&loop, NULL);
+    sc_stream_set_data(s, ctx);
+    hs_status = 1;
+    uint64_t t0 = uv_hrtime();
+    assert_int_equal(sc_stream_connect(s, (struct sockaddr *)&bound, 5000, on_silent_connect), 0);
+    while (hs_status == 1 && uv_hrtime() - t0 < 5000000000ull) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    assert_int_equal(hs_status, SC_ETLS);
+    assert_int_equal(hs_fail, SC_TLS_FAIL_TIMEOUT);
+    assert_true(uv_hrtime() - t0 < 3000000000ull);
+    if (l.data != NULL) {
+        uv_close((uv_handle_t *)l.data, (uv_close_cb)free);
+    }
+    uv_close((uv_handle_t *)&l, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    SSL_CTX_free(ctx);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plain_echo),
+        cmocka_unit_test(test_tls_echo),
+        cmocka_unit_test(test_tls_chained_client),
+        cmocka_unit_test(test_tls_server_refusals),
+        cmocka_unit_test(test_tls_client_id_mismatch),
+        cmocka_unit_test(test_connect_refused),
+        cmocka_unit_test(test_handshake_timeout),
+    };
+    return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
+}
