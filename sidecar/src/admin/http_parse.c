@@ -216,6 +216,37 @@ static int parse_header(struct sc_http_request *req, const char *s, size_t len, 
     return 0;
 }
 
+// partial_request_line_bad reports whether the start of a request line that
+// has not ended yet is already invalid (e.g. a TLS ClientHello sent to the
+// admin port), so such clients get 400 at once rather than after the
+// request timeout.
+static bool partial_request_line_bad(const char *s, size_t len)
+{
+    size_t i = 0;
+    if (len == 1 && s[0] == '\r') {
+        return false; // start of an empty line
+    }
+    while (i < len && s[i] != ' ') {
+        if (!is_tchar((unsigned char)s[i]) || i >= SC_HTTP_MAX_METHOD) {
+            return true;
+        }
+        i++;
+    }
+    if (i == len) {
+        return false;
+    }
+    if (i == 0) {
+        return true;
+    }
+    for (i++; i < len && s[i] != ' '; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c >= 0x7f) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int sc_http_parse_request(struct sc_http_request *req, const char *buf, size_t len)
 {
     memset(req, 0, sizeof(*req));
@@ -229,6 +260,9 @@ int sc_http_parse_request(struct sc_http_request *req, const char *buf, size_t l
     for (;;) {
         size_t start = pos;
         if (!next_line(buf, limit, &pos, &line_len)) {
+            if (partial_request_line_bad(buf + start, limit - start)) {
+                return SC_HTTP_E_BAD_REQUEST;
+            }
             return len >= SC_HTTP_MAX_HEAD ? SC_HTTP_E_HEADERS_TOO_LARGE : SC_HTTP_INCOMPLETE;
         }
         if (line_len > 0) {
