@@ -6,6 +6,7 @@
 // credential; a URI SAN in the CSR must equal it (istio-csr's rule).
 #include "cp_ca.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -134,6 +135,28 @@ static int add_san(X509 *x, int type, const char *const *names, size_t num, int 
     }
     for (size_t i = 0; i < num; i++) {
         GENERAL_NAME *gen = GENERAL_NAME_new();
+        uint8_t ip[16];
+        int iplen = 0;
+        if (type == GEN_DNS && inet_pton(AF_INET, names[i], ip) == 1) {
+            iplen = 4;
+        } else if (type == GEN_DNS && inet_pton(AF_INET6, names[i], ip) == 1) {
+            iplen = 16;
+        }
+        if (iplen > 0) {
+            // A server name that is an IP literal becomes an iPAddress SAN.
+            ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
+            if (gen == NULL || os == NULL || !ASN1_OCTET_STRING_set(os, ip, iplen)) {
+                GENERAL_NAME_free(gen);
+                ASN1_OCTET_STRING_free(os);
+                goto out;
+            }
+            GENERAL_NAME_set0_value(gen, GEN_IPADD, os);
+            if (!sk_GENERAL_NAME_push(gens, gen)) {
+                GENERAL_NAME_free(gen);
+                goto out;
+            }
+            continue;
+        }
         ASN1_IA5STRING *ia5 = ASN1_IA5STRING_new();
         if (gen == NULL || ia5 == NULL || !ASN1_STRING_set(ia5, names[i], (int)strlen(names[i]))) {
             GENERAL_NAME_free(gen);
