@@ -429,6 +429,18 @@ void cc_call_cancel(struct cc_call *call, const char *message)
     channel_kick(call->ch);
 }
 
+void cc_call_abandon(struct cc_call *call)
+{
+    call->on_msg = NULL;
+    call->on_close = NULL;
+    cc_call_cancel(call, "abandoned");
+}
+
+uv_loop_t *cc_channel_get0_loop(const struct cc_channel *ch)
+{
+    return ch->loop;
+}
+
 /* ---- nghttp2 callbacks ---------------------------------------------------- */
 
 static ssize_t on_data_read(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t length,

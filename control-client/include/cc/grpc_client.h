@@ -84,6 +84,13 @@ void cc_call_close_send(struct cc_call *call);
 // with CANCELLED and |message| from the loop. Idempotent.
 void cc_call_cancel(struct cc_call *call, const char *message);
 
+// cc_call_abandon cancels the call like cc_call_cancel but no callback of it
+// runs any more (used when the owner of |arg| goes away). Idempotent.
+void cc_call_abandon(struct cc_call *call);
+
+// cc_channel_get0_loop returns the channel's loop.
+uv_loop_t *cc_channel_get0_loop(const struct cc_channel *ch);
+
 // cc_unary_cb reports the end of a unary call: |status| and |message| as in
 // cc_call_close_cb, and on OK the single response message (|resp|, |len|,
 // valid during the callback only).
