@@ -27,6 +27,9 @@
 #   bash bench/run.sh --peer NAME 'OUT_CMD' 'IN_CMD' [l4|l7]  # extra proxy
 #   bash bench/run.sh --peers-file F      # file calling add_peer NAME KIND OUT IN NOTE
 #   bash bench/run.sh --no-speed --no-baseline
+#   bash bench/run.sh --profile --only seam   # perf profiles of the pair under
+#                                         # keep-alive, new-conn and bulk load
+#                                         # -> bench/raw/profile/ (see NOTES.md)
 #
 # seam binary: $SEAM_BIN, else the build dir $SEAM_BUILD_DIR, else
 # build-bench/ (a Release build the full run (re)builds itself), else build/.
@@ -89,6 +92,7 @@ LOOP=127.0.0.1
 DO_SPEED=1
 DO_BASELINE=1
 SMOKE=0
+PROFILE=0
 ONLY=${PEERS:-}
 PEERS_FILES=()
 ALLOW_ID='spiffe://cluster.local/ns/default/*'
@@ -115,6 +119,7 @@ while [ $# -gt 0 ]; do
     --only) [ $# -ge 2 ] || { echo "--only needs a comma-separated list of peers" >&2; exit 2; }
             ONLY=$2; shift 2 ;;
     --smoke) SMOKE=1; shift ;;
+    --profile) PROFILE=1; shift ;;
     --quick) DUR=3; BULK_SECS=3; HOLD_CONNS=200; HOLD_BIG=0; REPS=1; SPEED_SECS=1; WAIT_IDLE=0; RETRIES=0; shift ;;
     --no-speed) DO_SPEED=0; shift ;;
     --no-baseline) DO_BASELINE=0; shift ;;
@@ -127,6 +132,10 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+if [ "$PROFILE" = 1 ]; then
+  command -v perf >/dev/null || { echo "missing tool: perf (apt-get install linux-perf)" >&2; exit 1; }
+  REPS=1; WAIT_IDLE=0; RETRIES=0; DO_SPEED=0; DO_BASELINE=0; ONLY=${ONLY:-seam}
+fi
 if [ "$SMOKE" = 1 ]; then
   DUR=1; BULK_SECS=1; REPS=1; HOLD_CONNS=50; HOLD_BIG=0; WAIT_IDLE=0; RETRIES=0; FOREIGN_MAX=1000000
   DO_SPEED=0; DO_BASELINE=0; ONLY=${ONLY:-seam}
@@ -797,6 +806,36 @@ derive() {
   [ "$(v $p.in_resumes_r1)" = 1 ] || R[$p.ccr.noresume]=1
 }
 
+# ------------------------------------------------------------------ profiles
+# perf (software cpu-clock event: this VM has no hardware counters) on both
+# proxies of the pair while one load runs; flat profile per process and symbol.
+profile_peer() { # PEER
+  local p=$1 d=$RAW/profile load up pids pp
+  mkdir -p "$d"
+  for load in ka cc bulk; do
+    [ $load = bulk ] && up=$IPERF_PORT || up=$BACKEND_PORT
+    start_chain "$p" "$up" 0 || return 1
+    pids=$(echo $(pids_out) $(pids_in) | tr ' ' ,)
+    log "$p: perf record (pids $pids) during $load load, ${DUR}s"
+    timeout $((DUR + 20)) perf record -e cpu-clock -F 1999 -o "$d/$p.$load.data" -p "$pids" -- sleep "$DUR" >"$d/$p.$load.record.log" 2>&1 &
+    pp=$!; started $pp
+    case $load in
+      ka)   run_wrk "$p.prof.ka" "http://$LOOP:$OUT_PORT/100b" ;;
+      cc)   run_wrk "$p.prof.cc" "http://$LOOP:$OUT_PORT/100b" -H 'Connection: close' ;;
+      bulk) run_iperf "$p.prof.bulk" "$OUT_PORT" "$LOADGEN_CPUS" ;;
+    esac
+    wait $pp 2>/dev/null; unset "LIVE[$pp]"
+    {
+      echo "# $p, load=$load, outbound pid $OUT_PID, inbound pid $IN_PID"
+      perf report -i "$d/$p.$load.data" --stdio --no-children --sort pid,dso,symbol --percent-limit 0.7 2>/dev/null | grep -v '^#' | grep -v '^$'
+      echo "## by shared object"
+      perf report -i "$d/$p.$load.data" --stdio --no-children --sort dso --percent-limit 0.5 2>/dev/null | grep -v '^#' | grep -v '^$'
+    } > "$d/$p.$load.txt"
+    stop_chain
+  done
+  log "$p: profiles in $d/$p.{ka,cc,bulk}.txt"
+}
+
 # ------------------------------------------------------------------ smoke verdict
 smoke_check() { # PEER -> prints failures; returns non-zero if any path did not move bytes correctly
   local p=$1 bad=()
@@ -1030,6 +1069,10 @@ done
 for p in ${ONLY//,/ }; do
   [ -n "${PEER_KIND[$p]+x}" ] || { echo "unknown peer: $p (known: ${PEER_ORDER[*]})" >&2; exit 2; }
 done
+if [ "$PROFILE" = 1 ]; then
+  for p in "${RUN_PEERS[@]}"; do profile_peer "$p"; done
+  exit 0
+fi
 for p in "${RUN_PEERS[@]}"; do
   wait_idle
   bench_peer "$p"
