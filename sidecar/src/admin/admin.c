@@ -401,7 +401,7 @@ static void on_request_timeout(uv_timer_t *t)
     conn_close(c);
 }
 
-static bool is_loopback(const struct sockaddr_storage *ss)
+bool sc_admin__is_loopback(const struct sockaddr_storage *ss)
 {
     if (ss->ss_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
@@ -467,7 +467,7 @@ static void on_connection(uv_stream_t *server, int status)
     struct sockaddr_storage peer;
     int len = sizeof(peer);
     c->loopback = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &len) == 0 &&
-                  is_loopback(&peer);
+                  sc_admin__is_loopback(&peer);
     uint64_t timeout = a->hooks.request_timeout_ms ? a->hooks.request_timeout_ms
                                                    : DEFAULT_REQUEST_TIMEOUT_MS;
     uv_timer_start(&c->timer, on_request_timeout, timeout, 0);
