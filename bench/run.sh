@@ -81,6 +81,7 @@ RETRIES=${RETRIES:-2}
 WAIT_IDLE=${WAIT_IDLE:-90}
 REPS=${REPS:-3}
 SPEED_SECS=${SPEED_SECS:-3}
+HOLD_SECS=4              # how long the held connections stay open once all are up (RSS is read after 0.5 s)
 NCPU=$(nproc)
 if [ "$NCPU" -ge 2 ]; then
   LOADGEN_CPUS=${LOADGEN_CPUS:-0}; PROXY_CPUS=${PROXY_CPUS:-1}
@@ -137,7 +138,7 @@ if [ "$PROFILE" = 1 ]; then
   REPS=1; WAIT_IDLE=0; RETRIES=0; DO_SPEED=0; DO_BASELINE=0; ONLY=${ONLY:-seam}
 fi
 if [ "$SMOKE" = 1 ]; then
-  DUR=1; BULK_SECS=1; REPS=1; HOLD_CONNS=50; HOLD_BIG=0; WAIT_IDLE=0; RETRIES=0; FOREIGN_MAX=1000000
+  DUR=1; BULK_SECS=1; REPS=1; HOLD_CONNS=50; HOLD_SECS=1; HOLD_BIG=0; WAIT_IDLE=0; RETRIES=0; FOREIGN_MAX=1000000
   DO_SPEED=0; DO_BASELINE=0; ONLY=${ONLY:-seam}
   RESULTS=$RAW/smoke.md
 fi
@@ -462,7 +463,8 @@ export ALLOW_ID
 
 seam_note() {
   local v; v=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo "?")
-  echo "seam $v (${SEAM_BIN#$REPO/}), tunnel mode, --workers 1 per proxy, libuv + BoringSSL"
+  local b=${SEAM_BIN:-not built}
+  echo "seam $v (${b#$REPO/}), tunnel mode, --workers 1 per proxy, libuv + BoringSSL"
 }
 add_peer seam       l4 peer_seam       peer_seam       "$(seam_note)"
 add_peer haproxy    l4 peer_haproxy_l4 peer_haproxy_l4 "$(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1,3) mode tcp, nbthread 1"
@@ -713,7 +715,7 @@ hold() { # PEER KEY N: hold N idle connections through the path; RSS growth per 
   r_out0=$(mem_kb VmRSS $(pids_out)); r_in0=$(mem_kb VmRSS $(pids_in))
   out=$RAW/$p.$key.txt
   local setup=$(( n / 50 + 30 ))               # >= 50 connections/s or give up (bounded)
-  lg "$RATEBENCH" hold $LOOP $OUT_PORT /100b "$n" 4 "$setup" > "$out" 2>&1 &
+  lg "$RATEBENCH" hold $LOOP $OUT_PORT /100b "$n" "$HOLD_SECS" "$setup" > "$out" 2>&1 &
   hp=$!; started $hp
   for i in $(seq 1 $(( (setup + 10) * 10 ))); do grep -q held= "$out" 2>/dev/null && break; kill -0 $hp 2>/dev/null || break; sleep 0.1; done
   sleep 0.5
