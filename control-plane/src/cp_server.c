@@ -73,6 +73,7 @@ struct cp_call {
     bool responded;                  // response HEADERS submitted
     bool finished;                   // trailers submitted (or trailers-only)
     bool peer_ended;                 // client sent END_STREAM
+    bool rst_after_send;             // RST_STREAM(NO_ERROR) once our END_STREAM is out
     bool ct_ok;
     bool auth_seen;
     char *auth;                      // authorization header value
@@ -308,9 +309,7 @@ static void trailers_only(struct cp_call *call, int status, const char *msg)
     free(enc);
     call->responded = true;
     call->finished = true;
-    if (!call->peer_ended) {
-        nghttp2_submit_rst_stream(call->conn->h2, NGHTTP2_FLAG_NONE, call->id, NGHTTP2_NO_ERROR);
-    }
+    call->rst_after_send = !call->peer_ended;
     if (status >= 0 && status <= 16) {
         call->conn->srv->grpc_calls[status]++;
     }
@@ -352,9 +351,7 @@ static int submit_trailers(nghttp2_session *h2, struct cp_call *call)
     if (call->end_status >= 0 && call->end_status <= 16) {
         call->conn->srv->grpc_calls[call->end_status]++;
     }
-    if (rv == 0 && !call->peer_ended) {
-        nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, call->id, NGHTTP2_NO_ERROR);
-    }
+    call->rst_after_send = rv == 0 && !call->peer_ended;
     return rv;
 }
 
@@ -625,6 +622,17 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t 
     return 0;
 }
 
+// on_invalid_header drops a header field that breaks HTTP/2 field rules
+// (e.g. "authorization: Bearer " with trailing whitespace from a client with
+// an empty token) instead of resetting the stream: the call then fails with a
+// proper gRPC status (UNAUTHENTICATED) rather than a protocol error.
+static int on_invalid_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t *name,
+                             size_t namelen, const uint8_t *value, size_t valuelen,
+                             uint8_t flags, void *ud)
+{
+    return 0;
+}
+
 static void on_request_headers(struct cp_call *call)
 {
     struct cp_server *srv = call->conn->srv;
@@ -717,6 +725,23 @@ static int on_data(nghttp2_session *h2, uint8_t flags, int32_t id, const uint8_t
                     call->conn->srv->cfg->max_msg);
         }
         end_call(call, call->reasm.status, why);
+    }
+    return 0;
+}
+
+// on_frame_send implements the early close of PROTOCOLS.md §1.3: when our
+// END_STREAM went out before the client finished sending, RST_STREAM
+// NO_ERROR follows it (submitted only now so it can never overtake the
+// trailers).
+static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *f, void *ud)
+{
+    if (f->hd.type != NGHTTP2_HEADERS || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        return 0;
+    }
+    struct cp_call *call = nghttp2_session_get_stream_user_data(h2, f->hd.stream_id);
+    if (call != NULL && call->rst_after_send && !call->peer_ended) {
+        call->rst_after_send = false;
+        nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, call->id, NGHTTP2_NO_ERROR);
     }
     return 0;
 }
@@ -1410,6 +1435,8 @@ int cp_server_run(const struct cp_server_config *cfg)
     nghttp2_session_callbacks_set_on_frame_recv_callback(g_h2_callbacks, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(g_h2_callbacks, on_data);
     nghttp2_session_callbacks_set_on_stream_close_callback(g_h2_callbacks, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(g_h2_callbacks, on_frame_send);
+    nghttp2_session_callbacks_set_on_invalid_header_callback(g_h2_callbacks, on_invalid_header);
 
     uv_loop_init(&srv->loop);
     uv_timer_init(&srv->loop, &srv->poll);
