@@ -8,3 +8,12 @@ endif()
 if(SC_FUZZ AND NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
   message(FATAL_ERROR "SC_FUZZ needs clang: cmake -DCMAKE_C_COMPILER=clang -DSC_FUZZ=ON")
 endif()
+# Coverage instrumentation for all code (libraries included), so libFuzzer
+# sees the edges of the parsers it targets, not only of the fuzz_*.c file;
+# the fuzz executables themselves add -fsanitize=fuzzer (libFuzzer's main).
+# Linking with it too pulls in libFuzzer's runtime without its main(), which
+# the non-fuzz executables of a fuzz build need for the coverage callbacks.
+if(SC_FUZZ)
+  add_compile_options(-fsanitize=fuzzer-no-link)
+  add_link_options(-fsanitize=fuzzer-no-link)
+endif()
