@@ -107,8 +107,8 @@ int sc_stream_write(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
                     sc_stream_write_cb cb, void *arg);
 
 // sc_stream_write_queue_size returns the bytes accepted by sc_stream_write
-// (as sent on the wire) that the kernel has not taken yet: the backpressure
-// signal.
+// (as sent on the wire, i.e. ciphertext for TLS) that the kernel has not
+// taken yet: the backpressure signal. 0 means everything is in the kernel.
 size_t sc_stream_write_queue_size(const struct sc_stream *s);
 
 // sc_stream_shutdown half-closes the sending side after all queued writes:

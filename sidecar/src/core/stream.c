@@ -207,7 +207,8 @@ int sc_stream__write_raw(struct sc_stream *s, const uv_buf_t bufs[], unsigned nb
 
 size_t sc_stream_write_queue_size(const struct sc_stream *s)
 {
-    return s->queued_bytes;
+    // libuv's count of bytes not yet taken by the kernel (plain or ciphertext).
+    return s->tcp.write_queue_size;
 }
 
 // Plain TCP transport: bytes go straight between the socket and the user.

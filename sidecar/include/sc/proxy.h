@@ -1,0 +1,74 @@
+// sc/proxy.h — the tunnel data path: N worker threads, each with its own
+// uv_loop and its own SO_REUSEPORT listening socket, pumping bytes between an
+// accepted connection and an upstream one, with mTLS on one side.
+//
+//   inbound:  peer --mTLS--> [listen] seam [connect] --plain--> app (target)
+//   outbound: app --plain--> [listen] seam [connect] --mTLS--> peer (target)
+//
+// A connection lives on one worker for its whole life; no locks on the data
+// path. The main thread owns the struct sc_proxy and talks to workers only
+// through sc_proxy_publish_tls and sc_proxy_drain (uv_async + atomics).
+#ifndef SC_PROXY_H
+#define SC_PROXY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "sc/stats.h"
+
+struct sc_proxy_config {
+    enum sc_dir dir;                 // SC_DIR_INBOUND or SC_DIR_OUTBOUND
+    struct sockaddr_storage listen;  // where to accept (port 0: pick one)
+    struct sockaddr_storage target;  // where to connect
+    int num_workers;                 // >= 1
+    uint64_t connect_timeout_ms;     // 0: none
+    uint64_t handshake_timeout_ms;   // 0: none
+    uint64_t idle_timeout_ms;        // 0: none; no byte either way for this long closes
+    const char *sni;                 // outbound: server name to send (NULL: none); copied
+};
+
+struct sc_proxy;
+
+// sc_proxy_done_cb runs on the main loop once every worker has stopped after
+// sc_proxy_drain.
+typedef void (*sc_proxy_done_cb)(struct sc_proxy *p, void *arg);
+
+// sc_proxy_start binds one listening socket per worker (SO_REUSEPORT) and
+// starts the workers. |ctx| is the initial TLS snapshot (a server context for
+// inbound, a client context for outbound); each worker takes its own
+// reference. |main_loop| is where |done_cb| will run. Returns 0 and the
+// proxy in |*out|, or a UV_E* code (e.g. UV_EADDRINUSE) with nothing started.
+int sc_proxy_start(const struct sc_proxy_config *cfg, SSL_CTX *ctx, uv_loop_t *main_loop,
+                   sc_proxy_done_cb done_cb, void *arg, struct sc_proxy **out);
+
+// sc_proxy_listen_port returns the bound listening port.
+int sc_proxy_listen_port(const struct sc_proxy *p);
+
+// sc_proxy_publish_tls makes |ctx| the snapshot for new connections on every
+// worker (each takes a reference; the caller keeps its own). Open
+// connections keep the SSL_CTX they started with. Main thread only.
+void sc_proxy_publish_tls(struct sc_proxy *p, SSL_CTX *ctx);
+
+// sc_proxy_drain stops accepting on every worker, lets open connections
+// finish for up to |timeout_ms|, then closes the rest; when all workers are
+// done |done_cb| runs on the main loop. Idempotent. Main thread only.
+void sc_proxy_drain(struct sc_proxy *p, uint64_t timeout_ms);
+
+// sc_proxy_num_workers / sc_proxy_worker_stats give the per-worker counters
+// (valid until sc_proxy_free) for the admin server.
+int sc_proxy_num_workers(const struct sc_proxy *p);
+struct sc_worker_stats **sc_proxy_worker_stats(struct sc_proxy *p);
+
+// sc_proxy_active_connections returns the number of open connections (sum
+// over workers, relaxed).
+uint64_t sc_proxy_active_connections(const struct sc_proxy *p);
+
+// sc_proxy_free joins the worker threads (after |done_cb|) and frees |p|.
+// NULL is ignored.
+void sc_proxy_free(struct sc_proxy *p);
+
+#endif

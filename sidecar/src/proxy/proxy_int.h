@@ -1,0 +1,63 @@
+// proxy_int.h — the worker and connection layouts shared by worker.c
+// (threads, listeners, snapshots, drain) and forward.c (one proxied
+// connection: accept -> connect/handshake -> pump -> finalize).
+#ifndef SC_PROXY_INT_H
+#define SC_PROXY_INT_H
+
+#include <stdatomic.h>
+
+#include "sc/buf.h"
+#include "sc/proxy.h"
+#include "sc/stream.h"
+
+struct sc_conn;
+
+struct sc_worker {
+    struct sc_worker_stats stats;   // first: cache-line aligned, only this thread writes
+    struct sc_proxy *proxy;
+    int id;
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_async_t async;               // main -> worker: new snapshot, drain
+    uv_timer_t tick;                // 1 s: idle sweep, loop lag, drain deadline
+    uv_thread_t thread;
+    struct sc_bufpool pool;
+    SSL_CTX *ctx;                   // current snapshot (worker's reference)
+    _Atomic(SSL_CTX *) pending_ctx; // published by main, picked up in on_async
+    atomic_bool drain_requested;
+    bool draining;
+    bool stopping;
+    uint64_t drain_deadline;        // uv_now ms
+    uint64_t last_tick;             // uv_hrtime of the last tick (loop lag)
+    struct sc_conn *conns;          // doubly linked list of open connections
+    atomic_uint_fast64_t num_conns;
+};
+
+struct sc_proxy {
+    struct sc_proxy_config cfg;
+    char *sni;
+    int port;
+    uv_loop_t *main_loop;
+    uv_async_t done_async;          // worker -> main: a worker finished
+    atomic_int workers_done;
+    bool done_reported;
+    bool drain_started;
+    atomic_uint_fast64_t drain_timeout_ms;
+    sc_proxy_done_cb done_cb;
+    void *done_arg;
+    int num_workers;
+    struct sc_worker **workers;
+    struct sc_worker_stats **stats; // &workers[i]->stats
+};
+
+// sc_conn__accept takes one pending connection from the worker's listener.
+void sc_conn__accept(struct sc_worker *w);
+
+// sc_conn__sweep closes connections idle longer than the idle timeout, and
+// all of them if |force| (drain deadline).
+void sc_conn__sweep(struct sc_worker *w, bool force);
+
+// sc_worker__conn_gone is called by forward.c when a connection is freed.
+void sc_worker__conn_gone(struct sc_worker *w);
+
+#endif

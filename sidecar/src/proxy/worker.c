@@ -1,0 +1,302 @@
+// worker.c — worker threads of the tunnel data path: one uv_loop and one
+// SO_REUSEPORT listening socket each, TLS snapshots published from the main
+// thread (uv_async + an atomic pointer), and the drain on SIGTERM.
+#include "proxy/proxy_int.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sc/log.h"
+
+#define SC_TICK_MS 1000
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct sc_worker *w = server->data;
+    if (status < 0) {
+        SC_STAT_ADD(w->stats.accept_errors, 1);
+        sc_warn("proxy.accept_failed", "worker=%d error=%s", w->id, uv_strerror(status));
+        return;
+    }
+    sc_conn__accept(w);
+}
+
+// make_listen_socket binds a non-blocking TCP socket with SO_REUSEPORT so
+// every worker can own one on the same address; the kernel spreads
+// connections over them. Returns the fd or a negative UV_E* code.
+static int make_listen_socket(const struct sockaddr *sa)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -errno;
+    }
+    int one = 1;
+    socklen_t len =
+        sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, sa, len) != 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
+static void maybe_stop(struct sc_worker *w)
+{
+    if (!w->draining || w->stopping || atomic_load(&w->num_conns) > 0) {
+        return;
+    }
+    w->stopping = true;
+    uv_close((uv_handle_t *)&w->async, NULL);
+    uv_close((uv_handle_t *)&w->tick, NULL);
+}
+
+void sc_worker__conn_gone(struct sc_worker *w)
+{
+    atomic_fetch_sub(&w->num_conns, 1);
+    maybe_stop(w);
+}
+
+static void on_async(uv_async_t *a)
+{
+    struct sc_worker *w = a->data;
+    SSL_CTX *ctx = atomic_exchange(&w->pending_ctx, NULL);
+    if (ctx != NULL) {
+        SSL_CTX_free(w->ctx);
+        w->ctx = ctx; // new connections use it; open ones keep theirs
+    }
+    if (atomic_load(&w->drain_requested) && !w->draining) {
+        w->draining = true;
+        w->drain_deadline = uv_now(&w->loop) + atomic_load(&w->proxy->drain_timeout_ms);
+        uv_close((uv_handle_t *)&w->listener, NULL); // stop accepting
+        maybe_stop(w);
+    }
+}
+
+// on_tick runs every second: loop lag gauge, idle sweep, drain deadline.
+static void on_tick(uv_timer_t *t)
+{
+    struct sc_worker *w = t->data;
+    uint64_t now = uv_hrtime();
+    if (w->last_tick != 0) {
+        uint64_t elapsed_us = (now - w->last_tick) / 1000;
+        uint64_t lag = elapsed_us > SC_TICK_MS * 1000 ? elapsed_us - SC_TICK_MS * 1000 : 0;
+        SC_STAT_SET(w->stats.loop_lag_us, lag);
+    }
+    w->last_tick = now;
+    bool force = w->draining && uv_now(&w->loop) >= w->drain_deadline;
+    sc_conn__sweep(w, force);
+}
+
+static void worker_main(void *arg)
+{
+    struct sc_worker *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    SSL_CTX_free(w->ctx);
+    w->ctx = NULL;
+    SSL_CTX_free(atomic_exchange(&w->pending_ctx, NULL));
+    if (uv_loop_close(&w->loop) != 0) {
+        sc_warn("proxy.worker_leak", "worker=%d loop closed with open handles", w->id);
+    }
+    sc_bufpool_cleanup(&w->pool);
+    atomic_fetch_add(&w->proxy->workers_done, 1);
+    uv_async_send(&w->proxy->done_async);
+}
+
+static void on_done_closed(uv_handle_t *h)
+{
+    struct sc_proxy *p = h->data;
+    if (p->done_cb != NULL) {
+        p->done_cb(p, p->done_arg);
+    }
+}
+
+static void on_done_async(uv_async_t *a)
+{
+    struct sc_proxy *p = a->data;
+    if (!p->done_reported && atomic_load(&p->workers_done) == p->num_workers) {
+        p->done_reported = true;
+        uv_close((uv_handle_t *)&p->done_async, on_done_closed);
+    }
+}
+
+// free_worker releases a worker whose loop never ran (start failed).
+static void free_unstarted_worker(struct sc_worker *w)
+{
+    if (!uv_is_closing((uv_handle_t *)&w->listener)) {
+        uv_close((uv_handle_t *)&w->listener, NULL);
+    }
+    uv_close((uv_handle_t *)&w->async, NULL);
+    uv_close((uv_handle_t *)&w->tick, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&w->loop);
+    SSL_CTX_free(w->ctx);
+    sc_bufpool_cleanup(&w->pool);
+    free(w);
+}
+
+static void free_proxy(struct sc_proxy *p)
+{
+    free(p->workers);
+    free(p->stats);
+    free(p->sni);
+    free(p);
+}
+
+int sc_proxy_start(const struct sc_proxy_config *cfg, SSL_CTX *ctx, uv_loop_t *main_loop,
+                   sc_proxy_done_cb done_cb, void *arg, struct sc_proxy **out)
+{
+    int r = 0;
+    struct sc_proxy *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        return UV_ENOMEM;
+    }
+    p->cfg = *cfg;
+    p->sni = cfg->sni ? strdup(cfg->sni) : NULL;
+    p->cfg.sni = p->sni;
+    p->main_loop = main_loop;
+    p->done_cb = done_cb;
+    p->done_arg = arg;
+    p->num_workers = cfg->num_workers > 0 ? cfg->num_workers : 1;
+    p->workers = calloc((size_t)p->num_workers, sizeof(*p->workers));
+    p->stats = calloc((size_t)p->num_workers, sizeof(*p->stats));
+    if (p->workers == NULL || p->stats == NULL) {
+        free_proxy(p);
+        return UV_ENOMEM;
+    }
+    struct sockaddr_storage la = cfg->listen;
+    int started = 0;
+    for (int i = 0; i < p->num_workers; i++) {
+        struct sc_worker *w = aligned_alloc(64, (sizeof(*w) + 63) & ~(size_t)63);
+        if (w == NULL) {
+            r = UV_ENOMEM;
+            goto out_fail;
+        }
+        memset(w, 0, sizeof(*w));
+        w->proxy = p;
+        w->id = i;
+        uv_loop_init(&w->loop);
+        sc_bufpool_init(&w->pool, 256);
+        uv_tcp_init(&w->loop, &w->listener);
+        uv_async_init(&w->loop, &w->async, on_async);
+        uv_timer_init(&w->loop, &w->tick);
+        w->listener.data = w;
+        w->async.data = w;
+        w->tick.data = w;
+        SSL_CTX_up_ref(ctx);
+        w->ctx = ctx;
+        atomic_init(&w->pending_ctx, NULL);
+        atomic_init(&w->drain_requested, false);
+        atomic_init(&w->num_conns, 0);
+        p->workers[i] = w;
+        p->stats[i] = &w->stats;
+        started = i + 1;
+
+        int fd = make_listen_socket((struct sockaddr *)&la);
+        if (fd < 0) {
+            r = fd;
+            goto out_fail;
+        }
+        if ((r = uv_tcp_open(&w->listener, fd)) != 0) {
+            close(fd);
+            goto out_fail;
+        }
+        if ((r = uv_listen((uv_stream_t *)&w->listener, 1024, on_connection)) != 0) {
+            goto out_fail;
+        }
+        if (i == 0) {
+            // With port 0 the first bind picks the port; the others share it.
+            int len = sizeof(la);
+            uv_tcp_getsockname(&w->listener, (struct sockaddr *)&la, &len);
+            p->port = ntohs(la.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&la)->sin6_port
+                                                     : ((struct sockaddr_in *)&la)->sin_port);
+        }
+        uv_timer_start(&w->tick, on_tick, SC_TICK_MS, SC_TICK_MS);
+    }
+    uv_async_init(main_loop, &p->done_async, on_done_async);
+    p->done_async.data = p;
+    atomic_init(&p->workers_done, 0);
+    for (int i = 0; i < p->num_workers; i++) {
+        if (uv_thread_create(&p->workers[i]->thread, worker_main, p->workers[i]) != 0) {
+            // Threads already running cannot be unwound cheaply: give up.
+            fprintf(stderr, "seam: cannot start worker thread\n");
+            abort();
+        }
+    }
+    *out = p;
+    return 0;
+
+out_fail:
+    for (int i = 0; i < started; i++) {
+        free_unstarted_worker(p->workers[i]);
+    }
+    free_proxy(p);
+    return r;
+}
+
+int sc_proxy_listen_port(const struct sc_proxy *p)
+{
+    return p->port;
+}
+
+void sc_proxy_publish_tls(struct sc_proxy *p, SSL_CTX *ctx)
+{
+    for (int i = 0; i < p->num_workers; i++) {
+        struct sc_worker *w = p->workers[i];
+        SSL_CTX_up_ref(ctx);
+        SSL_CTX *old = atomic_exchange(&w->pending_ctx, ctx);
+        SSL_CTX_free(old); // never picked up: superseded
+        uv_async_send(&w->async);
+    }
+}
+
+void sc_proxy_drain(struct sc_proxy *p, uint64_t timeout_ms)
+{
+    if (p->drain_started) {
+        return;
+    }
+    p->drain_started = true;
+    atomic_store(&p->drain_timeout_ms, timeout_ms);
+    for (int i = 0; i < p->num_workers; i++) {
+        atomic_store(&p->workers[i]->drain_requested, true);
+        uv_async_send(&p->workers[i]->async);
+    }
+}
+
+int sc_proxy_num_workers(const struct sc_proxy *p)
+{
+    return p->num_workers;
+}
+
+struct sc_worker_stats **sc_proxy_worker_stats(struct sc_proxy *p)
+{
+    return p->stats;
+}
+
+uint64_t sc_proxy_active_connections(const struct sc_proxy *p)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < p->num_workers; i++) {
+        n += atomic_load_explicit(&p->workers[i]->num_conns, memory_order_relaxed);
+    }
+    return n;
+}
+
+void sc_proxy_free(struct sc_proxy *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    for (int i = 0; i < p->num_workers; i++) {
+        uv_thread_join(&p->workers[i]->thread);
+        free(p->workers[i]);
+    }
+    free_proxy(p);
+}
