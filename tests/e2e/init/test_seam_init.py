@@ -230,6 +230,39 @@ def test_error_names_failing_rule(seam_init, tmp_path):
     assert "invalid port/service" in r.stderr
 
 
+def test_failed_family_rolls_back_the_other(seam_init, tmp_path):
+    """IPv6 failing after IPv4 succeeded must not leave an IPv4-only capture."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    log = tmp_path / "calls.log"
+    save = 'printf "*nat\\n:SEAM_OUTPUT - [0:0]\\n-A OUTPUT -p tcp -j SEAM_OUTPUT\\nCOMMIT\\n"'
+    scripts = {
+        "iptables": 'echo "iptables v1.8.9 (nf_tables)"',
+        "iptables-nft-save": save,
+        "ip6tables-nft-save": save,
+        "iptables-nft-restore": f'[ "$1" = --version ] && exit 0\n'
+                                f'echo "== v4 $*" >> {log}; cat >> {log}',
+        "ip6tables-nft-restore": f'[ "$1" = --version ] && exit 0\n'
+                                 f'echo "== v6 $*" >> {log}; cat >> {log}\n'
+                                 'echo "ip6tables-nft-restore: line 3 failed" >&2; exit 1',
+    }
+    for name, body in scripts.items():
+        p = fake / name
+        p.write_text("#!/bin/sh\n" + body + "\n")
+        p.chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake}:/usr/bin:/bin")
+    r = run([seam_init, "install", "--ipv6", "on"], env=env)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "rejected rule at line 3: :SEAM_IN_REDIRECT - [0:0]" in r.stderr
+    assert "rolled back the IPv4 rules" in r.stderr
+    calls = log.read_text().split("== ")
+    assert [c.split()[0] for c in calls if c] == ["v4", "v6", "v4"]
+    assert "--noflush" in calls[1]
+    # The install deleted the old jump first; the rollback removes the chains.
+    assert "-D OUTPUT -p tcp -j SEAM_OUTPUT" in calls[1]
+    assert "-X SEAM_OUTPUT" in calls[3] and "-A " not in calls[3]
+
+
 # --- root: real rules in a namespace ----------------------------------------
 
 @needs_root
