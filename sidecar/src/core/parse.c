@@ -337,8 +337,8 @@ static bool dns_name_valid(const char *h)
             label = 0;
             continue;
         }
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '-' ||
-                  c == '_';
+        bool ok =
+            (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '-' || c == '_';
         if (!ok || ++label > 63) {
             return false;
         }

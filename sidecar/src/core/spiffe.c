@@ -18,8 +18,8 @@ static bool is_td_char(unsigned char c)
 
 static bool is_path_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '-' || c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '-' || c == '_';
 }
 
 static unsigned char lower(unsigned char c)
@@ -231,8 +231,8 @@ bool sc_spiffe_id_equal(const char *a, const char *b)
 
 // pattern_parse validates |pattern| and reports the offset of its path
 // (|*out_td_end|) and whether it ends in "/*".
-static bool pattern_parse(const char *pattern, size_t *out_len, size_t *out_td_end,
-                          bool *out_star, const char **out_err)
+static bool pattern_parse(const char *pattern, size_t *out_len, size_t *out_td_end, bool *out_star,
+                          const char **out_err)
 {
     if (pattern == NULL) {
         set_err(out_err, "pattern is missing");

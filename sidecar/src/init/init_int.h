@@ -58,8 +58,7 @@ extern const char *const sc_init_chains[4];
 int sc_init_parse_ports(const char *s, uint16_t *out, size_t *num, const char **out_err);
 // sc_init_parse_cidrs parses "10.0.0.0/8,fd00::/8,1.2.3.4" (a bare address is
 // a host route); host bits are cleared. 0 / -1 with |*out_err|.
-int sc_init_parse_cidrs(const char *s, struct sc_init_cidr *out, size_t *num,
-                        const char **out_err);
+int sc_init_parse_cidrs(const char *s, struct sc_init_cidr *out, size_t *num, const char **out_err);
 // sc_init_format_cidr writes "10.0.0.0/8" / "fd00::/8" into |out|.
 void sc_init_format_cidr(const struct sc_init_cidr *c, char *out, size_t cap);
 

@@ -167,13 +167,12 @@ static int parse_one_cidr(const char *item, struct sc_init_cidr *c, const char *
     }
     // Clear host bits so the rule reads back from iptables-save unchanged.
     for (unsigned bit = c->prefix; bit < max; bit++) {
-        c->addr[bit / 8] &= (uint8_t)~(0x80u >> (bit % 8));
+        c->addr[bit / 8] &= (uint8_t) ~(0x80u >> (bit % 8));
     }
     return 0;
 }
 
-int sc_init_parse_cidrs(const char *s, struct sc_init_cidr *out, size_t *num,
-                        const char **out_err)
+int sc_init_parse_cidrs(const char *s, struct sc_init_cidr *out, size_t *num, const char **out_err)
 {
     const char *p = s;
     while (*p != '\0') {
@@ -263,7 +262,8 @@ static int add_deletions(const char *save, struct sc_init_text *out, bool *out_f
         } else if (in_nat && len > 0 && p[0] == ':') {
             for (size_t i = 0; i < 4; i++) {
                 size_t cl = strlen(sc_init_chains[i]);
-                if (len > cl + 1 && strncmp(p + 1, sc_init_chains[i], cl) == 0 && p[1 + cl] == ' ') {
+                if (len > cl + 1 && strncmp(p + 1, sc_init_chains[i], cl) == 0 &&
+                    p[1 + cl] == ' ') {
                     *out_found = true;
                 }
             }

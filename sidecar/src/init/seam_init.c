@@ -209,8 +209,8 @@ static int restore(const struct tools *t, int f, const struct sc_init_text *text
     if (rc != 0) {
         long ln = e != NULL ? line_number(e) : -1;
         if (ln >= 1 && (size_t)ln <= text->num_lines) {
-            fprintf(stderr, "seam-init: %s (%s, %s) rejected rule at line %ld: %s\n",
-                    t->restore[f], fam_name(f), t->backend, ln, text->lines[ln - 1]);
+            fprintf(stderr, "seam-init: %s (%s, %s) rejected rule at line %ld: %s\n", t->restore[f],
+                    fam_name(f), t->backend, ln, text->lines[ln - 1]);
         } else {
             fprintf(stderr, "seam-init: %s (%s, %s) failed with status %d\n", t->restore[f],
                     fam_name(f), t->backend, rc);
@@ -521,8 +521,7 @@ int main(int argc, char **argv)
 
     printf("seam-init: %s%s: backend %s (%s; %s), IPv6 %s\n", cfg.install ? "install" : "uninstall",
            cfg.dry_run ? " (dry run)" : "", tools.backend, why,
-           tools.version[0] != '\0' ? tools.version : "version unknown",
-           fam_on[1] ? "on" : "off");
+           tools.version[0] != '\0' ? tools.version : "version unknown", fam_on[1] ? "on" : "off");
     fflush(stdout);
     int rc = cfg.install ? do_install(&cfg, &tools, fam_on, have_other ? &other : NULL)
                          : do_uninstall(&cfg, &tools, fam_on, have_other ? &other : NULL);

@@ -293,9 +293,9 @@ static void test_hostport_name(void **state)
     char host[256];
     uint16_t port = 0;
     const char *err = NULL;
-    assert_int_equal(sc_parse_hostport_name("istiod.istio-system.svc:15012", host, sizeof(host),
-                                            &port, &err),
-                     0);
+    assert_int_equal(
+        sc_parse_hostport_name("istiod.istio-system.svc:15012", host, sizeof(host), &port, &err),
+        0);
     assert_string_equal(host, "istiod.istio-system.svc");
     assert_int_equal(port, 15012);
     assert_int_equal(sc_parse_hostport_name("127.0.0.1:443", host, sizeof(host), &port, NULL), 0);
@@ -308,9 +308,9 @@ static void test_hostport_name(void **state)
     assert_int_equal(sc_parse_hostport_name("a_b.example.:1", host, sizeof(host), &port, NULL), 0);
 
     const char *bad[] = {
-        "",          "host",    ":80",      "host:",        "host:0",      "host:65536",
-        "a..b:80",   ".a:80",   "a b:80",   "a/b:80",       "ho$t:80",     "::1:80",
-        "[::1]",     "[x]:80",  "[]:80",    "host:80:80",   "host:8x",     "[::1]:0",
+        "",        "host",   ":80",    "host:",      "host:0",  "host:65536",
+        "a..b:80", ".a:80",  "a b:80", "a/b:80",     "ho$t:80", "::1:80",
+        "[::1]",   "[x]:80", "[]:80",  "host:80:80", "host:8x", "[::1]:0",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err = NULL;
@@ -328,9 +328,8 @@ static void test_hostport_name(void **state)
     strcpy(name + 63, ":80");
     assert_int_equal(sc_parse_hostport_name(name, host, sizeof(host), &port, NULL), 0);
     char small[8];
-    assert_int_not_equal(sc_parse_hostport_name("example.com:80", small, sizeof(small), &port,
-                                                &err),
-                         0);
+    assert_int_not_equal(
+        sc_parse_hostport_name("example.com:80", small, sizeof(small), &port, &err), 0);
     assert_int_equal(sc_parse_hostport_name("exam.co:80", small, sizeof(small), &port, NULL), 0);
     assert_string_equal(small, "exam.co");
 }
