@@ -234,8 +234,10 @@ static void on_handshake(struct sc_stream *s, int status)
     enum sc_dir dir = w->proxy->cfg.dir;
     if (status != 0) {
         handshake_failed(c);
-        // Outbound: the app's connection is refused at once (RST).
-        finalize(c, "handshake_failed", dir == SC_DIR_OUTBOUND);
+        // An orderly close: the app sees EOF without a byte. (A RST can
+        // reach a loopback client before its connect() returns and look like
+        // a connection error instead of a refusal.)
+        finalize(c, "handshake_failed", false);
         return;
     }
     sc_stats_observe_handshake(&w->stats, sc_stream_handshake_us(s));
