@@ -7,12 +7,14 @@ PKGS=(
   # build
   build-essential cmake pkg-config git ca-certificates
   android-libboringssl-dev libuv1-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler
-  libcmocka-dev libyaml-dev
+  libcmocka-dev libyaml-dev libhttp-parser-dev
   # fuzzing and sanitizers (clang + libFuzzer runtime)
   clang libclang-rt-14-dev llvm
   # real peers and test tools
   openssl socat curl python3 python3-pytest python3-grpcio python3-protobuf protobuf-compiler
-  iproute2 iptables tshark procps psmisc jq
+  iproute2 iptables tshark procps psmisc jq python3-cryptography
+  # deploy/: OCI image without a Docker engine, manifest lint
+  buildah umoci skopeo runc podman yamllint
   prometheus
   # bench peers
   haproxy nginx wrk iperf3 util-linux
