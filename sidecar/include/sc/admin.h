@@ -69,7 +69,9 @@ struct sc_admin_hooks {
 
     // ready returns whether the sidecar is ready to serve (a valid
     // certificate, and in mesh mode a config snapshot; false while draining).
-    // NULL: ready when cert_path is unset or its leaf is currently valid.
+    // NULL counts as true. In addition, when certs_json is NULL and cert_path
+    // is set (file certificates), the leaf in cert_path must be valid now for
+    // /healthz/ready to answer 200.
     bool (*ready)(void *ctx);
 
     // live returns false when the sidecar is wedged. NULL: always live. In any
@@ -107,7 +109,7 @@ struct sc_admin_hooks {
     void (*quit)(void *ctx);
 
     // Tunnel mode with file certificates: PEM paths of the leaf (+ chain) and
-    // of the trust bundle. Used only when certs_json / ready are NULL. Read
+    // of the trust bundle. Used only when certs_json is NULL. Read
     // on each request, so a SIGHUP reload shows up. May be NULL.
     const char *cert_path;
     const char *trust_path;

@@ -184,12 +184,14 @@ static void respond_error(struct admin_conn *c, int status)
     respond_text(c, status, body);
 }
 
+// admin_ready: the hook decides; with file certificates (tunnel mode) the
+// leaf in the --cert file must also be valid now.
 static bool admin_ready(struct sc_admin *a)
 {
-    if (a->hooks.ready != NULL) {
-        return a->hooks.ready(a->hooks.ctx);
+    if (a->hooks.ready != NULL && !a->hooks.ready(a->hooks.ctx)) {
+        return false;
     }
-    if (a->hooks.cert_path != NULL) {
+    if (a->hooks.certs_json == NULL && a->hooks.cert_path != NULL) {
         return sc_admin__file_cert_valid(a->hooks.cert_path, (int64_t)time(NULL));
     }
     return true;
