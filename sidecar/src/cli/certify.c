@@ -132,6 +132,7 @@ static void close_loop(uv_loop_t *loop)
 /* ---- certify -------------------------------------------------------------- */
 
 struct certify_state {
+    uv_loop_t *loop;
     const char *out_dir;
     int exit_code;
 };
@@ -228,6 +229,7 @@ out_free:
 static void on_certified(struct cc_ca_result *res, void *arg)
 {
     struct certify_state *st = arg;
+    uv_stop(st->loop); // one shot: the open connection must not keep us running
     if (res->error != CC_CA_OK) {
         if (res->error == CC_CA_RPC) {
             fprintf(stderr, "certify: %s\n", res->message);
@@ -309,7 +311,7 @@ int sc_cmd_certify(int argc, char **argv)
         return 2;
     }
     cc_channel_set_debug_name(ch, "ca");
-    struct certify_state st = {.out_dir = out_dir, .exit_code = 1};
+    struct certify_state st = {.loop = &loop, .out_dir = out_dir, .exit_code = 1};
     struct cc_ca_request req = {
         .spiffe_id = f.spiffe_id,
         .ttl_seconds = (int64_t)((ttl_ms + 999) / 1000),
