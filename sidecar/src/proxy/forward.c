@@ -86,7 +86,7 @@ static void on_stream_closed(struct sc_stream *s)
 }
 
 // finalize tears the connection down once (nginx ngx_stream_proxy_finalize).
-// |reset| aborts the downstream with a RST (upstream unreachable/refused).
+// |reset| aborts the downstream with a RST.
 static void finalize(struct sc_conn *c, const char *reason, bool reset)
 {
     if (c->state == SC_CONN_CLOSING) {
@@ -272,7 +272,12 @@ static void on_upstream_connect(struct sc_stream *up, int status)
         sc_warn("conn.upstream_failed", "dir=%s target=%s error=%s", dir_name(dir),
                 sc_format_addr((struct sockaddr *)&w->proxy->cfg.target, target, sizeof(target)),
                 status == UV_ETIMEDOUT ? "connect timeout" : uv_strerror(status));
-        finalize(c, "upstream_connect_failed", true);
+        // Closed at once. Not with uv_tcp_close_reset: on loopback the RST
+        // can reach a client whose connect() has not returned yet, which then
+        // fails as "connection reset" instead of seeing the close. A client
+        // that already sent bytes gets a RST from the kernel anyway (unread
+        // data at close).
+        finalize(c, "upstream_connect_failed", false);
         return;
     }
     if (dir == SC_DIR_OUTBOUND) {
@@ -281,7 +286,7 @@ static void on_upstream_connect(struct sc_stream *up, int status)
                                     w->proxy->cfg.handshake_timeout_ms, on_handshake);
         if (r != 0) {
             sc_warn("tls.start_failed", "dir=outbound error=%s", sc_strerror(r));
-            finalize(c, "tls_start_failed", true);
+            finalize(c, "tls_start_failed", false);
         }
         return;
     }
@@ -324,7 +329,7 @@ void sc_conn__accept(struct sc_worker *w)
                                 on_handshake);
         if (r != 0) {
             sc_warn("tls.start_failed", "dir=inbound error=%s", sc_strerror(r));
-            finalize(c, "tls_start_failed", true);
+            finalize(c, "tls_start_failed", false);
         }
         return;
     }
