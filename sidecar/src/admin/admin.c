@@ -32,16 +32,16 @@ struct admin_conn {
     struct sc_admin *admin;
     struct admin_conn *prev, *next;
     uv_tcp_t tcp;
-    uv_timer_t timer;         // request timeout, then linger
-    int open_handles;         // handles not yet closed; freed at 0
+    uv_timer_t timer; // request timeout, then linger
+    int open_handles; // handles not yet closed; freed at 0
     bool closing;
-    bool responded;           // a response is queued: ignore further requests
-    bool loopback;            // the peer is 127.0.0.0/8 or ::1
-    bool over_limit;          // answer 503 to whatever arrives
+    bool responded;  // a response is queued: ignore further requests
+    bool loopback;   // the peer is 127.0.0.0/8 or ::1
+    bool over_limit; // answer 503 to whatever arrives
     enum after_write after;
     uv_write_t wreq;
     uv_shutdown_t sreq;
-    struct sc_admin_buf out;  // response, alive until the write callback
+    struct sc_admin_buf out; // response, alive until the write callback
     size_t in_len;
     char in[SC_HTTP_MAX_HEAD + SC_HTTP_MAX_BODY];
 };
@@ -55,8 +55,8 @@ struct sc_admin {
     struct sc_admin_hooks hooks;
     struct admin_conn *conns;
     int num_conns;
-    uint64_t lag_last_ns;  // when the lag timer last fired
-    uint64_t main_lag_us;  // last measured main-loop lag
+    uint64_t lag_last_ns; // when the lag timer last fired
+    uint64_t main_lag_us; // last measured main-loop lag
     sc_admin_stop_cb stop_cb;
     void *stop_arg;
 };
@@ -159,8 +159,7 @@ static void respond(struct admin_conn *c, int status, const char *content_type,
     sc_admin_buf_printf(&c->out,
                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                         "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
-                        status, sc_http_status_text(status), content_type, body_len,
-                        extra_headers);
+                        status, sc_http_status_text(status), content_type, body_len, extra_headers);
     if (!head_only && body_len > 0) {
         sc_admin_buf_append(&c->out, body, body_len);
     }
@@ -201,8 +200,8 @@ static bool admin_ready(struct sc_admin *a)
 // bounded loop lag, and the hook (if any) must agree.
 static bool admin_live(struct sc_admin *a, char *why, size_t cap)
 {
-    uint64_t max = a->hooks.max_worker_lag_us ? a->hooks.max_worker_lag_us
-                                              : DEFAULT_MAX_WORKER_LAG_US;
+    uint64_t max =
+        a->hooks.max_worker_lag_us ? a->hooks.max_worker_lag_us : DEFAULT_MAX_WORKER_LAG_US;
     for (int w = 0; w < a->hooks.num_workers; w++) {
         struct sc_worker_stats *s = a->hooks.worker_stats ? a->hooks.worker_stats[w] : NULL;
         if (s != NULL && SC_STAT_GET(s->loop_lag_us) > max) {
@@ -240,8 +239,9 @@ static void route(struct admin_conn *c, const struct sc_http_request *r)
     struct sc_admin_buf body;
     sc_admin_buf_init(&body);
 
-    static const char *const get_paths[] = {"/",     "/metrics", "/healthz/ready", "/healthz/live",
-                                            "/certs", "/config", "/debug/tls-failures"};
+    static const char *const get_paths[] = {
+        "/",      "/metrics", "/healthz/ready",     "/healthz/live",
+        "/certs", "/config",  "/debug/tls-failures"};
     static const char *const post_paths[] = {"/drain", "/quitquitquit"};
     bool known_get = false, known_post = false;
     for (size_t i = 0; i < sizeof(get_paths) / sizeof(get_paths[0]); i++) {
@@ -256,13 +256,12 @@ static void route(struct admin_conn *c, const struct sc_http_request *r)
     }
     if (known_get && !is_get) {
         const char *allow = "Allow: GET, HEAD\r\n";
-        respond(c, 405, "text/plain; charset=utf-8", allow, "405 Method Not Allowed\n", 23,
-                false);
+        respond(c, 405, "text/plain; charset=utf-8", allow, "405 Method Not Allowed\n", 23, false);
         return;
     }
     if (known_post && r->method != SC_HTTP_POST) {
-        respond(c, 405, "text/plain; charset=utf-8", "Allow: POST\r\n",
-                "405 Method Not Allowed\n", 23, head);
+        respond(c, 405, "text/plain; charset=utf-8", "Allow: POST\r\n", "405 Method Not Allowed\n",
+                23, head);
         return;
     }
 
@@ -470,8 +469,8 @@ static void on_connection(uv_stream_t *server, int status)
     int len = sizeof(peer);
     c->loopback = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &len) == 0 &&
                   sc_admin__is_loopback(&peer);
-    uint64_t timeout = a->hooks.request_timeout_ms ? a->hooks.request_timeout_ms
-                                                   : DEFAULT_REQUEST_TIMEOUT_MS;
+    uint64_t timeout =
+        a->hooks.request_timeout_ms ? a->hooks.request_timeout_ms : DEFAULT_REQUEST_TIMEOUT_MS;
     uv_timer_start(&c->timer, on_request_timeout, timeout, 0);
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
         conn_close(c);
@@ -537,8 +536,7 @@ int sc_admin_bound_port(const struct sc_admin *admin)
 {
     struct sockaddr_storage ss;
     int len = sizeof(ss);
-    if (admin == NULL ||
-        uv_tcp_getsockname(&admin->listener, (struct sockaddr *)&ss, &len) != 0) {
+    if (admin == NULL || uv_tcp_getsockname(&admin->listener, (struct sockaddr *)&ss, &len) != 0) {
         return -1;
     }
     if (ss.ss_family == AF_INET) {

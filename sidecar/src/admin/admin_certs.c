@@ -206,10 +206,11 @@ void sc_admin__file_cert_metrics(struct sc_admin_buf *out, const char *cert_path
         if (asn1_to_unix(X509_get0_notAfter(l.certs[0]), &na)) {
             char id[2048];
             first_uri_san(l.certs[0], id, sizeof(id));
-            sc_admin_buf_printf(out, "# HELP seam_cert_expiry_timestamp_seconds Not-after time of "
-                                     "the certificate in force.\n"
-                                     "# TYPE seam_cert_expiry_timestamp_seconds gauge\n"
-                                     "seam_cert_expiry_timestamp_seconds{role=\"leaf\",spiffe_id=\"");
+            sc_admin_buf_printf(out,
+                                "# HELP seam_cert_expiry_timestamp_seconds Not-after time of "
+                                "the certificate in force.\n"
+                                "# TYPE seam_cert_expiry_timestamp_seconds gauge\n"
+                                "seam_cert_expiry_timestamp_seconds{role=\"leaf\",spiffe_id=\"");
             sc_admin_buf_label_value(out, id);
             sc_admin_buf_printf(out, "\"} %lld\n", (long long)na);
         }
@@ -221,9 +222,10 @@ void sc_admin__file_cert_metrics(struct sc_admin_buf *out, const char *cert_path
             n = l.num;
             free_certs(&l);
         }
-        sc_admin_buf_printf(out, "# HELP seam_trust_bundle_roots Root certificates in the trust "
-                                 "bundle.\n# TYPE seam_trust_bundle_roots gauge\n"
-                                 "seam_trust_bundle_roots %zu\n",
+        sc_admin_buf_printf(out,
+                            "# HELP seam_trust_bundle_roots Root certificates in the trust "
+                            "bundle.\n# TYPE seam_trust_bundle_roots gauge\n"
+                            "seam_trust_bundle_roots %zu\n",
                             n);
     }
 }

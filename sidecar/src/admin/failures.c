@@ -77,8 +77,9 @@ static void render_one(struct sc_admin_buf *out, const struct failure *f)
     char ts[64];
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     long ms = f->when.tv_nsec / 1000000;
-    sc_admin_buf_printf(out, "{\"time\":\"%s.%03ldZ\",\"time_unix\":%lld.%03ld,\"direction\":\"%s\","
-                             "\"reason\":\"%s\",\"peer\":",
+    sc_admin_buf_printf(out,
+                        "{\"time\":\"%s.%03ldZ\",\"time_unix\":%lld.%03ld,\"direction\":\"%s\","
+                        "\"reason\":\"%s\",\"peer\":",
                         ts, ms, (long long)secs, ms,
                         f->dir == SC_DIR_OUTBOUND ? "outbound" : "inbound",
                         sc_tls_fail_name(f->reason));

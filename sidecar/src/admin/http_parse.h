@@ -8,9 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SC_HTTP_MAX_HEAD 8192   // request line + headers + blank line
-#define SC_HTTP_MAX_HEADERS 64  // header fields
-#define SC_HTTP_MAX_BODY 4096   // Content-Length accepted (and discarded)
+#define SC_HTTP_MAX_HEAD 8192  // request line + headers + blank line
+#define SC_HTTP_MAX_HEADERS 64 // header fields
+#define SC_HTTP_MAX_BODY 4096  // Content-Length accepted (and discarded)
 #define SC_HTTP_MAX_METHOD 16
 
 // Return values of sc_http_parse_request besides 0. Errors are the negated
@@ -26,7 +26,7 @@ enum sc_http_method { SC_HTTP_GET = 0, SC_HTTP_HEAD, SC_HTTP_POST, SC_HTTP_OTHER
 
 struct sc_http_request {
     enum sc_http_method method;
-    const char *target;      // request-target as sent (origin-form, starts with '/')
+    const char *target; // request-target as sent (origin-form, starts with '/')
     size_t target_len;
     size_t path_len;         // target_len up to (excluding) the first '?'
     int minor_version;       // HTTP/1.<minor>: 0 or 1
@@ -34,7 +34,7 @@ struct sc_http_request {
     uint64_t content_length; // 0 when absent
     bool has_content_length;
     bool has_host;
-    bool connection_close;   // "Connection: close" (or HTTP/1.0 without keep-alive)
+    bool connection_close; // "Connection: close" (or HTTP/1.0 without keep-alive)
     size_t num_headers;
 };
 

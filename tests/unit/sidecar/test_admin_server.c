@@ -33,8 +33,8 @@ struct fixture {
     struct sc_worker_stats stats[2];
     struct sc_worker_stats *stats_ptrs[2];
     int port;
-    int ready;         // read by the hook on the loop thread
-    int drain_calls;   // written on the loop thread
+    int ready;       // read by the hook on the loop thread
+    int drain_calls; // written on the loop thread
     int quit_calls;
     int stopped_calls;
     int loop_close_rc;
@@ -180,8 +180,8 @@ static int exchange(int port, const char *req, size_t len, char *resp, size_t ca
 static int get(int port, const char *method, const char *path, char *resp, size_t cap)
 {
     char req[512];
-    snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n",
-             method, path);
+    snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n", method,
+             path);
     return exchange(port, req, strlen(req), resp, cap);
 }
 
@@ -209,8 +209,8 @@ static void test_endpoints(void **state)
     assert_int_equal(get(f->port, "GET", "/metrics", resp, sizeof(resp)), 200);
     assert_non_null(strstr(resp, "\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
     assert_non_null(strstr(resp, "\r\nConnection: close\r\n"));
-    assert_non_null(
-        strstr(body_of(resp), "\nseam_connections_opened_total{direction=\"inbound\",mode=\"mtls\"} 7\n"));
+    assert_non_null(strstr(
+        body_of(resp), "\nseam_connections_opened_total{direction=\"inbound\",mode=\"mtls\"} 7\n"));
     // Content-Length matches the body.
     size_t clen = 0;
     assert_int_equal(sscanf(strstr(resp, "Content-Length: "), "Content-Length: %zu", &clen), 1);
@@ -284,7 +284,8 @@ static void test_bad_requests(void **state)
     const char *big_body = "POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
     assert_int_equal(exchange(f->port, big_body, strlen(big_body), resp, sizeof(resp)), 413);
     assert_int_equal(__atomic_load_n(&f->drain_calls, __ATOMIC_SEQ_CST), 0);
-    const char *te = "POST /drain HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    const char *te =
+        "POST /drain HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
     assert_int_equal(exchange(f->port, te, strlen(te), resp, sizeof(resp)), 501);
     const char *v2 = "GET / HTTP/2.0\r\n\r\n";
     assert_int_equal(exchange(f->port, v2, strlen(v2), resp, sizeof(resp)), 505);
@@ -395,6 +396,72 @@ static void test_quitquitquit(void **state)
     free(f);
 }
 
+// test_ipv6: the server binds [::1] and answers there.
+static void on_v6_stopped(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+struct v6_client {
+    int port;
+    char *resp;
+    size_t cap;
+};
+
+static void *v6_client_thread(void *arg)
+{
+    struct v6_client *c = arg;
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)c->port)};
+    inet_pton(AF_INET6, "::1", &sa.sin6_addr);
+    c->resp[0] = '\0';
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+        const char *req = "POST /drain HTTP/1.1\r\nHost: [::1]\r\n\r\n";
+        send(fd, req, strlen(req), MSG_NOSIGNAL);
+        read_all(fd, c->resp, c->cap);
+    }
+    close(fd);
+    return NULL;
+}
+
+static void on_v6_drain(void *ctx)
+{
+    struct sc_admin **a = ctx;
+    // Drained: stop the server so the loop ends.
+    sc_admin_stop(a[0], on_v6_stopped, a[1]);
+}
+
+static void test_ipv6(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct sockaddr_in6 sa;
+    assert_int_equal(uv_ip6_addr("::1", 0, &sa), 0);
+    int stopped = 0;
+    void *ctx[2] = {NULL, &stopped};
+    struct sc_admin_hooks h = {.ctx = ctx, .drain = on_v6_drain};
+    struct sc_admin *a = NULL;
+    int rc = sc_admin_start(&loop, (struct sockaddr *)&sa, &h, &a);
+    if (rc == UV_EADDRNOTAVAIL || rc == UV_EAFNOSUPPORT) {
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+        skip(); // no IPv6 loopback here
+    }
+    assert_int_equal(rc, 0);
+    ctx[0] = a;
+    struct v6_client c = {.port = sc_admin_bound_port(a), .resp = resp, .cap = sizeof(resp)};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, v6_client_thread, &c), 0);
+    uv_run(&loop, UV_RUN_DEFAULT); // ends once the drain hook stopped the server
+    pthread_join(t, NULL);
+    assert_int_equal(stopped, 1);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    // ::1 counts as loopback for the mutating endpoint.
+    assert_true(strncmp(resp, "HTTP/1.1 200 ", 13) == 0);
+}
+
 static void test_bind_error(void **state)
 {
     struct fixture *f = start_fixture("127.0.0.1", 5000, 0);
@@ -420,6 +487,7 @@ int main(void)
         cmocka_unit_test(test_slowloris_and_limits),
         cmocka_unit_test(test_loopback_check),
         cmocka_unit_test(test_quitquitquit),
+        cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_bind_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

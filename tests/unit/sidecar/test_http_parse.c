@@ -78,16 +78,17 @@ static void test_malformed(void **state)
     struct sc_http_request r;
     const char *bad[] = {
         "GET\r\n\r\n",
-        "GET  / HTTP/1.1\r\nHost: x\r\n\r\n",        // double space
-        " GET / HTTP/1.1\r\nHost: x\r\n\r\n",        // leading space
-        "GET http://a/ HTTP/1.1\r\nHost: x\r\n\r\n", // absolute-form not served
-        "GET / HTTP/1.1\r\nHost : x\r\n\r\n",        // space before colon (RFC 9112 §5.1)
+        "GET  / HTTP/1.1\r\nHost: x\r\n\r\n",           // double space
+        " GET / HTTP/1.1\r\nHost: x\r\n\r\n",           // leading space
+        "GET http://a/ HTTP/1.1\r\nHost: x\r\n\r\n",    // absolute-form not served
+        "GET / HTTP/1.1\r\nHost : x\r\n\r\n",           // space before colon (RFC 9112 §5.1)
         "GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", // obs-fold
         "GET / HTTP/1.1\r\nHost: x\r\nNo-Colon\r\n\r\n",
-        "GET / HTTP/1.1\r\nHost: x\r\nX: a\x01" "b\r\n\r\n", // control char
-        "GET / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n",       // bare CR
-        "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",       // two Hosts
-        "GET / HTTP/1.1\r\n\r\n",                             // 1.1 without Host
+        "GET / HTTP/1.1\r\nHost: x\r\nX: a\x01"
+        "b\r\n\r\n",                                    // control char
+        "GET / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n", // bare CR
+        "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", // two Hosts
+        "GET / HTTP/1.1\r\n\r\n",                       // 1.1 without Host
         "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1,2\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
@@ -130,8 +131,8 @@ static void test_limits(void **state)
 {
     struct sc_http_request r;
     char body_ok[128], body_big[128];
-    snprintf(body_ok, sizeof(body_ok), "POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n",
-             SC_HTTP_MAX_BODY);
+    snprintf(body_ok, sizeof(body_ok),
+             "POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", SC_HTTP_MAX_BODY);
     assert_int_equal(parse(body_ok, &r), 0);
     snprintf(body_big, sizeof(body_big),
              "POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", SC_HTTP_MAX_BODY + 1);
@@ -148,7 +149,8 @@ static void test_limits(void **state)
     assert_non_null(big);
     strcpy(big, "GET / HTTP/1.1\r\nHost: x\r\n");
     while (strlen(big) < SC_HTTP_MAX_HEAD + 10) {
-        strcat(big, "X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        strcat(big,
+               "X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
     }
     assert_int_equal(sc_http_parse_request(&r, big, strlen(big)), SC_HTTP_E_HEADERS_TOO_LARGE);
     strcat(big, "\r\n");
@@ -172,8 +174,8 @@ static void test_limits(void **state)
 static void test_connection_close_token(void **state)
 {
     struct sc_http_request r;
-    assert_int_equal(parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\n", &r),
-                     0);
+    assert_int_equal(
+        parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\n", &r), 0);
     assert_true(r.connection_close);
     assert_int_equal(parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: closed\r\n\r\n", &r), 0);
     assert_false(r.connection_close);

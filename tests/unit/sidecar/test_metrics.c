@@ -87,13 +87,12 @@ static void test_sums_and_labels(void **state)
                        0);
     assert_float_equal(sample_value(t, "seam_sent_bytes_total{direction=\"outbound\"}"), 6000, 0);
     assert_float_equal(
-        sample_value(
-            t, "seam_tls_handshake_failures_total{direction=\"inbound\",reason=\"expired\"}"),
+        sample_value(t,
+                     "seam_tls_handshake_failures_total{direction=\"inbound\",reason=\"expired\"}"),
         3, 0);
-    assert_float_equal(
-        sample_value(t, "seam_tls_handshake_failures_total{direction=\"outbound\","
-                        "reason=\"spiffe_id_mismatch\"}"),
-        6, 0);
+    assert_float_equal(sample_value(t, "seam_tls_handshake_failures_total{direction=\"outbound\","
+                                       "reason=\"spiffe_id_mismatch\"}"),
+                       6, 0);
     // Every reason is present for both directions (bounded label set, no gaps).
     assert_int_equal(count_lines_starting(t, "seam_tls_handshake_failures_total{"),
                      2 * SC_TLS_FAIL_MAX);
@@ -218,8 +217,7 @@ static void test_json_escaping(void **state)
     sc_admin_buf_init(&b);
     sc_admin_buf_json_string(&b, "a\"b\\c\nd\x01\xc3\xa9\xff\xed\xa0\x80z");
     // é stays UTF-8; an invalid byte and a surrogate encoding become \u00XX.
-    assert_string_equal(b.data,
-                        "\"a\\\"b\\\\c\\nd\\u0001\xc3\xa9\\u00ff\\u00ed\\u00a0\\u0080z\"");
+    assert_string_equal(b.data, "\"a\\\"b\\\\c\\nd\\u0001\xc3\xa9\\u00ff\\u00ed\\u00a0\\u0080z\"");
     sc_admin_buf_cleanup(&b);
     sc_admin_buf_json_string(&b, NULL);
     assert_string_equal(b.data, "null");
@@ -291,8 +289,8 @@ static void test_failures_ring(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sums_and_labels),   cmocka_unit_test(test_histogram_cumulative),
-        cmocka_unit_test(test_promtool_accepts),  cmocka_unit_test(test_json_escaping),
+        cmocka_unit_test(test_sums_and_labels),  cmocka_unit_test(test_histogram_cumulative),
+        cmocka_unit_test(test_promtool_accepts), cmocka_unit_test(test_json_escaping),
         cmocka_unit_test(test_failures_ring),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
