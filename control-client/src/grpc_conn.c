@@ -570,6 +570,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
     case NGHTTP2_PING:
         if (frame->hd.flags & NGHTTP2_FLAG_ACK) {
             c->ping_out = false;
+            sc_debug("grpc.ping_ack", "peer=%s", c->peer);
         }
         break;
     case NGHTTP2_GOAWAY: {
@@ -827,6 +828,8 @@ static void on_ka_tick(uv_timer_t *t)
     if (nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, opaque) == 0) {
         c->ping_out = true;
         c->ping_sent_ms = now;
+        sc_debug("grpc.ping", "channel=%s peer=%s idle_ms=%llu", ch->name, c->peer,
+                 (unsigned long long)(now - c->last_read_ms));
         conn_flush(c);
     }
 }

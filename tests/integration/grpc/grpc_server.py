@@ -188,6 +188,8 @@ def main():
     ap.add_argument("--delay", type=float, default=3.0)
     ap.add_argument("--events", required=True)
     ap.add_argument("--config", required=True)
+    ap.add_argument("--permit-pings", action="store_true",
+                    help="accept client PINGs every 100 ms (default: grpc's 5 min policy)")
     ARGS = ap.parse_args()
 
     ca = grpc.method_handlers_generic_handler("istio.v1.auth.IstioCertificateService", {
@@ -202,8 +204,11 @@ def main():
             request_deserializer=config_pb2.ConfigRequest.FromString,
             response_serializer=passthrough),
     })
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16),
-                         options=[("grpc.so_reuseport", 0)])
+    options = [("grpc.so_reuseport", 0)]
+    if ARGS.permit_pings:
+        options += [("grpc.http2.min_ping_interval_without_data_ms", 100),
+                    ("grpc.http2.max_ping_strikes", 0)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=options)
     server.add_generic_rpc_handlers((ca, cfg))
     with open(ARGS.key, "rb") as f:
         key = f.read()

@@ -81,7 +81,9 @@ def env(tmp_path_factory):
 
 
 class Server:
-    def __init__(self, env, procs, mode="normal", port=None, version="v1", delay=3.0):
+    def __init__(self, env, procs, mode="normal", port=None, version="v1", delay=3.0,
+                 extra=()):
+        self.extra = list(extra)
         self.env = env
         self.port = port or seamtest.free_port()
         self.dir = tempfile.mkdtemp(dir=env["dir"])
@@ -101,7 +103,7 @@ class Server:
              "--ca-cert", f"{pki}/ca.pem", "--ca-key", f"{pki}/ca.key",
              "--rogue-ca-cert", f"{pki}/rogue-ca.pem", "--rogue-ca-key", f"{pki}/rogue-ca.key",
              "--tokens", f"good-token={ID}", "--ca-mode", self.mode, "--delay", self.delay,
-             "--events", self.events, "--config", self.config],
+             "--events", self.events, "--config", self.config] + self.extra,
             env={"PYTHONPATH": self.env["gen"]})
         self.proc.wait_log("listening", timeout=20)
         seamtest.wait_port("127.0.0.1", self.port)
@@ -305,4 +307,27 @@ def test_config_stream_unauthenticated_retries(env, procs):
                timeout=10)
     seamtest.wait_for(lambda: not w.alive(), 15, what="config-watch exits after 6 events")
     assert w.log().count("STREAM_END status=UNAUTHENTICATED") >= 3
+    assert w.stop() == 0
+
+
+def test_keepalive_pings_answered(env, procs):
+    srv = Server(env, procs, extra=["--permit-pings"])
+    w = watch(env, procs, srv.port, "--keepalive", "300ms", "--log-level", "debug")
+    w.wait_log("ACK version=v1", timeout=15)
+    # Several PINGs go out on the idle stream and each is ACKed; the stream stays up.
+    seamtest.wait_for(lambda: w.log().count("grpc.ping_ack") >= 3, 15, what="3 PING ACKs")
+    assert "STREAM_END" not in w.log()
+    assert w.stop() == 0
+
+
+def test_keepalive_too_many_pings(env, procs):
+    # grpc's default server policy allows one PING per 5 minutes without data:
+    # it answers our 300 ms keepalive with GOAWAY(ENHANCE_YOUR_CALM,
+    # "too_many_pings"); the client doubles its interval and reconnects.
+    srv = Server(env, procs)
+    w = watch(env, procs, srv.port, "--keepalive", "300ms")
+    w.wait_log("ACK version=v1", timeout=15)
+    w.wait_log("grpc.too_many_pings", timeout=20)
+    w.wait_log("STREAM_END status=UNAVAILABLE", timeout=10)
+    seamtest.wait_for(lambda: w.log().count("ACK version=v1") >= 2, 15, what="re-ACK after reconnect")
     assert w.stop() == 0
