@@ -651,8 +651,8 @@ sanity() { # PEER: mTLS enforcement + negotiated suite on the inbound listener, 
   local p=$1 pki=$WORK/pki body nocert withcert
   body=$(curl -s --max-time 3 http://$LOOP:$OUT_PORT/100b)
   R[$p.path_ok]=$([ "$body" = "$(cat "$WORK/100b.txt")" ] && echo yes || echo "NO(${#body}B)")
-  nocert=$(curl -sk --max-time 3 -o /dev/null -w '%{http_code}' https://$LOOP:$IN_PORT/100b 2>/dev/null)
-  withcert=$(curl -skv --max-time 3 --cert $pki/client.crt --key $pki/client.key -o /dev/null -w '%{http_code}' \
+  nocert=$(curl -sk --no-alpn --max-time 3 -o /dev/null -w '%{http_code}' https://$LOOP:$IN_PORT/100b 2>/dev/null)
+  withcert=$(curl -skv --no-alpn --max-time 3 --cert $pki/client.crt --key $pki/client.key -o /dev/null -w '%{http_code}' \
               https://$LOOP:$IN_PORT/100b 2>"$RAW/$p.sanity.curl.txt")
   R[$p.mtls]=$([ "$nocert" != 200 ] && [ "$withcert" = 200 ] && echo enforced || echo "CHECK(nocert=$nocert,cert=$withcert)")
   R[$p.suite]=$(grep -m1 'SSL connection using' "$RAW/$p.sanity.curl.txt" | grep -o 'TLS_[A-Z0-9_]*' | head -1)
