@@ -184,8 +184,7 @@ def test_broken_manifest_is_rejected(validator, tmp_path, desc, rel, old, new, m
     assert r.returncode == 1, f"{desc}: accepted\n{r.stdout}"
     assert "INVALID" in r.stdout or "YAML error" in r.stdout, r.stdout
     assert msg in r.stdout, f"{desc}: expected {msg!r} in\n{r.stdout}"
-    # The intact file still passes: the failure is the mutation's.
-    assert validator(src).returncode == 0
+    # (The intact files pass: test_every_manifest_is_valid. The failure is the mutation's.)
 
 
 def test_validator_usage_error(validator):
