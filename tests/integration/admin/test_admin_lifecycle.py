@@ -28,6 +28,10 @@ def _drain_test(pki, procs, trigger):
     trigger(out_t, a)
     wait_for(lambda: _refused(out_t.port), 5, what="proxy listener closed on drain")
     assert out_t.proc.alive(), "exited with a connection still open"
+    # The admin endpoint stays up while draining and reports not ready, so
+    # Kubernetes takes the pod out of rotation; liveness is unaffected.
+    assert a.get("/healthz/ready")[0] == 503
+    assert a.get("/healthz/live")[0] == 200
     for i in range(3):
         assert echo_roundtrip(s, b"during %d" % i) == b"during %d" % i
     s.shutdown(socket.SHUT_WR)
@@ -48,7 +52,7 @@ def test_post_drain_from_loopback(pki, procs):
 
 def test_sigterm_drain_with_admin(pki, procs):
     def trigger(t, a):
-        t.proc.signal(signal.SIGTERM)
+        t.proc.send_signal(signal.SIGTERM)
     _drain_test(pki, procs, trigger)
 
 
