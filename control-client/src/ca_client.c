@@ -189,7 +189,7 @@ static int leaf_uri_sans(X509 *leaf, char *out, size_t cap)
     return n;
 }
 
-enum cc_ca_error cc_ca_validate_chain(STACK_OF(X509) *chain, X509_STORE *trust,
+enum cc_ca_error cc_ca_validate_chain(STACK_OF(X509) * chain, X509_STORE *trust,
                                       const char *spiffe_id, EVP_PKEY *key, time_t now, char *msg,
                                       size_t msg_len)
 {
@@ -343,8 +343,8 @@ static void certify_done(int status, const char *message, const uint8_t *resp, s
         }
     } else {
         char why[400];
-        res->error = cc_ca_validate_chain(res->chain, c->trust, c->spiffe_id, res->key, 0, why,
-                                          sizeof(why));
+        res->error =
+            cc_ca_validate_chain(res->chain, c->trust, c->spiffe_id, res->key, 0, why, sizeof(why));
         if (res->error != CC_CA_OK) {
             snprintf(res->message, sizeof(res->message), "%s", why);
         } else {

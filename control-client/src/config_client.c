@@ -11,16 +11,16 @@
 
 struct cc_config_client {
     struct cc_channel *ch;
-    struct cc_call *call;        // open stream, NULL while waiting to retry
+    struct cc_call *call; // open stream, NULL while waiting to retry
     char *node_id;
     char *cluster;
     cc_config_apply_cb apply;
     cc_config_event_cb event;
     void *arg;
-    char version[256];           // version in force
+    char version[256]; // version in force
     struct cc_backoff backoff;
     uv_timer_t retry;
-    bool got_response;           // this stream delivered a response (resets backoff)
+    bool got_response; // this stream delivered a response (resets backoff)
     bool closing;
 };
 
@@ -64,8 +64,8 @@ static int on_response(struct cc_call *call, const uint8_t *msg, size_t len, voi
     char err[512];
     char nonce[256];
     c->got_response = true;
-    Seam__V1__ConfigResponse *r = cc_snapshot_decode(msg, len, err, sizeof(err), nonce,
-                                                     sizeof(nonce));
+    Seam__V1__ConfigResponse *r =
+        cc_snapshot_decode(msg, len, err, sizeof(err), nonce, sizeof(nonce));
     if (r == NULL) {
         sc_warn("config.nack", "version=%s nonce=%s error=%s", c->version, nonce, err);
         send_request(c, false, nonce, err);
@@ -73,8 +73,8 @@ static int on_response(struct cc_call *call, const uint8_t *msg, size_t len, voi
         return 0;
     }
     err[0] = '\0';
-    int rc = c->apply != NULL ? c->apply(r->snapshot, r->version_info, err, sizeof(err), c->arg)
-                              : 0;
+    int rc =
+        c->apply != NULL ? c->apply(r->snapshot, r->version_info, err, sizeof(err), c->arg) : 0;
     if (rc != 0) {
         if (err[0] == '\0') {
             snprintf(err, sizeof(err), "snapshot refused by the sidecar");

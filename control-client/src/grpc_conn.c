@@ -43,18 +43,18 @@
 enum conn_state { CONN_CONNECTING, CONN_HANDSHAKING, CONN_READY, CONN_DEAD };
 
 struct cc_conn {
-    struct cc_channel *ch;  // owner; NULL once the channel is gone
-    struct cc_conn *next;   // channel's list of live connections
+    struct cc_channel *ch; // owner; NULL once the channel is gone
+    struct cc_conn *next;  // channel's list of live connections
     struct sc_stream *stream;
-    nghttp2_session *h2;    // NULL until the handshake finished
+    nghttp2_session *h2; // NULL until the handshake finished
     enum conn_state state;
-    uv_timer_t ka;          // keepalive tick
-    int open_handles;       // stream + ka; freed at 0
-    bool in_recv;           // inside nghttp2_session_mem_recv
-    bool teardown_pending;  // died inside mem_recv; tear down after it
-    bool torn_down;         // handles are closing
-    bool goaway;            // no new streams on this connection
-    bool ping_out;          // a keepalive PING waits for its ACK
+    uv_timer_t ka;         // keepalive tick
+    int open_handles;      // stream + ka; freed at 0
+    bool in_recv;          // inside nghttp2_session_mem_recv
+    bool teardown_pending; // died inside mem_recv; tear down after it
+    bool torn_down;        // handles are closing
+    bool goaway;           // no new streams on this connection
+    bool ping_out;         // a keepalive PING waits for its ACK
     uint64_t ping_sent_ms;
     uint64_t last_read_ms;
     char peer[64];
@@ -62,31 +62,31 @@ struct cc_conn {
 
 struct cc_call {
     struct cc_channel *ch;
-    struct cc_call *next;      // channel's list
-    struct cc_conn *conn;      // bound connection, NULL while waiting for one
-    int32_t stream_id;         // 0 until submitted
+    struct cc_call *next; // channel's list
+    struct cc_conn *conn; // bound connection, NULL while waiting for one
+    int32_t stream_id;    // 0 until submitted
     char *path;
-    char *token;               // bearer token read at start, NULL if none
-    uint64_t timeout_ms;       // 0 = no deadline
-    uint64_t deadline_ms;      // loop time of the deadline
-    uv_timer_t timer;          // deadline timer (always initialised)
+    char *token;          // bearer token read at start, NULL if none
+    uint64_t timeout_ms;  // 0 = no deadline
+    uint64_t deadline_ms; // loop time of the deadline
+    uv_timer_t timer;     // deadline timer (always initialised)
     // Sending.
-    uint8_t *out;              // queued request bytes (prefixed messages)
+    uint8_t *out; // queued request bytes (prefixed messages)
     size_t out_len;
     size_t out_off;
     size_t out_cap;
-    bool send_closed;          // cc_call_close_send called
-    bool eos_sent;             // END_STREAM handed to nghttp2
-    bool deferred;             // data provider returned DEFERRED
+    bool send_closed; // cc_call_close_send called
+    bool eos_sent;    // END_STREAM handed to nghttp2
+    bool deferred;    // data provider returned DEFERRED
     // Receiving.
     struct cc_grpc_reasm reasm;
-    int http_status;           // 0 until :status arrives
-    bool ct_ok;                // content-type is application/grpc*
+    int http_status; // 0 until :status arrives
+    bool ct_ok;      // content-type is application/grpc*
     bool have_grpc_status;
     int grpc_status;
     char *grpc_message;
-    bool h2_closed;            // nghttp2 closed the stream
-    bool rst_sent;             // we reset the stream
+    bool h2_closed; // nghttp2 closed the stream
+    bool rst_sent;  // we reset the stream
     bool deadline_hit;
     // End.
     bool finished;
@@ -99,27 +99,28 @@ struct cc_call {
 
 struct cc_channel {
     uv_loop_t *loop;
-    char *host;              // without brackets
+    char *host; // without brackets
     char *port;
-    char *authority;         // SNI / verified name / :authority
+    char *authority; // SNI / verified name / :authority
     char *token_file;
-    char *name;              // log label
+    char *name; // log label
     SSL_CTX *ctx;
     uint64_t connect_timeout_ms;
     uint64_t keepalive_ms;
     uint64_t keepalive_timeout_ms;
     size_t max_recv_msg;
-    struct cc_conn *conn;    // current connection (new calls go here)
-    struct cc_conn *conns;   // every live connection (current + draining)
-    struct cc_call *calls;   // calls not yet reported
-    uv_timer_t kick;         // runs channel_process on the next loop turn
+    struct cc_conn *conn;  // current connection (new calls go here)
+    struct cc_conn *conns; // every live connection (current + draining)
+    struct cc_call *calls; // calls not yet reported
+    uv_timer_t kick;       // runs channel_process on the next loop turn
     bool closing;
     bool processing;
     bool reprocess;
 };
 
 static void channel_process(struct cc_channel *ch);
-static void conn_fail(struct cc_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void conn_fail(struct cc_conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static char *xstrdup(const char *s)
 {
@@ -269,7 +270,8 @@ static void on_deadline(uv_timer_t *t)
     // An expired deadline is a client cancellation (§1.5).
     call_rst(call, NGHTTP2_CANCEL);
     char msg[96];
-    snprintf(msg, sizeof(msg), "deadline of %llu ms exceeded", (unsigned long long)call->timeout_ms);
+    snprintf(msg, sizeof(msg), "deadline of %llu ms exceeded",
+             (unsigned long long)call->timeout_ms);
     call_finish(call, CC_GRPC_DEADLINE_EXCEEDED, msg);
     channel_process(call->ch);
 }
@@ -536,8 +538,8 @@ static int deliver_msg(void *arg, const uint8_t *msg, size_t len, bool compresse
     return 0;
 }
 
-static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id,
-                         const uint8_t *data, size_t len, void *user_data)
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, const uint8_t *data,
+                         size_t len, void *user_data)
 {
     struct cc_call *call = nghttp2_session_get_stream_user_data(s, stream_id);
     if (call == NULL || call->finished) {
@@ -699,9 +701,9 @@ static void conn_fail(struct cc_conn *c, const char *fmt, ...)
             if (call->conn == c) {
                 had_calls = had_calls || !call->finished;
                 if (!call->finished) {
-                    call_finish(call, call->deadline_hit ? CC_GRPC_DEADLINE_EXCEEDED
-                                                         : CC_GRPC_UNAVAILABLE,
-                                msg);
+                    call_finish(
+                        call, call->deadline_hit ? CC_GRPC_DEADLINE_EXCEEDED : CC_GRPC_UNAVAILABLE,
+                        msg);
                 }
                 // The session goes away with the connection: forget the stream.
                 call->h2_closed = true;
@@ -988,10 +990,8 @@ static void submit_call(struct cc_conn *c, struct cc_call *call)
     nghttp2_nv nva[10];
     size_t n = 0;
 #define NV(k, v)                                                                                   \
-    nva[n++] = (nghttp2_nv)                                                                        \
-    {                                                                                              \
-        (uint8_t *)(k), (uint8_t *)(v), strlen(k), strlen(v), NGHTTP2_NV_FLAG_NONE                 \
-    }
+    nva[n++] =                                                                                     \
+        (nghttp2_nv){(uint8_t *)(k), (uint8_t *)(v), strlen(k), strlen(v), NGHTTP2_NV_FLAG_NONE}
     NV(":method", "POST");
     NV(":scheme", "https");
     NV(":path", call->path);

@@ -215,7 +215,8 @@ int cc_grpc_reasm_feed(struct cc_grpc_reasm *r, const uint8_t *data, size_t len,
                 break;
             }
             if (r->hdr[0] > 1) {
-                cc_grpc_reasm_fail(r, CC_GRPC_INTERNAL, "invalid compressed flag in message prefix");
+                cc_grpc_reasm_fail(r, CC_GRPC_INTERNAL,
+                                   "invalid compressed flag in message prefix");
                 return -1;
             }
             uint32_t n = (uint32_t)r->hdr[1] << 24 | (uint32_t)r->hdr[2] << 16 |

@@ -106,13 +106,14 @@ int cc_snapshot_validate(const Seam__V1__Snapshot *snap, char *err, size_t err_l
         for (size_t k = 0; k < s->n_endpoints; k++) {
             const Seam__V1__Endpoint *e = s->endpoints[k];
             if (e->address == NULL || e->address[0] == '\0' || e->port == 0 || e->port > 65535) {
-                snprintf(err, err_len, "services[%zu] '%.200s' endpoints[%zu]: bad address/port",
-                         i, s->name, k);
+                snprintf(err, err_len, "services[%zu] '%.200s' endpoints[%zu]: bad address/port", i,
+                         s->name, k);
                 return -1;
             }
             if (!sc_spiffe_id_valid(e->spiffe_id, strlen(e->spiffe_id), &why)) {
-                snprintf(err, err_len, "services[%zu] '%.200s' endpoints[%zu]: spiffe_id '%.200s': %s",
-                         i, s->name, k, e->spiffe_id, why != NULL ? why : "invalid");
+                snprintf(err, err_len,
+                         "services[%zu] '%.200s' endpoints[%zu]: spiffe_id '%.200s': %s", i,
+                         s->name, k, e->spiffe_id, why != NULL ? why : "invalid");
                 return -1;
             }
         }

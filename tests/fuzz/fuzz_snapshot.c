@@ -14,8 +14,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char err[512];
     char nonce[128];
-    Seam__V1__ConfigResponse *r = cc_snapshot_decode(data, size, err, sizeof(err), nonce,
-                                                     sizeof(nonce));
+    Seam__V1__ConfigResponse *r =
+        cc_snapshot_decode(data, size, err, sizeof(err), nonce, sizeof(nonce));
     if (r == NULL) {
         if (err[0] == '\0') {
             abort(); // every refusal has a reason

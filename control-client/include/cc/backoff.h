@@ -7,12 +7,12 @@
 #include <stdint.h>
 
 struct cc_backoff {
-    uint64_t initial_ms;  // first delay (before jitter)
-    uint64_t max_ms;      // cap on the un-jittered delay
-    double multiplier;    // growth per attempt, >= 1
-    double jitter;        // 0..1: the delay is spread over [d*(1-j), d*(1+j)]
-    uint64_t current_ms;  // un-jittered delay of the next attempt
-    uint64_t rng;         // xorshift state
+    uint64_t initial_ms; // first delay (before jitter)
+    uint64_t max_ms;     // cap on the un-jittered delay
+    double multiplier;   // growth per attempt, >= 1
+    double jitter;       // 0..1: the delay is spread over [d*(1-j), d*(1+j)]
+    uint64_t current_ms; // un-jittered delay of the next attempt
+    uint64_t rng;        // xorshift state
 };
 
 // cc_backoff_init sets |b| up with the given parameters (0 picks the gRPC

@@ -41,15 +41,15 @@ const char *cc_ca_error_name(enum cc_ca_error e);
 // owned by the result; take ownership of |key| / |chain| by setting the
 // pointers to NULL inside the callback, otherwise they are freed after it.
 struct cc_ca_result {
-    enum cc_ca_error error;   // CC_CA_OK on success
-    int status;               // gRPC status of the call (OK unless error == CC_CA_RPC)
-    char message[512];        // human readable failure reason ("" on success)
-    EVP_PKEY *key;            // our private key (never logged or sent)
-    STACK_OF(X509) *chain;    // validated chain, leaf first (as received)
-    char *chain_pem;          // PEM of the chain as received, leaf first
-    char spiffe_id[2048];     // the leaf's SPIFFE ID
-    char serial[80];          // leaf serial number, hex
-    time_t not_before;        // leaf validity
+    enum cc_ca_error error; // CC_CA_OK on success
+    int status;             // gRPC status of the call (OK unless error == CC_CA_RPC)
+    char message[512];      // human readable failure reason ("" on success)
+    EVP_PKEY *key;          // our private key (never logged or sent)
+    STACK_OF(X509) * chain; // validated chain, leaf first (as received)
+    char *chain_pem;        // PEM of the chain as received, leaf first
+    char spiffe_id[2048];   // the leaf's SPIFFE ID
+    char serial[80];        // leaf serial number, hex
+    time_t not_before;      // leaf validity
     time_t not_after;
 };
 
@@ -57,10 +57,10 @@ struct cc_ca_result {
 typedef void (*cc_ca_done_cb)(struct cc_ca_result *res, void *arg);
 
 struct cc_ca_request {
-    const char *spiffe_id;     // our SPIFFE ID (goes into the CSR)
-    int64_t ttl_seconds;       // requested validity; <= 0 lets the CA choose
-    uint64_t timeout_ms;       // call deadline; 0 = 30 s
-    X509_STORE *trust;         // roots the chain must lead to (borrowed until the callback)
+    const char *spiffe_id; // our SPIFFE ID (goes into the CSR)
+    int64_t ttl_seconds;   // requested validity; <= 0 lets the CA choose
+    uint64_t timeout_ms;   // call deadline; 0 = 30 s
+    X509_STORE *trust;     // roots the chain must lead to (borrowed until the callback)
 };
 
 // cc_ca_certify generates a key, sends the CSR over |ch| and calls |cb| with
@@ -73,7 +73,7 @@ int cc_ca_certify(struct cc_channel *ch, const struct cc_ca_request *req, cc_ca_
 // |now| (0 = current time): it chains to a trusted root, the leaf has exactly
 // one URI SAN equal to |spiffe_id|, it is not a CA, and its public key equals
 // |key|'s. Returns CC_CA_OK or the failure with a reason in |msg|.
-enum cc_ca_error cc_ca_validate_chain(STACK_OF(X509) *chain, X509_STORE *trust,
+enum cc_ca_error cc_ca_validate_chain(STACK_OF(X509) * chain, X509_STORE *trust,
                                       const char *spiffe_id, EVP_PKEY *key, time_t now, char *msg,
                                       size_t msg_len);
 

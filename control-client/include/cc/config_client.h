@@ -34,8 +34,8 @@ typedef void (*cc_config_event_cb)(const char *event, const char *version, int s
                                    const char *detail, void *arg);
 
 struct cc_config_opts {
-    const char *node_id;        // our SPIFFE ID
-    const char *cluster;        // may be NULL
+    const char *node_id;         // our SPIFFE ID
+    const char *cluster;         // may be NULL
     uint64_t backoff_initial_ms; // 0 = 1 s
     uint64_t backoff_max_ms;     // 0 = 30 s
 };

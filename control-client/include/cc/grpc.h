@@ -93,16 +93,16 @@ typedef int (*cc_grpc_msg_cb)(void *arg, const uint8_t *msg, size_t len, bool co
 // cc_grpc_reasm_init / cc_grpc_reasm_cleanup.
 struct cc_grpc_reasm {
     // Public, read after a failure.
-    int status;            // gRPC status of the failure, CC_GRPC_OK while healthy.
-    const char *error;     // static description of the failure, or NULL.
+    int status;        // gRPC status of the failure, CC_GRPC_OK while healthy.
+    const char *error; // static description of the failure, or NULL.
     // Private.
-    size_t max_len;        // receive cap in bytes.
+    size_t max_len; // receive cap in bytes.
     uint8_t hdr[CC_GRPC_PREFIX_LEN];
-    size_t hdr_have;       // prefix bytes collected so far.
-    uint8_t *buf;          // body being collected (NULL when none).
-    size_t msg_len;        // announced body length of the current message.
-    size_t msg_have;       // body bytes collected so far.
-    uint64_t num_msgs;     // messages delivered so far.
+    size_t hdr_have;   // prefix bytes collected so far.
+    uint8_t *buf;      // body being collected (NULL when none).
+    size_t msg_len;    // announced body length of the current message.
+    size_t msg_have;   // body bytes collected so far.
+    uint64_t num_msgs; // messages delivered so far.
 };
 
 // cc_grpc_reasm_init prepares |r| with a receive cap of |max_len| bytes per

@@ -27,14 +27,14 @@ struct cc_channel;
 struct cc_call;
 
 struct cc_channel_config {
-    const char *target;          // "host:port", "[v6]:port"; required
-    const char *authority;       // :authority, SNI and verified name; NULL = host of target
-    const char *trust_file;      // PEM root(s) the server chain must lead to; required
-    const char *token_file;      // bearer token file re-read on every call; NULL = none
-    uint64_t connect_timeout_ms; // TCP connect + TLS handshake bound; 0 = 10 s
-    uint64_t keepalive_ms;       // PING after this much read silence with calls open; 0 = off
+    const char *target;            // "host:port", "[v6]:port"; required
+    const char *authority;         // :authority, SNI and verified name; NULL = host of target
+    const char *trust_file;        // PEM root(s) the server chain must lead to; required
+    const char *token_file;        // bearer token file re-read on every call; NULL = none
+    uint64_t connect_timeout_ms;   // TCP connect + TLS handshake bound; 0 = 10 s
+    uint64_t keepalive_ms;         // PING after this much read silence with calls open; 0 = off
     uint64_t keepalive_timeout_ms; // PING ACK wait; 0 = 20 s
-    size_t max_recv_msg;         // receive cap per message; 0 = 4 MiB
+    size_t max_recv_msg;           // receive cap per message; 0 = 4 MiB
 };
 
 // cc_call_msg_cb receives one response message (|msg| valid during the call).

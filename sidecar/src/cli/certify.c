@@ -54,18 +54,25 @@ static int resolve_identity(struct cp_flags *f, const char *cmd, bool required)
     const char *why = NULL;
     if (f->spiffe_id != NULL) {
         if (f->trust_domain != NULL || f->ns != NULL || f->sa != NULL) {
-            fprintf(stderr, "%s: give --spiffe-id or --trust-domain/--namespace/--service-account, not both\n", cmd);
+            fprintf(
+                stderr,
+                "%s: give --spiffe-id or --trust-domain/--namespace/--service-account, not both\n",
+                cmd);
             return -1;
         }
         if (!sc_spiffe_id_valid(f->spiffe_id, strlen(f->spiffe_id), &why)) {
-            fprintf(stderr, "%s: bad --spiffe-id '%s': %s\n", cmd, f->spiffe_id, why ? why : "invalid");
+            fprintf(stderr, "%s: bad --spiffe-id '%s': %s\n", cmd, f->spiffe_id,
+                    why ? why : "invalid");
             return -1;
         }
         return 0;
     }
     if (f->trust_domain == NULL && f->ns == NULL && f->sa == NULL) {
         if (required) {
-            fprintf(stderr, "%s: missing identity: --spiffe-id ID or --trust-domain D --namespace NS --service-account SA\n", cmd);
+            fprintf(stderr,
+                    "%s: missing identity: --spiffe-id ID or --trust-domain D --namespace NS "
+                    "--service-account SA\n",
+                    cmd);
             return -1;
         }
         return 0;
@@ -74,9 +81,11 @@ static int resolve_identity(struct cp_flags *f, const char *cmd, bool required)
         fprintf(stderr, "%s: --trust-domain, --namespace and --service-account go together\n", cmd);
         return -1;
     }
-    snprintf(f->id_buf, sizeof(f->id_buf), "spiffe://%s/ns/%s/sa/%s", f->trust_domain, f->ns, f->sa);
+    snprintf(f->id_buf, sizeof(f->id_buf), "spiffe://%s/ns/%s/sa/%s", f->trust_domain, f->ns,
+             f->sa);
     if (!sc_spiffe_id_valid(f->id_buf, strlen(f->id_buf), &why)) {
-        fprintf(stderr, "%s: identity '%s' is not a valid SPIFFE ID: %s\n", cmd, f->id_buf, why ? why : "invalid");
+        fprintf(stderr, "%s: identity '%s' is not a valid SPIFFE ID: %s\n", cmd, f->id_buf,
+                why ? why : "invalid");
         return -1;
     }
     f->spiffe_id = f->id_buf;
@@ -170,7 +179,7 @@ static int write_file(const char *dir, const char *name, const char *data, size_
     return 0;
 }
 
-static char *certs_pem(STACK_OF(X509) *chain, size_t from, size_t to)
+static char *certs_pem(STACK_OF(X509) * chain, size_t from, size_t to)
 {
     BIO *b = BIO_new(BIO_s_mem());
     if (b == NULL) {
@@ -262,18 +271,51 @@ int sc_cmd_certify(int argc, char **argv)
     uint64_t ttl_ms = 0;
     const char *out_dir = NULL;
     struct sc_flag flags[] = {
-        {.name = "control-plane", .type = SC_FLAG_STRING, .out = &f.control_plane, .help = "control plane HOST:PORT", .required = true},
-        {.name = "control-plane-trust", .type = SC_FLAG_STRING, .out = &f.trust, .help = "PEM root(s) the control plane's TLS certificate must chain to", .required = true},
-        {.name = "control-plane-name", .type = SC_FLAG_STRING, .out = &f.server_name, .help = "name checked in the control plane's certificate and sent as SNI (default: host of --control-plane)"},
-        {.name = "token-file", .type = SC_FLAG_STRING, .out = &f.token_file, .help = "bearer token file (re-read per call)"},
+        {.name = "control-plane",
+         .type = SC_FLAG_STRING,
+         .out = &f.control_plane,
+         .help = "control plane HOST:PORT",
+         .required = true},
+        {.name = "control-plane-trust",
+         .type = SC_FLAG_STRING,
+         .out = &f.trust,
+         .help = "PEM root(s) the control plane's TLS certificate must chain to",
+         .required = true},
+        {.name = "control-plane-name",
+         .type = SC_FLAG_STRING,
+         .out = &f.server_name,
+         .help = "name checked in the control plane's certificate and sent as SNI (default: host "
+                 "of --control-plane)"},
+        {.name = "token-file",
+         .type = SC_FLAG_STRING,
+         .out = &f.token_file,
+         .help = "bearer token file (re-read per call)"},
         {.name = "spiffe-id", .type = SC_FLAG_STRING, .out = &f.spiffe_id, .help = "our SPIFFE ID"},
-        {.name = "trust-domain", .type = SC_FLAG_STRING, .out = &f.trust_domain, .help = "trust domain (with --namespace and --service-account)"},
+        {.name = "trust-domain",
+         .type = SC_FLAG_STRING,
+         .out = &f.trust_domain,
+         .help = "trust domain (with --namespace and --service-account)"},
         {.name = "namespace", .type = SC_FLAG_STRING, .out = &f.ns, .help = "Kubernetes namespace"},
-        {.name = "service-account", .type = SC_FLAG_STRING, .out = &f.sa, .help = "Kubernetes service account"},
-        {.name = "ttl", .type = SC_FLAG_DURATION, .out = &ttl_ms, .help = "requested certificate lifetime (default: the CA's)"},
-        {.name = "out-dir", .type = SC_FLAG_STRING, .out = &out_dir, .help = "write cert.pem, chain.pem, root.pem and key.pem (0600) here"},
-        {.name = "timeout", .type = SC_FLAG_DURATION, .out = &f.timeout_ms, .help = "deadline of the call and of connecting (default 30s)"},
-        {.name = "log-level", .type = SC_FLAG_STRING, .out = &f.log_level, .help = "debug|info|warn|error (default warn)"},
+        {.name = "service-account",
+         .type = SC_FLAG_STRING,
+         .out = &f.sa,
+         .help = "Kubernetes service account"},
+        {.name = "ttl",
+         .type = SC_FLAG_DURATION,
+         .out = &ttl_ms,
+         .help = "requested certificate lifetime (default: the CA's)"},
+        {.name = "out-dir",
+         .type = SC_FLAG_STRING,
+         .out = &out_dir,
+         .help = "write cert.pem, chain.pem, root.pem and key.pem (0600) here"},
+        {.name = "timeout",
+         .type = SC_FLAG_DURATION,
+         .out = &f.timeout_ms,
+         .help = "deadline of the call and of connecting (default 30s)"},
+        {.name = "log-level",
+         .type = SC_FLAG_STRING,
+         .out = &f.log_level,
+         .help = "debug|info|warn|error (default warn)"},
     };
     const size_t nflags = sizeof(flags) / sizeof(flags[0]);
     char err[512];
@@ -425,29 +467,77 @@ int sc_cmd_config_watch(int argc, char **argv)
     const char *cluster = NULL;
     uint64_t backoff_initial = 1000, backoff_max = 30000, keepalive = 0;
     struct sc_flag flags[] = {
-        {.name = "control-plane", .type = SC_FLAG_STRING, .out = &f.control_plane, .help = "control plane HOST:PORT", .required = true},
-        {.name = "control-plane-trust", .type = SC_FLAG_STRING, .out = &f.trust, .help = "PEM root(s) of the control plane's TLS certificate", .required = true},
-        {.name = "control-plane-name", .type = SC_FLAG_STRING, .out = &f.server_name, .help = "name checked in the control plane's certificate / SNI"},
-        {.name = "token-file", .type = SC_FLAG_STRING, .out = &f.token_file, .help = "bearer token file"},
-        {.name = "spiffe-id", .type = SC_FLAG_STRING, .out = &f.spiffe_id, .help = "node SPIFFE ID"},
-        {.name = "trust-domain", .type = SC_FLAG_STRING, .out = &f.trust_domain, .help = "trust domain"},
+        {.name = "control-plane",
+         .type = SC_FLAG_STRING,
+         .out = &f.control_plane,
+         .help = "control plane HOST:PORT",
+         .required = true},
+        {.name = "control-plane-trust",
+         .type = SC_FLAG_STRING,
+         .out = &f.trust,
+         .help = "PEM root(s) of the control plane's TLS certificate",
+         .required = true},
+        {.name = "control-plane-name",
+         .type = SC_FLAG_STRING,
+         .out = &f.server_name,
+         .help = "name checked in the control plane's certificate / SNI"},
+        {.name = "token-file",
+         .type = SC_FLAG_STRING,
+         .out = &f.token_file,
+         .help = "bearer token file"},
+        {.name = "spiffe-id",
+         .type = SC_FLAG_STRING,
+         .out = &f.spiffe_id,
+         .help = "node SPIFFE ID"},
+        {.name = "trust-domain",
+         .type = SC_FLAG_STRING,
+         .out = &f.trust_domain,
+         .help = "trust domain"},
         {.name = "namespace", .type = SC_FLAG_STRING, .out = &f.ns, .help = "namespace"},
-        {.name = "service-account", .type = SC_FLAG_STRING, .out = &f.sa, .help = "service account"},
+        {.name = "service-account",
+         .type = SC_FLAG_STRING,
+         .out = &f.sa,
+         .help = "service account"},
         {.name = "cluster", .type = SC_FLAG_STRING, .out = &cluster, .help = "node cluster name"},
-        {.name = "reject-version", .type = SC_FLAG_LIST, .out = &w.reject, .help = "NACK this version (repeatable; for tests)"},
-        {.name = "exit-after", .type = SC_FLAG_INT, .out = &w.exit_after, .help = "exit after this many events", .required = false, .min = 0, .max = 1000000},
-        {.name = "backoff-initial", .type = SC_FLAG_DURATION, .out = &backoff_initial, .help = "first reconnect delay (default 1s)"},
-        {.name = "backoff-max", .type = SC_FLAG_DURATION, .out = &backoff_max, .help = "reconnect delay cap (default 30s)"},
-        {.name = "keepalive", .type = SC_FLAG_DURATION, .out = &keepalive, .help = "PING after this much silence (default off)"},
-        {.name = "timeout", .type = SC_FLAG_DURATION, .out = &f.timeout_ms, .help = "connect + handshake timeout (default 10s)"},
-        {.name = "log-level", .type = SC_FLAG_STRING, .out = &f.log_level, .help = "debug|info|warn|error (default warn)"},
+        {.name = "reject-version",
+         .type = SC_FLAG_LIST,
+         .out = &w.reject,
+         .help = "NACK this version (repeatable; for tests)"},
+        {.name = "exit-after",
+         .type = SC_FLAG_INT,
+         .out = &w.exit_after,
+         .help = "exit after this many events",
+         .required = false,
+         .min = 0,
+         .max = 1000000},
+        {.name = "backoff-initial",
+         .type = SC_FLAG_DURATION,
+         .out = &backoff_initial,
+         .help = "first reconnect delay (default 1s)"},
+        {.name = "backoff-max",
+         .type = SC_FLAG_DURATION,
+         .out = &backoff_max,
+         .help = "reconnect delay cap (default 30s)"},
+        {.name = "keepalive",
+         .type = SC_FLAG_DURATION,
+         .out = &keepalive,
+         .help = "PING after this much silence (default off)"},
+        {.name = "timeout",
+         .type = SC_FLAG_DURATION,
+         .out = &f.timeout_ms,
+         .help = "connect + handshake timeout (default 10s)"},
+        {.name = "log-level",
+         .type = SC_FLAG_STRING,
+         .out = &f.log_level,
+         .help = "debug|info|warn|error (default warn)"},
     };
     const size_t nflags = sizeof(flags) / sizeof(flags[0]);
     char err[512];
     skip_name(&argc, &argv);
     int prc = sc_flags_parse(flags, nflags, argc, argv, err, sizeof(err));
     if (prc == 1) {
-        printf("usage: seam-sidecar config-watch --control-plane HOST:PORT --control-plane-trust FILE [...]\n");
+        printf("usage: seam-sidecar config-watch --control-plane HOST:PORT --control-plane-trust "
+               "FILE [...]\n");
         sc_flags_usage(stdout, flags, nflags);
         return 0;
     }

@@ -157,7 +157,8 @@ static void test_snapshot_valid_roundtrip(void **state)
     uint8_t *buf = malloc(n);
     seam__v1__config_response__pack(&r, buf);
     char nonce[64];
-    Seam__V1__ConfigResponse *d = cc_snapshot_decode(buf, n, err, sizeof(err), nonce, sizeof(nonce));
+    Seam__V1__ConfigResponse *d =
+        cc_snapshot_decode(buf, n, err, sizeof(err), nonce, sizeof(nonce));
     assert_non_null(d);
     assert_string_equal(d->version_info, "v1");
     assert_string_equal(nonce, "n1");
@@ -289,8 +290,8 @@ static void test_chain_validation(void **state)
     X509 *good = make_cert(key, g_ca_key, g_ca, id, -10, 600, false);
     assert_int_equal(check(good, key, id, store, msg), CC_CA_OK);
 
-    X509 *wrong_id = make_cert(key, g_ca_key, g_ca, "spiffe://cluster.local/ns/evil/sa/x", -10,
-                               600, false);
+    X509 *wrong_id =
+        make_cert(key, g_ca_key, g_ca, "spiffe://cluster.local/ns/evil/sa/x", -10, 600, false);
     assert_int_equal(check(wrong_id, key, id, store, msg), CC_CA_WRONG_ID);
     assert_non_null(strstr(msg, "ns/evil"));
 

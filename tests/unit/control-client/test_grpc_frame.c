@@ -313,11 +313,16 @@ static void test_content_type(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_prefix),          cmocka_unit_test(test_packed_and_split),
-        cmocka_unit_test(test_byte_by_byte),    cmocka_unit_test(test_cap_before_alloc),
-        cmocka_unit_test(test_bad_flag_and_stop), cmocka_unit_test(test_status_names),
-        cmocka_unit_test(test_status_parse),    cmocka_unit_test(test_status_mapping),
-        cmocka_unit_test(test_message_codec),   cmocka_unit_test(test_timeout),
+        cmocka_unit_test(test_prefix),
+        cmocka_unit_test(test_packed_and_split),
+        cmocka_unit_test(test_byte_by_byte),
+        cmocka_unit_test(test_cap_before_alloc),
+        cmocka_unit_test(test_bad_flag_and_stop),
+        cmocka_unit_test(test_status_names),
+        cmocka_unit_test(test_status_parse),
+        cmocka_unit_test(test_status_mapping),
+        cmocka_unit_test(test_message_codec),
+        cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_content_type),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
