@@ -21,6 +21,9 @@
 // closed before they complete run with UV_ECANCELED before the close
 // callback. Read and handshake callbacks never run after sc_stream_close.
 //
+// Signals: writes to a connection the peer reset raise SIGPIPE (libuv uses
+// write(2)); a program using streams must ignore SIGPIPE (seam-sidecar does).
+//
 // Buffers: reads hand out buffers of SC_BUF_SIZE from the stream's pool; the
 // read callback owns them (sc_buf_release when done, e.g. after writing the
 // bytes on: the pump forwards them without a copy).
