@@ -29,7 +29,8 @@
 #   bash bench/run.sh --no-speed --no-baseline
 #   bash bench/run.sh --profile --only seam   # perf profiles of the pair under
 #                                         # keep-alive, new-conn and bulk load
-#                                         # -> bench/raw/profile/ (see NOTES.md)
+#                                         # -> bench/raw/profile/ (see NOTES.md);
+#                                         # PROFILE_CALLGRAPH=dwarf adds inclusive costs
 #
 # seam binary: $SEAM_BIN, else the build dir $SEAM_BUILD_DIR, else
 # build-bench/ (a Release build the full run (re)builds itself), else build/.
@@ -819,7 +820,8 @@ profile_peer() { # PEER
     start_chain "$p" "$up" 0 || return 1
     pids=$(echo $(pids_out) $(pids_in) | tr ' ' ,)
     log "$p: perf record (pids $pids) during $load load, ${DUR}s"
-    timeout $((DUR + 20)) perf record -e cpu-clock -F 1999 -o "$d/$p.$load.data" -p "$pids" -- sleep "$DUR" >"$d/$p.$load.record.log" 2>&1 &
+    local cg=(); [ -n "${PROFILE_CALLGRAPH:-}" ] && cg=(--call-graph "$PROFILE_CALLGRAPH")
+    timeout $((DUR + 60)) perf record -e cpu-clock -F "${PROFILE_FREQ:-1999}" "${cg[@]}" -o "$d/$p.$load.data" -p "$pids" -- sleep "$DUR" >"$d/$p.$load.record.log" 2>&1 &
     pp=$!; started $pp
     case $load in
       ka)   run_wrk "$p.prof.ka" "http://$LOOP:$OUT_PORT/100b" ;;
@@ -830,6 +832,10 @@ profile_peer() { # PEER
     {
       echo "# $p, load=$load, outbound pid $OUT_PID, inbound pid $IN_PID"
       perf report -i "$d/$p.$load.data" --stdio --no-children --sort pid,dso,symbol --percent-limit 0.7 2>/dev/null | grep -v '^#' | grep -v '^$'
+      if [ -n "${PROFILE_CALLGRAPH:-}" ]; then
+        echo "## inclusive (children), by symbol"
+        perf report -i "$d/$p.$load.data" --stdio --children --sort symbol -g none --percent-limit 2 2>/dev/null | grep -v '^#' | grep -v '^$'
+      fi
       echo "## by shared object"
       perf report -i "$d/$p.$load.data" --stdio --no-children --sort dso --percent-limit 0.5 2>/dev/null | grep -v '^#' | grep -v '^$'
     } > "$d/$p.$load.txt"
