@@ -48,8 +48,11 @@ struct cc_conn {
     struct sc_stream *stream;
     nghttp2_session *h2; // NULL until the handshake finished
     enum conn_state state;
-    uv_timer_t ka;         // keepalive tick
-    int open_handles;      // stream + ka; freed at 0
+    uv_timer_t ka;                    // keepalive tick
+    int open_handles;                 // ka + streams not yet closed; freed at 0
+    struct sockaddr_storage addrs[8]; // resolved addresses, tried in order
+    int num_addrs;
+    int addr_idx;          // next address to try
     bool in_recv;          // inside nghttp2_session_mem_recv
     bool teardown_pending; // died inside mem_recv; tear down after it
     bool torn_down;        // handles are closing
@@ -679,7 +682,9 @@ static void conn_teardown(struct cc_conn *c)
     }
     uv_timer_stop(&c->ka);
     uv_close((uv_handle_t *)&c->ka, on_ka_closed);
-    sc_stream_close(c->stream, on_stream_closed);
+    if (c->stream != NULL) {
+        sc_stream_close(c->stream, on_stream_closed);
+    }
 }
 
 // conn_fail ends every call bound to |c| with UNAVAILABLE and tears it down.
@@ -898,17 +903,65 @@ static void on_handshake(struct sc_stream *s, int status)
     channel_process(ch);
 }
 
+static void on_connected(struct sc_stream *s, int status);
+
+// set_peer renders the address being tried for logs and errors.
+static void set_peer(struct cc_conn *c, const struct sockaddr *a)
+{
+    char ip[64] = "?";
+    int port = 0;
+    if (a->sa_family == AF_INET6) {
+        uv_ip6_name((const struct sockaddr_in6 *)a, ip, sizeof(ip));
+        port = ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
+        snprintf(c->peer, sizeof(c->peer), "[%s]:%d", ip, port);
+    } else {
+        uv_ip4_name((const struct sockaddr_in *)a, ip, sizeof(ip));
+        port = ntohs(((const struct sockaddr_in *)a)->sin_port);
+        snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
+    }
+}
+
+// conn_connect_next starts a TCP connect to the next resolved address
+// ("localhost" may give ::1 before 127.0.0.1). Returns 0 or the last error.
+static int conn_connect_next(struct cc_conn *c)
+{
+    struct cc_channel *ch = c->ch;
+    int rc = UV_EADDRNOTAVAIL;
+    while (c->addr_idx < c->num_addrs) {
+        const struct sockaddr *a = (const struct sockaddr *)&c->addrs[c->addr_idx++];
+        set_peer(c, a);
+        c->stream = sc_stream_new(ch->loop, NULL);
+        sc_stream_set_data(c->stream, c);
+        c->open_handles++;
+        rc = sc_stream_connect(c->stream, a, ch->connect_timeout_ms, on_connected);
+        if (rc == 0) {
+            return 0;
+        }
+        sc_stream_close(c->stream, on_stream_closed);
+        c->stream = NULL;
+    }
+    return rc;
+}
+
 static void on_connected(struct sc_stream *s, int status)
 {
     struct cc_conn *c = sc_stream_get_data(s);
     struct cc_channel *ch = c->ch;
-    if (ch == NULL) {
+    if (ch == NULL || c->state == CONN_DEAD) {
         conn_fail(c, "channel closed");
         return;
     }
     if (status != 0) {
-        conn_fail(c, "connect to %s failed: %s", c->peer,
-                  status == UV_ETIMEDOUT ? "timed out" : sc_strerror(status));
+        const char *why = status == UV_ETIMEDOUT ? "timed out" : sc_strerror(status);
+        if (c->addr_idx < c->num_addrs) {
+            sc_debug("grpc.connect_next", "channel=%s peer=%s detail=%s", ch->name, c->peer, why);
+            sc_stream_close(c->stream, on_stream_closed);
+            c->stream = NULL;
+            if (conn_connect_next(c) == 0) {
+                return;
+            }
+        }
+        conn_fail(c, "connect to %s failed: %s", c->peer, why);
         channel_process(ch);
         return;
     }
@@ -921,10 +974,11 @@ static void on_connected(struct sc_stream *s, int status)
     }
 }
 
-// resolve turns the channel's host/port into an address. Host names use a
+// resolve fills c->addrs from the channel's host/port. Host names use a
 // blocking getaddrinfo (control-plane names resolve rarely and locally).
-static int resolve(struct cc_channel *ch, struct sockaddr_storage *out, char *err, size_t err_len)
+static int resolve(struct cc_conn *c, char *err, size_t err_len)
 {
+    struct cc_channel *ch = c->ch;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *res = NULL;
     int rc = getaddrinfo(ch->host, ch->port, &hints, &res);
@@ -932,8 +986,18 @@ static int resolve(struct cc_channel *ch, struct sockaddr_storage *out, char *er
         snprintf(err, err_len, "cannot resolve %s: %s", ch->host, gai_strerror(rc));
         return -1;
     }
-    memcpy(out, res->ai_addr, res->ai_addrlen);
+    c->num_addrs = 0;
+    for (struct addrinfo *ai = res; ai != NULL && c->num_addrs < 8; ai = ai->ai_next) {
+        if (ai->ai_addrlen <= sizeof(c->addrs[0]) &&
+            (ai->ai_family == AF_INET || ai->ai_family == AF_INET6)) {
+            memcpy(&c->addrs[c->num_addrs++], ai->ai_addr, ai->ai_addrlen);
+        }
+    }
     freeaddrinfo(res);
+    if (c->num_addrs == 0) {
+        snprintf(err, err_len, "cannot resolve %s: no IPv4/IPv6 address", ch->host);
+        return -1;
+    }
     return 0;
 }
 
@@ -946,11 +1010,9 @@ static void conn_start(struct cc_channel *ch)
     }
     c->ch = ch;
     c->state = CONN_CONNECTING;
-    c->stream = sc_stream_new(ch->loop, NULL);
-    sc_stream_set_data(c->stream, c);
     uv_timer_init(ch->loop, &c->ka);
     c->ka.data = c;
-    c->open_handles = 2;
+    c->open_handles = 1;
     c->next = ch->conns;
     ch->conns = c;
     ch->conn = c;
@@ -961,14 +1023,12 @@ static void conn_start(struct cc_channel *ch)
             call->conn = c;
         }
     }
-    struct sockaddr_storage addr;
     char err[256];
-    if (resolve(ch, &addr, err, sizeof(err)) != 0) {
+    if (resolve(c, err, sizeof(err)) != 0) {
         conn_fail(c, "%s", err);
         return;
     }
-    int rc = sc_stream_connect(c->stream, (struct sockaddr *)&addr, ch->connect_timeout_ms,
-                               on_connected);
+    int rc = conn_connect_next(c);
     if (rc != 0) {
         conn_fail(c, "connect to %s failed: %s", c->peer, sc_strerror(rc));
     }
