@@ -55,6 +55,29 @@ void sc_admin_buf_json_string(struct sc_admin_buf *b, const char *s);
 // (backslash, double quote and newline), without the surrounding quotes.
 void sc_admin_buf_label_value(struct sc_admin_buf *b, const char *s);
 
+// Helpers for hooks that render certificates (identity manager, mesh mode).
+struct x509_st; // BoringSSL's X509
+
+// sc_admin_buf_cert_json appends one JSON object describing |cert|:
+// {"spiffe_id":…|null,"serial":"HEX","subject":…,"issuer":…,"not_before":"…Z",
+//  "not_before_unix":N,"not_after":"…Z","not_after_unix":N} — the shape /certs
+// uses for "leaf", "chain" and "roots" entries. Never key material.
+void sc_admin_buf_cert_json(struct sc_admin_buf *out, struct x509_st *cert);
+
+// struct sc_admin_cert_expiry is one sample of seam_cert_expiry_timestamp_seconds.
+struct sc_admin_cert_expiry {
+    const char *role;      // bounded set: "leaf", "intermediate", "root"
+    const char *spiffe_id; // SPIFFE ID of the cert ("" for roots without one)
+    int64_t not_after;     // Unix seconds
+};
+
+// sc_admin_buf_cert_expiry_family appends the whole family
+// seam_cert_expiry_timestamp_seconds (HELP, TYPE, |num| samples, label values
+// escaped). Samples must have distinct (role, spiffe_id) pairs. For use from
+// hooks->extra_metrics.
+void sc_admin_buf_cert_expiry_family(struct sc_admin_buf *out,
+                                     const struct sc_admin_cert_expiry *items, size_t num);
+
 // struct sc_admin_hooks is filled in by the sidecar (main.c) and copied by
 // sc_admin_start. Every callback is optional (NULL) and is called on the main
 // thread with |ctx|. Pointers it holds (worker_stats, cert_path, trust_path)

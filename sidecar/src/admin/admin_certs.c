@@ -122,7 +122,7 @@ static void name_json(struct sc_admin_buf *out, X509_NAME *name)
     sc_admin_buf_json_string(out, buf);
 }
 
-static void cert_json(struct sc_admin_buf *out, X509 *x)
+void sc_admin_buf_cert_json(struct sc_admin_buf *out, X509 *x)
 {
     char id[2048];
     first_uri_san(x, id, sizeof(id));
@@ -166,7 +166,7 @@ static void list_json(struct sc_admin_buf *out, struct cert_list *l, size_t from
         if (i > from) {
             sc_admin_buf_append(out, ",", 1);
         }
-        cert_json(out, l->certs[i]);
+        sc_admin_buf_cert_json(out, l->certs[i]);
     }
     sc_admin_buf_append(out, "]", 1);
 }
@@ -180,7 +180,7 @@ void sc_admin__file_certs_json(struct sc_admin_buf *out, const char *cert_path,
 
     sc_admin_buf_append(out, "{\"source\":\"files\",\"leaf\":", 25);
     if (have_chain) {
-        cert_json(out, chain.certs[0]);
+        sc_admin_buf_cert_json(out, chain.certs[0]);
     } else {
         sc_admin_buf_append(out, "null", 4);
     }
@@ -197,6 +197,21 @@ void sc_admin__file_certs_json(struct sc_admin_buf *out, const char *cert_path,
     free_certs(&roots);
 }
 
+void sc_admin_buf_cert_expiry_family(struct sc_admin_buf *out,
+                                     const struct sc_admin_cert_expiry *items, size_t num)
+{
+    sc_admin_buf_printf(out, "# HELP seam_cert_expiry_timestamp_seconds Not-after time of the "
+                             "certificates in force, by role and SPIFFE ID.\n"
+                             "# TYPE seam_cert_expiry_timestamp_seconds gauge\n");
+    for (size_t i = 0; i < num; i++) {
+        sc_admin_buf_printf(out, "seam_cert_expiry_timestamp_seconds{role=\"");
+        sc_admin_buf_label_value(out, items[i].role);
+        sc_admin_buf_printf(out, "\",spiffe_id=\"");
+        sc_admin_buf_label_value(out, items[i].spiffe_id);
+        sc_admin_buf_printf(out, "\"} %lld\n", (long long)items[i].not_after);
+    }
+}
+
 void sc_admin__file_cert_metrics(struct sc_admin_buf *out, const char *cert_path,
                                  const char *trust_path)
 {
@@ -206,13 +221,8 @@ void sc_admin__file_cert_metrics(struct sc_admin_buf *out, const char *cert_path
         if (asn1_to_unix(X509_get0_notAfter(l.certs[0]), &na)) {
             char id[2048];
             first_uri_san(l.certs[0], id, sizeof(id));
-            sc_admin_buf_printf(out,
-                                "# HELP seam_cert_expiry_timestamp_seconds Not-after time of "
-                                "the certificate in force.\n"
-                                "# TYPE seam_cert_expiry_timestamp_seconds gauge\n"
-                                "seam_cert_expiry_timestamp_seconds{role=\"leaf\",spiffe_id=\"");
-            sc_admin_buf_label_value(out, id);
-            sc_admin_buf_printf(out, "\"} %lld\n", (long long)na);
+            struct sc_admin_cert_expiry e = {.role = "leaf", .spiffe_id = id, .not_after = na};
+            sc_admin_buf_cert_expiry_family(out, &e, 1);
         }
         free_certs(&l);
     }
