@@ -123,3 +123,30 @@ def test_expired_leaf_not_ready(pki, procs):
             return None
     r = wait_for(answered_or_exited, 10, what="ready answer or exit")
     assert r in ("exited", 503), r
+
+
+def test_upstream_failure_counted(pki, procs):
+    """An outbound connection whose upstream refuses the TCP connect counts as
+    failed (and closed), not as active."""
+    dead = free_port()  # nothing listens here
+    out_t, a = start_with_admin(procs, "outbound", addr(LOOP, dead), pki)
+    s = out_t.connect()
+    try:
+        s.sendall(b"hello")
+    except OSError:
+        pass
+    s.settimeout(5)
+    try:
+        assert s.recv(1) == b""
+    except ConnectionResetError:
+        pass
+    s.close()
+
+    def settled():
+        m = a.metrics()
+        return (val(m, "seam_connections_failed_total", direction="outbound", mode="mtls") == 1 and
+                val(m, "seam_connections_active", direction="outbound", mode="mtls") == 0)
+    wait_for(settled, 5, what="failed=1 and active=0")
+    m = a.metrics()
+    assert val(m, "seam_connections_opened_total", direction="outbound", mode="mtls") == 1
+    assert val(m, "seam_tls_handshake_duration_seconds_count") == 0
