@@ -12,6 +12,12 @@
 // SC_BUF_SIZE is the usable size of every buffer: two full TLS records.
 #define SC_BUF_SIZE (32 * 1024)
 
+// SC_BUF_READ_SIZE is how much a read puts into one buffer: a little less
+// than SC_BUF_SIZE so that the bytes of one read, once encrypted (two TLS
+// 1.3 records of 16 KiB plus 22 bytes each), still fit one buffer and go out
+// in one write.
+#define SC_BUF_READ_SIZE (SC_BUF_SIZE - 256)
+
 struct sc_bufpool {
     void *free_list;   // singly linked list of free buffers (private)
     size_t num_free;   // buffers on free_list

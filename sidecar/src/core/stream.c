@@ -145,7 +145,7 @@ void sc_stream__alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct sc_stream *s = h->data;
     buf->base = sc_buf_get(s->pool);
-    buf->len = SC_BUF_SIZE;
+    buf->len = SC_BUF_READ_SIZE;
 }
 
 void sc_stream__uv_read(struct sc_stream *s, bool on, uv_read_cb read_cb)
@@ -168,7 +168,13 @@ static void on_write(uv_write_t *req, int status)
     sc_buf_release(wr->owned);
     sc_stream_write_cb cb = wr->cb;
     void *arg = wr->arg;
-    free(wr);
+    // Keep one request for the next write: the pump has one in flight per
+    // direction, so this saves a malloc/free pair per write.
+    if (s->spare_req == NULL) {
+        s->spare_req = wr;
+    } else {
+        free(wr);
+    }
     if (cb != NULL) {
         cb(s, status, arg);
     }
@@ -181,7 +187,11 @@ int sc_stream__write_raw(struct sc_stream *s, const uv_buf_t bufs[], unsigned nb
         sc_buf_release(owned);
         return UV_ECANCELED;
     }
-    struct write_req *wr = malloc(sizeof(*wr));
+    struct write_req *wr = s->spare_req;
+    s->spare_req = NULL;
+    if (wr == NULL) {
+        wr = malloc(sizeof(*wr));
+    }
     if (wr == NULL) {
         fprintf(stderr, "seam: out of memory\n");
         abort();
@@ -198,7 +208,7 @@ int sc_stream__write_raw(struct sc_stream *s, const uv_buf_t bufs[], unsigned nb
     int r = uv_write(&wr->req, (uv_stream_t *)&s->tcp, bufs, nbufs, on_write);
     if (r != 0) {
         sc_buf_release(owned);
-        free(wr);
+        s->spare_req = wr;
         return r;
     }
     s->queued_bytes += wr->len;
@@ -320,6 +330,7 @@ static void on_handle_close(uv_handle_t *h)
         s->close_cb(s);
     }
     sc_stream__tls_free(s);
+    free(s->spare_req);
     free(s);
 }
 

@@ -35,6 +35,7 @@ struct sc_stream {
     unsigned flags;            // SC_STREAM_F_*
     int pending_closes;        // handles whose close callback has not run yet
     size_t queued_bytes;       // bytes in uv_write requests not completed
+    void *spare_req;           // one completed write request kept for reuse
     sc_stream_read_cb read_cb;
     sc_stream_connect_cb connect_cb;
     sc_stream_handshake_cb hs_cb;

@@ -239,9 +239,9 @@ static void read_plaintext(struct sc_stream *s)
         size_t n = 0;
         int r = 1;
         int err = SSL_ERROR_NONE;
-        while (n < SC_BUF_SIZE) {
+        while (n < SC_BUF_READ_SIZE) {
             ERR_clear_error();
-            r = SSL_read(s->ssl, pb + n, (int)(SC_BUF_SIZE - n));
+            r = SSL_read(s->ssl, pb + n, (int)(SC_BUF_READ_SIZE - n));
             if (r <= 0) {
                 err = SSL_get_error(s->ssl, r);
                 break;
