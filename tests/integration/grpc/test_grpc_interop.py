@@ -126,7 +126,9 @@ def certify(env, port, *extra, token=None, trust=None, timeout=20):
         "certify", "--control-plane", f"localhost:{port}",
         "--control-plane-trust", trust or f"{env['pki']}/ca.pem",
         "--token-file", token or env["token"], "--spiffe-id", ID] + list(extra)
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    assert "Sanitizer" not in r.stderr, r.stderr  # ASan/UBSan/LSan builds
+    return r
 
 
 def test_certify_gets_valid_cert(env, procs):
