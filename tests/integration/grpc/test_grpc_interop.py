@@ -163,6 +163,13 @@ def test_certify_gets_valid_cert(env, procs):
     assert md["time_remaining"] is not None  # grpc-timeout was sent
 
 
+def test_certify_large_response_reassembled(env, procs):
+    srv = Server(env, procs, mode="big")
+    r = certify(env, srv.port)
+    assert r.returncode == 0, r.stderr
+    assert f"spiffe_id: {ID}" in r.stdout
+
+
 def test_certify_env_flags(env, procs):
     srv = Server(env, procs)
     e = dict(os.environ, SEAM_CONTROL_PLANE=f"localhost:{srv.port}",
