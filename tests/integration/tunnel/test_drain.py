@@ -24,14 +24,16 @@ def _refused(host, port):
 @pytest.mark.parametrize("direction", ["inbound", "outbound"])
 def test_sigterm_drains_open_connection(pki, procs, direction):
     echo = Echo(procs)
-    in_t = start_tunnel(procs, "inbound", echo.target, pki)
-    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki)
+    # The default drain timeout (25 s) is far longer than this test.
+    drain = ["--drain-timeout", "25s"]
+    in_t = start_tunnel(procs, "inbound", echo.target, pki, extra=drain)
+    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, extra=drain)
     victim = in_t if direction == "inbound" else out_t
 
     s = out_t.connect()
     assert echo_roundtrip(s, b"before") == b"before"
 
-    victim.proc.signal(signal.SIGTERM)
+    victim.proc.send_signal(signal.SIGTERM)
     # New connections are refused (listeners closed) ...
     wait_for(lambda: _refused(LOOP, victim.port), 5, what="listener closed after SIGTERM")
     assert victim.proc.alive(), "exited with a connection still open (no drain)"
@@ -60,7 +62,7 @@ def test_drain_timeout_closes_stragglers(pki, procs):
     s = tls_connect(client_ctx(pki, "client"), LOOP, in_t.port)
     assert echo_roundtrip(s, b"x") == b"x"
     t0 = time.monotonic()
-    in_t.proc.signal(signal.SIGTERM)
+    in_t.proc.send_signal(signal.SIGTERM)
     closed, _ = closed_by_peer(s, 8)
     s.close()
     assert closed, "open connection not closed at the drain timeout"
@@ -73,5 +75,5 @@ def test_drain_timeout_closes_stragglers(pki, procs):
 def test_sigterm_idle_exits_0(pki, procs):
     echo = Echo(procs)
     in_t = start_tunnel(procs, "inbound", echo.target, pki)
-    in_t.proc.signal(signal.SIGTERM)
+    in_t.proc.send_signal(signal.SIGTERM)
     assert in_t.proc.p.wait(10) == 0

@@ -136,6 +136,9 @@ def start_tunnel(procs, direction, target, pki, cert=None, peer_id=None, allow=N
             cert = cert or "server"
             if allow is None:
                 allow = [ALLOW_DEFAULT_NS]
+        if "--drain-timeout" not in extra:
+            # Bounded teardown (the procs fixture waits 10 s for SIGTERM).
+            extra = list(extra) + ["--drain-timeout", "5s"]
         args = tunnel_args(direction, listen, target, pki, cert, peer_id, allow, workers, extra,
                            trust)
     p = procs.start(args, env=env)
