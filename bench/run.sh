@@ -33,7 +33,8 @@
 #                                         # PROFILE_CALLGRAPH=dwarf adds inclusive costs
 #
 # seam binary: $SEAM_BIN, else the build dir $SEAM_BUILD_DIR, else
-# build-bench/ (a Release build the full run (re)builds itself), else build/.
+# build-bench/ (a Release build the full run (re)builds itself) / build/
+# (--smoke looks in build/ first: CI's scripts/test.sh builds it).
 #
 # Knobs (env): DUR=10 REPS=3 CONNS=50 RATE=1000 RATE_CONNS=16 HOLD_CONNS=1000
 #   HOLD_BIG=10000 (capped by the open-file limit: each held connection costs
@@ -189,7 +190,9 @@ find_seam() {
       cmake --build "$REPO/build-bench" --target seam-sidecar -j2 >"$WORK/build.log" 2>&1; } ||
       { echo "seam build failed: see $WORK/build.log" >&2; return 1; }
   fi
-  for d in ${SEAM_BUILD_DIR:-} "$REPO/build-bench" "$REPO/build"; do
+  local dirs=("$REPO/build-bench" "$REPO/build")
+  [ "$SMOKE" = 1 ] && dirs=("$REPO/build" "$REPO/build-bench")   # CI: scripts/test.sh builds build/
+  for d in ${SEAM_BUILD_DIR:-} "${dirs[@]}"; do
     [ -x "$d/sidecar/seam-sidecar" ] && { SEAM_BIN=$d/sidecar/seam-sidecar; return 0; }
   done
   log "no seam-sidecar binary found; building build-bench/"
