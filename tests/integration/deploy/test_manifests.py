@@ -391,50 +391,91 @@ def http_get(port, path):
         return r.status, r.read().decode()
 
 
-def test_control_plane_starts_with_the_manifest_args(tmp_path):
-    """seam-control-plane, run with the Deployment's args (mounted paths mapped to temp
-    files from make-secrets.sh and the seam-mesh ConfigMap), starts, reports healthy, and
-    serves a certificate the sidecars accept for SEAM_CONTROL_PLANE's host name."""
+def wait_http(port, path, proc, timeout, log):
+    """Polls GET path until it answers 200 (or proc dies / timeout); returns the body."""
     import time
-    binary = os.path.join(BUILD_DIR, "control-plane", "seam-control-plane")
-    if not os.access(binary, os.X_OK):
-        pytest.skip(f"seam-control-plane not built under {BUILD_DIR}")
-    jwks = ec_jwks(tmp_path)
-    out = tmp_path / "secrets"
-    subprocess.run(["bash", os.path.join(K8S, "make-secrets.sh"), "--out", str(out), "--jwks", str(jwks)],
-                   check=True, capture_output=True, timeout=60)
-    mesh = tmp_path / "mesh.yaml"
-    mesh.write_text(load("control-plane/mesh-configmap.yaml")[0]["data"]["mesh.yaml"])
-    files = {"/etc/seam/mesh/mesh.yaml": mesh, "/etc/seam/jwks/jwks.json": jwks,
-             "/etc/seam/ca/tls.crt": out / "ca.crt", "/etc/seam/ca/tls.key": out / "ca.key"}
-    c, args = cp_args()
-    grpc_port, admin_port = free_port(), free_port()
-    argv = [binary]
-    for a in c["args"]:
-        if a in files:
-            a = str(files[a])
-        elif a.endswith(":15012"):
-            a = f"127.0.0.1:{grpc_port}"
-        elif a.endswith(":15014"):
-            a = f"127.0.0.1:{admin_port}"
-        argv.append(a)
-    log = open(tmp_path / "cp.log", "wb")
-    p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    import urllib.error
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            status, body = http_get(port, path)
+            if status == 200:
+                return body
+        except (OSError, urllib.error.HTTPError) as e:
+            last = e
+        time.sleep(0.05)
+    raise AssertionError(f"GET :{port}{path} not 200 within {timeout}s (rc={proc.poll()}, last={last}); "
+                         f"log:\n{log.read_text() if log.exists() else ''}")
+
+
+def stop(proc, log_file):
+    """Ends a process we started, by its PID; returns its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    log_file.close()
+    return proc.returncode
+
+
+class ControlPlane:
+    """seam-control-plane started with the Deployment's args, mounted paths mapped to temp
+    files (make-secrets.sh output, the seam-mesh ConfigMap, a JWKS of a test issuer)."""
+
+    def __init__(self, tmp_path, extra_args=()):
+        self.binary = os.path.join(BUILD_DIR, "control-plane", "seam-control-plane")
+        if not os.access(self.binary, os.X_OK):
+            pytest.skip(f"seam-control-plane not built under {BUILD_DIR}")
+        self.tmp = tmp_path
+        self.jwks = ec_jwks(tmp_path)
+        self.issuer_key = tmp_path / "issuer.key"
+        out = tmp_path / "secrets"
+        subprocess.run(["bash", os.path.join(K8S, "make-secrets.sh"), "--out", str(out), "--jwks",
+                        str(self.jwks)], check=True, capture_output=True, timeout=60)
+        self.ca = out / "ca.crt"
+        mesh = tmp_path / "mesh.yaml"
+        mesh.write_text(load("control-plane/mesh-configmap.yaml")[0]["data"]["mesh.yaml"])
+        files = {"/etc/seam/mesh/mesh.yaml": mesh, "/etc/seam/jwks/jwks.json": self.jwks,
+                 "/etc/seam/ca/tls.crt": self.ca, "/etc/seam/ca/tls.key": out / "ca.key"}
+        c, _ = cp_args()
+        self.grpc_port, self.admin_port = free_port(), free_port()
+        argv = [self.binary]
+        for a in c["args"]:
+            if a in files:
+                a = str(files[a])
+            elif a.endswith(":15012"):
+                a = f"127.0.0.1:{self.grpc_port}"
+            elif a.endswith(":15014"):
+                a = f"127.0.0.1:{self.admin_port}"
+            argv.append(a)
+        argv += list(extra_args)
+        self.log = tmp_path / "cp.log"
+        self._log = open(self.log, "wb")
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+
+    def wait_healthy(self):
+        wait_http(self.admin_port, "/healthz", self.proc, 15, self.log)
+
+    def stop(self):
+        return stop(self.proc, self._log)
+
+
+def test_control_plane_starts_with_the_manifest_args(tmp_path):
+    """seam-control-plane, run with the Deployment's args, starts, reports healthy, and
+    serves a certificate the sidecars accept for SEAM_CONTROL_PLANE's host name."""
+    cp = ControlPlane(tmp_path)
     try:
-        deadline = time.monotonic() + 15
-        status = None
-        while time.monotonic() < deadline and p.poll() is None:
-            try:
-                status, _ = http_get(admin_port, "/healthz")
-                break
-            except OSError:
-                time.sleep(0.05)
-        assert status == 200, f"rc={p.poll()} log:\n{(tmp_path / 'cp.log').read_text()}"
-        _, metrics = http_get(admin_port, "/metrics")
+        cp.wait_healthy()
+        _, metrics = http_get(cp.admin_port, "/metrics")
         assert "seam_cp_" in metrics
         host = "seam-control-plane.seam-system.svc"
-        r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{grpc_port}", "-alpn", "h2",
-                            "-servername", host, "-verify_hostname", host, "-CAfile", str(out / "ca.crt"),
+        r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{cp.grpc_port}", "-alpn", "h2",
+                            "-servername", host, "-verify_hostname", host, "-CAfile", str(cp.ca),
                             "-verify_return_error", "-brief"],
                            input=b"", capture_output=True, timeout=20)
         text = (r.stdout + r.stderr).decode(errors="replace")  # the server's h2 SETTINGS are binary
@@ -443,12 +484,126 @@ def test_control_plane_starts_with_the_manifest_args(tmp_path):
         assert "Verification: OK" in text and "Protocol version: TLSv1.3" in text, text
         assert "Verified peername: seam-control-plane.seam-system.svc" in text, text
     finally:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-        log.close()
-    assert p.returncode == 0, (tmp_path / "cp.log").read_text()
+        rc = cp.stop()
+    assert rc == 0, cp.log.read_text()
+
+
+def es256_jwt(key, claims):
+    """A JWT signed like a Kubernetes projected service-account token (ES256 issuer)."""
+    import base64
+    import json as _json
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
+    head = b64(_json.dumps({"alg": "ES256", "typ": "JWT", "kid": "k1"}).encode())
+    body = b64(_json.dumps(claims).encode())
+    der = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key)], input=f"{head}.{body}".encode(),
+                         capture_output=True, check=True).stdout
+    # DER SEQUENCE { INTEGER r, INTEGER s } -> raw r || s (32 bytes each)
+    assert der[0] == 0x30
+    i = 2 if der[1] < 0x80 else 3
+    raw = b""
+    for _ in range(2):
+        assert der[i] == 0x02
+        n = der[i + 1]
+        raw += der[i + 2:i + 2 + n].lstrip(b"\0").rjust(32, b"\0")
+        i += 2 + n
+    return f"{head}.{body}.{b64(raw)}"
+
+
+def sidecar_env(tmp_path, cp):
+    """The native sidecar's env as the kubelet would set it: downward-API values filled
+    in, mounted files (projected token for audience seam-ca, CA root) mapped to temp
+    files, the control plane at 127.0.0.1 (no cluster DNS here)."""
+    import time
+    doc = load(APP)[0]
+    pod = pod_spec(doc)
+    seam = pod["initContainers"][1]
+    now = int(time.time())
+    token = es256_jwt(cp.issuer_key, {
+        "iss": "https://kubernetes.default.svc.cluster.local", "aud": ["seam-ca"],
+        "sub": "system:serviceaccount:seam-demo:web", "iat": now, "nbf": now, "exp": now + 3600,
+        "kubernetes.io": {"namespace": "seam-demo", "serviceaccount": {"name": "web", "uid": "u1"},
+                          "pod": {"name": "web-1", "uid": "u2"}}})
+    mounts = {m["mountPath"]: m["name"] for m in seam["volumeMounts"]}
+    vols = {v["name"]: v for v in pod["volumes"]}
+    fields = {"metadata.name": "web-1", "metadata.namespace": "seam-demo", "status.podIP": "127.0.0.1",
+              "spec.serviceAccountName": pod["serviceAccountName"]}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEAM_")}
+    for e in seam["env"]:
+        env[e["name"]] = fields[e["valueFrom"]["fieldRef"]["fieldPath"]] if "valueFrom" in e else e["value"]
+    tok_dir = os.path.dirname(env["SEAM_TOKEN_FILE"])
+    src = vols[mounts[tok_dir]]["projected"]["sources"][0]["serviceAccountToken"]
+    assert src["audience"] == "seam-ca"
+    for name in ("SEAM_TOKEN_FILE", "SEAM_CONTROL_PLANE_TRUST"):
+        d, f = os.path.split(env[name])
+        local = tmp_path / mounts[d]
+        local.mkdir(exist_ok=True)
+        env[name] = str(local / f)
+    with open(env["SEAM_TOKEN_FILE"], "w") as f:
+        f.write(token)
+    shutil.copy(cp.ca, env["SEAM_CONTROL_PLANE_TRUST"])
+    env["SEAM_CONTROL_PLANE"] = f"127.0.0.1:{cp.grpc_port}"
+    return seam, env
+
+
+def sidecar_binary():
+    sidecar = os.path.join(BUILD_DIR, "sidecar", "seam-sidecar")
+    if not os.access(sidecar, os.X_OK):
+        pytest.skip(f"seam-sidecar not built under {BUILD_DIR}")
+    return sidecar
+
+
+def test_sidecar_certifies_with_the_manifest_env(tmp_path):
+    """The identity half of the contract, with `seam-sidecar certify` (same SEAM_* names as
+    `run`): the manifest's token audience, trust file and downward-API identity get the pod
+    the certificate of spiffe://cluster.local/ns/seam-demo/sa/web from the control plane."""
+    sidecar = sidecar_binary()
+    cp = ControlPlane(tmp_path, ["--server-name", "127.0.0.1"])
+    try:
+        cp.wait_healthy()
+        _, env = sidecar_env(tmp_path, cp)
+        out = tmp_path / "issued"
+        env["SEAM_OUT_DIR"] = str(out)
+        r = subprocess.run([sidecar, "certify"], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        t = subprocess.run(["openssl", "x509", "-in", str(out / "cert.pem"), "-noout", "-ext",
+                            "subjectAltName"], capture_output=True, text=True, check=True).stdout
+        assert "URI:spiffe://cluster.local/ns/seam-demo/sa/web" in t, t
+        v = subprocess.run(["openssl", "verify", "-CAfile", str(cp.ca), "-untrusted", str(out / "chain.pem"),
+                            str(out / "cert.pem")], capture_output=True, text=True)
+        assert v.returncode == 0, v.stdout + v.stderr
+    finally:
+        rc = cp.stop()
+    assert rc == 0, cp.log.read_text()
+
+
+def test_sidecar_runs_with_the_manifest_env(tmp_path):
+    """seam-sidecar run, configured only by the native sidecar's env, gets its certificate
+    and config from the control plane and becomes ready on the admin port."""
+    sidecar = sidecar_binary()
+    h = subprocess.run([sidecar, "run", "--help"], capture_output=True, text=True, timeout=10)
+    if h.returncode != 0:
+        pytest.skip(f"seam-sidecar run not available yet: {(h.stdout + h.stderr).strip()}")
+    cp = ControlPlane(tmp_path, ["--server-name", "127.0.0.1"])
+    side_proc = None
+    try:
+        cp.wait_healthy()
+        seam, env = sidecar_env(tmp_path, cp)
+        admin = free_port()
+        env["SEAM_ADMIN"] = f"127.0.0.1:{admin}"
+        env["SEAM_OUTBOUND_PORT"] = str(free_port())  # 15001/15006 may be taken on this machine
+        env["SEAM_INBOUND_PORT"] = str(free_port())
+        slog = tmp_path / "sidecar.log"
+        side_log = open(slog, "wb")
+        side_proc = subprocess.Popen([sidecar] + seam["args"], env=env, stdout=side_log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_http(admin, "/healthz/ready", side_proc, 30, slog)
+        _, certs = http_get(admin, "/certs")
+        assert "spiffe://cluster.local/ns/seam-demo/sa/web" in certs, certs
+        assert "PRIVATE KEY" not in certs
+        rc = stop(side_proc, side_log)
+        side_proc = None
+        assert rc == 0, slog.read_text()
+    finally:
+        if side_proc is not None:
+            stop(side_proc, side_log)
+        cp.stop()
