@@ -35,9 +35,11 @@ struct admin_conn {
     uv_timer_t timer; // request timeout, then linger
     int open_handles; // handles not yet closed; freed at 0
     bool closing;
-    bool responded;  // a response is queued: ignore further requests
-    bool loopback;   // the peer is 127.0.0.0/8 or ::1
-    bool over_limit; // answer 503 to whatever arrives
+    bool responded;     // a response is queued: ignore further requests
+    bool loopback;      // the peer is 127.0.0.0/8 or ::1
+    bool over_limit;    // answer 503 to whatever arrives
+    bool write_pending; // the response is still being written
+    bool peer_eof;      // the client half-closed (EOF read)
     enum after_write after;
     uv_write_t wreq;
     uv_shutdown_t sreq;
@@ -127,6 +129,7 @@ static void on_write(uv_write_t *req, int status)
 {
     struct admin_conn *c = req->data;
     struct sc_admin *a = c->admin;
+    c->write_pending = false;
     sc_admin_buf_cleanup(&c->out);
     if (c->after == AFTER_QUIT && status != UV_ECANCELED) {
         // The reply is on its way; now let the process exit. The hook may
@@ -137,7 +140,9 @@ static void on_write(uv_write_t *req, int status)
         quit(ctx);
         return;
     }
-    if (status < 0 || c->closing) {
+    if (status < 0 || c->closing || c->peer_eof) {
+        // After the client's EOF nothing is left unread, so closing now
+        // sends FIN, not RST.
         conn_close(c);
         return;
     }
@@ -151,11 +156,21 @@ static void on_write(uv_write_t *req, int status)
 
 // respond queues one complete response and marks the connection done.
 // |extra_headers| is "" or CRLF-terminated header lines.
+static void on_write_timeout(uv_timer_t *t)
+{
+    // The client does not read its response: give up (cancels the write).
+    conn_close(t->data);
+}
+
 static void respond(struct admin_conn *c, int status, const char *content_type,
                     const char *extra_headers, const char *body, size_t body_len, bool head_only)
 {
+    struct sc_admin *a = c->admin;
     c->responded = true;
-    uv_timer_stop(&c->timer);
+    // A client that never reads must not hold the connection forever either.
+    uv_timer_start(
+        &c->timer, on_write_timeout,
+        a->hooks.request_timeout_ms ? a->hooks.request_timeout_ms : DEFAULT_REQUEST_TIMEOUT_MS, 0);
     sc_admin_buf_printf(&c->out,
                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                         "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
@@ -168,7 +183,9 @@ static void respond(struct admin_conn *c, int status, const char *content_type,
     if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &buf, 1, on_write) != 0) {
         c->after = AFTER_NOTHING;
         conn_close(c);
+        return;
     }
+    c->write_pending = true;
 }
 
 static void respond_text(struct admin_conn *c, int status, const char *text)
@@ -374,6 +391,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return; // EAGAIN, not EOF
     }
     if (nread < 0) {
+        if (nread == UV_EOF && c->write_pending) {
+            // The client sent its request and half-closed: finish writing
+            // the response first (on_write closes).
+            c->peer_eof = true;
+            uv_read_stop(s);
+            return;
+        }
         // EOF or error. Before a response there is nobody to answer; after
         // it, the peer has read it and hung up.
         conn_close(c);

@@ -33,8 +33,9 @@ struct fixture {
     struct sc_worker_stats stats[2];
     struct sc_worker_stats *stats_ptrs[2];
     int port;
-    int ready;       // read by the hook on the loop thread
-    int drain_calls; // written on the loop thread
+    int ready;        // read by the hook on the loop thread
+    size_t big_certs; // when set, /certs answers a JSON string of this many bytes
+    int drain_calls;  // written on the loop thread
     int quit_calls;
     int stopped_calls;
     int loop_close_rc;
@@ -48,6 +49,15 @@ static bool hook_ready(void *ctx)
 
 static void hook_certs(void *ctx, struct sc_admin_buf *out)
 {
+    struct fixture *f = ctx;
+    if (f->big_certs > 0) {
+        char *s = malloc(f->big_certs + 1);
+        memset(s, 'c', f->big_certs);
+        s[f->big_certs] = '\0';
+        sc_admin_buf_json_string(out, s);
+        free(s);
+        return;
+    }
     sc_admin_buf_printf(out, "{\"leaf\":{\"spiffe_id\":\"spiffe://test/x\"}}");
 }
 
@@ -380,6 +390,58 @@ static void test_loopback_check(void **state)
     assert_false(loopback("2001:db8::1"));
 }
 
+// test_half_close_and_slow_reader: a client that half-closes right after its
+// request still gets the whole (large) response; a client that never reads a
+// large response is cut off after the timeout instead of holding the
+// connection forever.
+static void test_half_close_and_slow_reader(void **state)
+{
+    struct fixture *f = start_fixture("127.0.0.1", 400, 0);
+    f->big_certs = 4 << 20; // set before any request: the loop thread reads it later
+    int fd = connect_to("127.0.0.1", f->port);
+    const char *req = "GET /certs HTTP/1.1\r\nHost: x\r\n\r\n";
+    send(fd, req, strlen(req), MSG_NOSIGNAL);
+    shutdown(fd, SHUT_WR);
+    char *big = malloc((8 << 20) + 1);
+    assert_non_null(big);
+    size_t n = read_all(fd, big, (8 << 20) + 1);
+    close(fd);
+    assert_true(strncmp(big, "HTTP/1.1 200 ", 13) == 0);
+    size_t clen = 0;
+    assert_int_equal(sscanf(strstr(big, "Content-Length: "), "Content-Length: %zu", &clen), 1);
+    assert_int_equal(strlen(body_of(big)), clen);
+    assert_true(clen > (size_t)(4 << 20));
+    assert_true(n > clen);
+
+    // Slow reader: a tiny receive buffer and no reads for a while.
+    f->big_certs = 32 << 20;
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    int rcv = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    send(fd, req, strlen(req), MSG_NOSIGNAL);
+    usleep(1200 * 1000); // > the 400 ms timeout: the server gives up meanwhile
+    size_t got = 0;
+    for (;;) {
+        ssize_t r = recv(fd, big, 8 << 20, 0);
+        if (r <= 0) {
+            break;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    assert_true(got < (size_t)(32 << 20)); // cut off, not delivered in full
+    free(big);
+    // The server is fine afterwards.
+    f->big_certs = 0;
+    assert_int_equal(get(f->port, "GET", "/healthz/ready", resp, sizeof(resp)), 200);
+    stop_fixture(f);
+}
+
 static void test_quitquitquit(void **state)
 {
     struct fixture *f = start_fixture("127.0.0.1", 5000, 0);
@@ -486,6 +548,7 @@ int main(void)
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_slowloris_and_limits),
         cmocka_unit_test(test_loopback_check),
+        cmocka_unit_test(test_half_close_and_slow_reader),
         cmocka_unit_test(test_quitquitquit),
         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_bind_error),
