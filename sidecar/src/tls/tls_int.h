@@ -7,6 +7,18 @@
 
 #include "sc/tls.h"
 
+// SC_TLS_VCACHE_SIZE is how many verified peer chains a policy remembers.
+#define SC_TLS_VCACHE_SIZE 64
+
+// A verified chain: path validation and the SVID checks passed for these
+// exact certificate bytes; good until the earliest notAfter in the chain.
+// Authorization is not cached (it is cheap and may differ per connection).
+struct sc_tls_vcache_entry {
+    uint8_t key[32];  // SHA-256 over the purpose and the DER certificates
+    int64_t expires;  // Unix seconds; 0 = empty slot
+    char *id;         // the peer's SPIFFE ID
+};
+
 // struct sc_tls_policy: what a context's verifier checks (sc/tls.h).
 struct sc_tls_policy {
     X509_STORE *bundle;        // trust bundle
@@ -15,7 +27,15 @@ struct sc_tls_policy {
     bool allow_any;            // no allow-list given: any verified SVID
     uint8_t *alpn;             // ALPN wire format (length-prefixed), server select
     size_t alpn_len;
+    uv_mutex_t cache_lock;     // the policy is shared by every worker thread
+    struct sc_tls_vcache_entry cache[SC_TLS_VCACHE_SIZE];
+    unsigned cache_next;       // round-robin replacement
+    uint64_t cache_hits;
 };
+
+// sc_tls__vcache_hits returns how many handshakes skipped chain validation
+// thanks to the cache of |ctx|'s policy (tests, metrics).
+uint64_t sc_tls__vcache_hits(const SSL_CTX *ctx);
 
 // sc_tls__ctx_policy_index returns the SSL_CTX ex_data index holding the
 // context's struct sc_tls_policy (freed with the context).

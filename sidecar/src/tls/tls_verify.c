@@ -22,6 +22,7 @@
 #include <openssl/bytestring.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
 #include "sc/err.h"
@@ -123,6 +124,10 @@ void sc_tls_policy_free(struct sc_tls_policy *p)
         return;
     }
     X509_STORE_free(p->bundle);
+    for (size_t i = 0; i < SC_TLS_VCACHE_SIZE; i++) {
+        free(p->cache[i].id);
+    }
+    uv_mutex_destroy(&p->cache_lock);
     free(p->peer_id);
     free(p->alpn);
     for (size_t i = 0; i < p->allow.num_patterns; i++) {
@@ -169,8 +174,11 @@ struct sc_tls_policy *sc_tls_policy_new(const char *trust_pem, size_t trust_len,
     STACK_OF(X509) *roots = sk_X509_new_null();
     if (p == NULL || roots == NULL) {
         snprintf(err, err_cap, "out of memory");
-        goto out_free;
+        free(p);
+        sk_X509_free(roots);
+        return NULL;
     }
+    uv_mutex_init(&p->cache_lock);
     p->bundle = X509_STORE_new();
     if (p->bundle == NULL) {
         snprintf(err, err_cap, "out of memory");
@@ -277,16 +285,55 @@ static enum sc_tls_fail map_x509_error(int err, const char **detail)
     }
 }
 
-static bool verify_impl(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X509) *untrusted,
-                        bool peer_is_server, const char *expected, int64_t now, char *out_id,
-                        size_t id_cap, enum sc_tls_fail *out_reason, const char **out_detail)
+// authorize is checklist step 4 for an ID that passed steps 1-3.
+static bool authorize(const struct sc_tls_policy *p, const char *id, bool peer_is_server,
+                      const char *expected, enum sc_tls_fail *out_reason,
+                      const char **out_detail)
 {
-    char idbuf[SC_SPIFFE_ID_MAX + 1];
+    if (peer_is_server) {
+        if (expected != NULL && !sc_spiffe_id_equal(expected, id)) {
+            *out_reason = SC_TLS_FAIL_ID_MISMATCH;
+            *out_detail = "server SPIFFE ID is not the expected one";
+            return false;
+        }
+    } else if (!p->allow_any && !sc_allowlist_match(&p->allow, id)) {
+        *out_reason = SC_TLS_FAIL_NOT_ALLOWED;
+        *out_detail = "client SPIFFE ID not in the allow-list";
+        return false;
+    }
+    return true;
+}
+
+// earliest_not_after returns the earliest notAfter (Unix seconds) of the
+// verified |chain|, or 0 if it cannot be computed.
+static int64_t earliest_not_after(STACK_OF(X509) *chain, int64_t now)
+{
+    int64_t min = 0;
+    for (size_t i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
+        int days = 0, secs = 0;
+        if (!ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(sk_X509_value(chain, i)))) {
+            return 0;
+        }
+        int64_t t = now + (int64_t)days * 86400 + secs;
+        if (min == 0 || t < min) {
+            min = t;
+        }
+    }
+    return min;
+}
+
+// verify_chain runs checklist steps 1-3 (path validation, leaf shape, the
+// one URI SAN). On success |*out_expires| is when the verdict stops holding.
+static bool verify_chain(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X509) *untrusted,
+                         bool peer_is_server, int64_t now, char *idbuf, size_t id_cap,
+                         int64_t *out_expires, enum sc_tls_fail *out_reason,
+                         const char **out_detail)
+{
     const char *detail = "-";
     enum sc_tls_fail reason = SC_TLS_FAIL_OTHER;
 
     // Read the ID first so every failure can name the peer in the log.
-    bool id_ok = svid_id(leaf, idbuf, sizeof(idbuf), &detail);
+    bool id_ok = svid_id(leaf, idbuf, id_cap, &detail);
 
     X509_STORE_CTX *sctx = X509_STORE_CTX_new();
     if (sctx == NULL || !X509_STORE_CTX_init(sctx, p->bundle, leaf, untrusted) ||
@@ -306,6 +353,8 @@ static bool verify_impl(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X509
         ERR_clear_error();
         goto out_fail;
     }
+    *out_expires = earliest_not_after(X509_STORE_CTX_get0_chain(sctx),
+                                      now != 0 ? now : (int64_t)time(NULL));
     X509_STORE_CTX_free(sctx);
 
     uint32_t flags = X509_get_extension_flags(leaf);
@@ -327,26 +376,9 @@ static bool verify_impl(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X509
         reason = SC_TLS_FAIL_BAD_SVID;
         goto out_fail;
     }
-    if (peer_is_server) {
-        if (expected != NULL && !sc_spiffe_id_equal(expected, idbuf)) {
-            reason = SC_TLS_FAIL_ID_MISMATCH;
-            detail = "server SPIFFE ID is not the expected one";
-            goto out_fail;
-        }
-    } else if (!p->allow_any && !sc_allowlist_match(&p->allow, idbuf)) {
-        reason = SC_TLS_FAIL_NOT_ALLOWED;
-        detail = "client SPIFFE ID not in the allow-list";
-        goto out_fail;
-    }
-    if (out_id != NULL) {
-        snprintf(out_id, id_cap, "%s", idbuf);
-    }
     return true;
 
 out_fail:
-    if (out_id != NULL) {
-        snprintf(out_id, id_cap, "%s", idbuf);
-    }
     *out_reason = reason;
     *out_detail = detail;
     return false;
@@ -356,8 +388,83 @@ bool sc_tls_verify_svid(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X509
                         bool peer_is_server, int64_t now, char *out_id, size_t id_cap,
                         enum sc_tls_fail *out_reason, const char **out_detail)
 {
-    return verify_impl(p, leaf, untrusted, peer_is_server, p->peer_id, now, out_id, id_cap,
-                       out_reason, out_detail);
+    char idbuf[SC_SPIFFE_ID_MAX + 1];
+    int64_t expires = 0;
+    bool ok = verify_chain(p, leaf, untrusted, peer_is_server, now, idbuf, sizeof(idbuf),
+                           &expires, out_reason, out_detail) &&
+              authorize(p, idbuf, peer_is_server, p->peer_id, out_reason, out_detail);
+    if (out_id != NULL) {
+        snprintf(out_id, id_cap, "%s", idbuf);
+    }
+    return ok;
+}
+
+// ---- the verified-chain cache ---------------------------------------------
+
+static void chain_key(const STACK_OF(CRYPTO_BUFFER) *chain, bool peer_is_server, uint8_t out[32])
+{
+    SHA256_CTX h;
+    SHA256_Init(&h);
+    uint8_t purpose = peer_is_server ? 1 : 2;
+    SHA256_Update(&h, &purpose, 1);
+    for (size_t i = 0; i < sk_CRYPTO_BUFFER_num(chain); i++) {
+        const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(chain, i);
+        uint64_t len = CRYPTO_BUFFER_len(b);
+        SHA256_Update(&h, &len, sizeof(len));
+        SHA256_Update(&h, CRYPTO_BUFFER_data(b), CRYPTO_BUFFER_len(b));
+    }
+    SHA256_Final(out, &h);
+}
+
+// cache_lookup copies the ID of a still-valid cached verdict into |id|.
+static bool cache_lookup(struct sc_tls_policy *p, const uint8_t key[32], int64_t now, char *id,
+                         size_t cap)
+{
+    bool hit = false;
+    uv_mutex_lock(&p->cache_lock);
+    for (size_t i = 0; i < SC_TLS_VCACHE_SIZE; i++) {
+        struct sc_tls_vcache_entry *e = &p->cache[i];
+        if (e->expires > now && memcmp(e->key, key, 32) == 0) {
+            snprintf(id, cap, "%s", e->id);
+            hit = true;
+            break;
+        }
+    }
+    if (hit) {
+        p->cache_hits++;
+    }
+    uv_mutex_unlock(&p->cache_lock);
+    return hit;
+}
+
+static void cache_insert(struct sc_tls_policy *p, const uint8_t key[32], int64_t expires,
+                         const char *id)
+{
+    char *copy = strdup(id);
+    if (copy == NULL || expires == 0) {
+        free(copy);
+        return;
+    }
+    uv_mutex_lock(&p->cache_lock);
+    struct sc_tls_vcache_entry *e = &p->cache[p->cache_next];
+    p->cache_next = (p->cache_next + 1) % SC_TLS_VCACHE_SIZE;
+    free(e->id);
+    memcpy(e->key, key, 32);
+    e->expires = expires;
+    e->id = copy;
+    uv_mutex_unlock(&p->cache_lock);
+}
+
+uint64_t sc_tls__vcache_hits(const SSL_CTX *ctx)
+{
+    struct sc_tls_policy *p = SSL_CTX_get_ex_data(ctx, sc_tls__ctx_policy_index());
+    if (p == NULL) {
+        return 0;
+    }
+    uv_mutex_lock(&p->cache_lock);
+    uint64_t n = p->cache_hits;
+    uv_mutex_unlock(&p->cache_lock);
+    return n;
 }
 
 // ---- the SSL hook --------------------------------------------------------
@@ -449,7 +556,7 @@ static uint8_t alert_for(enum sc_tls_fail r)
 enum ssl_verify_result_t sc_tls__custom_verify(SSL *ssl, uint8_t *out_alert)
 {
     SSL_CTX *ctx = SSL_get_SSL_CTX(ssl);
-    const struct sc_tls_policy *p = SSL_CTX_get_ex_data(ctx, sc_tls__ctx_policy_index());
+    struct sc_tls_policy *p = SSL_CTX_get_ex_data(ctx, sc_tls__ctx_policy_index());
     const STACK_OF(CRYPTO_BUFFER) *chain = SSL_get0_peer_certificates(ssl);
     enum sc_tls_fail reason = SC_TLS_FAIL_OTHER;
     const char *detail = "-";
@@ -457,6 +564,10 @@ enum ssl_verify_result_t sc_tls__custom_verify(SSL *ssl, uint8_t *out_alert)
     X509 *leaf = NULL;
     STACK_OF(X509) *inter = NULL;
     bool ok = false;
+    bool peer_is_server = !SSL_is_server(ssl);
+    uint8_t key[32];
+    int64_t now = (int64_t)time(NULL);
+    int64_t expires = 0;
 
     if (p == NULL) {
         detail = "no SPIFFE policy on the context";
@@ -465,6 +576,15 @@ enum ssl_verify_result_t sc_tls__custom_verify(SSL *ssl, uint8_t *out_alert)
     if (chain == NULL || sk_CRYPTO_BUFFER_num(chain) == 0) {
         reason = SC_TLS_FAIL_NO_PEER_CERT;
         detail = "peer sent no certificate";
+        goto out;
+    }
+    struct conn_info *ci = get_info(ssl);
+    const char *expected = (ci != NULL && ci->expected_id != NULL) ? ci->expected_id : p->peer_id;
+    // The same peer presents the same chain on every connection: skip the
+    // parse and the path validation when these exact bytes passed before.
+    chain_key(chain, peer_is_server, key);
+    if (cache_lookup(p, key, now, id, sizeof(id))) {
+        ok = authorize(p, id, peer_is_server, expected, &reason, &detail);
         goto out;
     }
     leaf = X509_parse_from_buffer(sk_CRYPTO_BUFFER_value(chain, 0));
@@ -483,10 +603,11 @@ enum ssl_verify_result_t sc_tls__custom_verify(SSL *ssl, uint8_t *out_alert)
             goto out;
         }
     }
-    struct conn_info *ci = get_info(ssl);
-    const char *expected = (ci != NULL && ci->expected_id != NULL) ? ci->expected_id : p->peer_id;
-    ok = verify_impl(p, leaf, inter, !SSL_is_server(ssl), expected, 0, id, sizeof(id), &reason,
-                     &detail);
+    if (verify_chain(p, leaf, inter, peer_is_server, 0, id, sizeof(id), &expires, &reason,
+                     &detail)) {
+        cache_insert(p, key, expires, id);
+        ok = authorize(p, id, peer_is_server, expected, &reason, &detail);
+    }
 
 out:
     ERR_clear_error();

@@ -18,6 +18,7 @@
 #include "sc/spiffe.h"
 #include "sc/stream.h"
 #include "sc/tls.h"
+#include "tls/tls_int.h"
 
 #define TD "spiffe://cluster.local"
 #define SERVER_ID TD "/ns/default/sa/server"
@@ -374,6 +375,42 @@ static void test_tls_client_id_mismatch(void **state)
     assert_int_equal(h.srv_fail, SC_TLS_FAIL_PEER_ALERT);
 }
 
+// The second handshake with the same chain hits the verified-chain cache,
+// and authorization still runs on a hit.
+static void test_tls_verify_cache(void **state)
+{
+    SSL_CTX *sctx = make_ctx(true, "server", NULL, TD "/ns/default/*", NULL);
+    SSL_CTX *cctx = make_ctx(false, "client", SERVER_ID, NULL, NULL);
+    SSL_CTX *dctx = make_ctx(false, "denied", SERVER_ID, NULL, NULL);
+    for (int i = 0; i < 3; i++) {
+        struct harness h = {0};
+        SSL_CTX_up_ref(sctx);
+        SSL_CTX_up_ref(cctx);
+        h.server_ctx = sctx;
+        h.client_ctx = cctx;
+        run_echo(&h, 100);
+        assert_int_equal(h.srv_hs_status, 0);
+        assert_int_equal(h.received, 100);
+    }
+    assert_int_equal(sc_tls__vcache_hits(sctx), 2);
+    assert_int_equal(sc_tls__vcache_hits(cctx), 2);
+    for (int i = 0; i < 2; i++) {
+        struct harness h = {0};
+        SSL_CTX_up_ref(sctx);
+        SSL_CTX_up_ref(dctx);
+        h.server_ctx = sctx;
+        h.client_ctx = dctx;
+        run_echo(&h, 10);
+        assert_int_equal(h.srv_hs_status, SC_ETLS);
+        assert_int_equal(h.srv_fail, SC_TLS_FAIL_NOT_ALLOWED);
+        assert_string_equal(h.srv_peer_id, TD "/ns/evil/sa/mallory");
+    }
+    assert_int_equal(sc_tls__vcache_hits(sctx), 3);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(cctx);
+    SSL_CTX_free(dctx);
+}
+
 // ---- connect failures ----------------------------------------------------
 
 static int connect_status = 1;
@@ -479,6 +516,7 @@ int main(void)
         cmocka_unit_test(test_tls_chained_client),
         cmocka_unit_test(test_tls_server_refusals),
         cmocka_unit_test(test_tls_client_id_mismatch),
+        cmocka_unit_test(test_tls_verify_cache),
         cmocka_unit_test(test_connect_refused),
         cmocka_unit_test(test_handshake_timeout),
     };
