@@ -18,7 +18,8 @@
 // version, 503 too many admin connections. Every response carries
 // "Connection: close" and the connection is closed after it is written. A
 // client that does not finish its request within the request timeout is
-// disconnected (slowloris).
+// answered 408 (or just closed if it sent nothing); a client that does not
+// read its response within the same timeout is disconnected (slowloris).
 #ifndef SC_ADMIN_H
 #define SC_ADMIN_H
 
@@ -138,7 +139,7 @@ struct sc_admin_hooks {
     const char *trust_path;
 
     // Limits; 0 selects the default shown.
-    uint64_t request_timeout_ms; // 10000: whole request must arrive within this
+    uint64_t request_timeout_ms; // 10000: for the whole request, then again for the response
     uint64_t max_worker_lag_us;  // 10000000: /healthz/live bound on worker loop lag
     int max_connections;         // 64 concurrent admin connections
 };
