@@ -161,6 +161,18 @@ def test_every_binary_resolves_its_libraries_in_the_image(image):
         assert r.returncode == 0 and "nf_tables" in r.stdout, r.stdout + r.stderr
 
 
+def test_binaries_start_in_the_image(image):
+    _, bundle, present = image
+    for name in present:
+        r = run_in_image(bundle, [f"/usr/local/bin/{name}", "--help"])
+        assert r.returncode == 0 and "usage" in (r.stdout + r.stderr).lower(), f"{name}: {r.stdout}{r.stderr}"
+    if "seam-init" in present:
+        # Backend detection runs the image's iptables; a dry run changes nothing.
+        r = run_in_image(bundle, ["/usr/local/bin/seam-init", "install", "--dry-run"], user=(0, 0))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "backend nft" in r.stdout + r.stderr and "REDIRECT" in r.stdout, r.stdout + r.stderr
+
+
 def test_seam_init_installs_rules_with_the_image_iptables(image):
     _, bundle, present = image
     if "seam-init" not in present:
