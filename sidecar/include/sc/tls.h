@@ -27,8 +27,10 @@ struct sc_tls_opts {
     const char *peer_id;        // client: the server's ID must equal it (NULL: any valid SVID)
     const struct sc_allowlist *allow; // server: client IDs allowed (NULL: any valid SVID); copied
     const char *alpn;           // one protocol ("seam", "h2"); NULL: SC_TLS_ALPN_DATA.
-                                // A server refuses clients that offer ALPN without it and
-                                // accepts clients that offer none (openssl s_client).
+                                // A server selects it when the client offers it; clients
+                                // that offer none or others are accepted without ALPN
+                                // (a TCP tunnel carries any protocol) unless alpn_required.
+    bool alpn_required;         // server: refuse clients that do not offer |alpn| (gRPC)
     bool allow_tls12;           // also accept TLS 1.2 (default: TLS 1.3 only)
     bool no_client_cert;        // server: do not request a client certificate (gRPC CA server)
 };

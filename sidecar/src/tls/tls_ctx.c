@@ -16,8 +16,8 @@
 #include "sc/err.h"
 
 // on_alpn_select picks our protocol from the client's list. A client that
-// offers ALPN without it is refused (wrong service); one that offers none
-// never gets here and is accepted.
+// offers only others goes on without ALPN, unless the context requires it
+// (then it is refused: wrong service). One that offers none never gets here.
 static int on_alpn_select(SSL *ssl, const uint8_t **out, uint8_t *out_len, const uint8_t *in,
                           unsigned in_len, void *arg)
 {
@@ -28,7 +28,7 @@ static int on_alpn_select(SSL *ssl, const uint8_t **out, uint8_t *out_len, const
     }
     if (SSL_select_next_proto((uint8_t **)out, out_len, p->alpn, (unsigned)p->alpn_len, in,
                               in_len) != OPENSSL_NPN_NEGOTIATED) {
-        return SSL_TLSEXT_ERR_ALERT_FATAL;
+        return p->alpn_required ? SSL_TLSEXT_ERR_ALERT_FATAL : SSL_TLSEXT_ERR_NOACK;
     }
     return SSL_TLSEXT_ERR_OK;
 }
@@ -78,6 +78,7 @@ SSL_CTX *sc_tls_ctx_new_pem(const struct sc_tls_opts *opts, const char *cert_pem
     policy->alpn[0] = (uint8_t)alpn_n;
     memcpy(policy->alpn + 1, alpn, alpn_n);
     policy->alpn_len = alpn_n + 1;
+    policy->alpn_required = opts->alpn_required;
 
     ctx = SSL_CTX_new(TLS_method());
     if (ctx == NULL) {

@@ -27,6 +27,7 @@ struct sc_tls_policy {
     bool allow_any;            // no allow-list given: any verified SVID
     uint8_t *alpn;             // ALPN wire format (length-prefixed), server select
     size_t alpn_len;
+    bool alpn_required;        // refuse a client that does not offer it
     uv_mutex_t cache_lock;     // the policy is shared by every worker thread
     struct sc_tls_vcache_entry cache[SC_TLS_VCACHE_SIZE];
     unsigned cache_next;       // round-robin replacement
