@@ -7,7 +7,7 @@ PKGS=(
   # build
   build-essential cmake pkg-config git ca-certificates
   android-libboringssl-dev libuv1-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler
-  libcmocka-dev libyaml-dev libhttp-parser-dev
+  libcmocka-dev libyaml-dev
   # fuzzing and sanitizers (clang + libFuzzer runtime)
   clang libclang-rt-14-dev llvm
   # real peers and test tools
