@@ -351,6 +351,17 @@ def test_control_plane_deployment():
     assert {p["targetPort"] for p in svc["spec"]["ports"]} <= names
     assert svc["spec"]["selector"].items() <= pod_labels(dep).items()
     assert args["--listen"].endswith(":15012") and args["--admin"].endswith(":15014")
+    # Pod Security "restricted" (enforced on seam-system): non-root, no escalation, all
+    # capabilities dropped, RuntimeDefault seccomp, only restricted volume types.
+    ns = load("control-plane/namespace.yaml")[0]
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert pod["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["runAsNonRoot"] is True
+    allowed = {"configMap", "secret", "projected", "emptyDir", "downwardAPI", "persistentVolumeClaim"}
+    for v in pod["volumes"]:
+        assert set(v) - {"name"} <= allowed, v
+    # Meshed namespaces allow seam-init's NET_ADMIN/NET_RAW (baseline forbids them).
+    for rel in ("app/namespace.yaml", "classic/namespace.yaml"):
+        assert load(rel)[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
 
 
 def pod_labels(doc):
