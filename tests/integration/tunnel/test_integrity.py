@@ -58,7 +58,7 @@ def test_64_mib_sha256(chain):
     assert not errors, errors
     assert received[0] == total
     assert recv_hash.hexdigest() == sent_hash.hexdigest()
-    assert echo.stats()["bytes"] == total
+    wait_for(lambda: echo.stats()["bytes"] == total, 5, what="every byte counted at the app")
 
     # Both sidecars account for every byte.
     for t in (out_t, in_t):
