@@ -74,5 +74,5 @@ ctr=$("${B[@]}" from scratch)
   --label "org.opencontainers.image.base.name=scratch" \
   "$ctr"
 rm -f "$archive"
-"${B[@]}" commit --quiet --format oci "$ctr" "oci-archive:$archive:seam:$version" >/dev/null
+"${B[@]}" commit --quiet --format oci --disable-compression=false "$ctr" "oci-archive:$archive:seam:$version" >/dev/null
 echo "build.sh: wrote $archive (seam:$version; $present; $(find "$rootfs" -type f | wc -l) files)"

@@ -10,7 +10,8 @@
 #   (xtables-nft-multi + xtables-legacy-multi, their iptables*/ip6tables* names, the
 #   extension modules they dlopen() and those modules' libraries); /etc/passwd and
 #   /etc/group (root, seam 1337, nobody), /etc/nsswitch.conf, /etc/protocols, /tmp.
-#   SEAM_IMAGE_PARTIAL=1 allows seam-init / seam-control-plane to be missing.
+#   SEAM_IMAGE_PARTIAL=1 allows seam-init / seam-control-plane to be missing;
+#   SEAM_IMAGE_STRIP=0 keeps the binaries' debug info (default: strip --strip-debug).
 # Prints the binaries it placed on stdout (one line).
 set -euo pipefail
 
@@ -65,6 +66,8 @@ libs_of() {
 elves=()
 for name in "${present[@]}"; do
   install -m 0755 "${bins[$name]}" "$rootfs/usr/local/bin/$name"
+  # Debug info stays in the build tree (RelWithDebInfo); symbols stay for backtraces.
+  if [[ "${SEAM_IMAGE_STRIP:-1}" == 1 ]]; then strip --strip-debug "$rootfs/usr/local/bin/$name"; fi
   elves+=("${bins[$name]}")
 done
 
