@@ -214,3 +214,23 @@ def test_upstream_down_outbound(pki, procs):
     s.close()
     assert closed, "app connection left hanging after the upstream connect failed"
     assert got == b""
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_workers(pki, procs, workers):
+    """--workers N: every connection is served whatever worker takes it."""
+    echo = Echo(procs)
+    in_t = start_tunnel(procs, "inbound", echo.target, pki, workers=workers)
+    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, workers=workers)
+    ready = [e for e in events(in_t.proc, "sidecar.ready")]
+    assert ready and ready[0]["workers"] == str(workers), ready
+
+    def one(i):
+        s = out_t.connect()
+        try:
+            data = b"%d:" % i + os.urandom(4096)
+            return echo_roundtrip(s, data) == data
+        finally:
+            s.close()
+
+    assert all(run_threads([lambda i=i: one(i) for i in range(40)], timeout=60))

@@ -123,3 +123,33 @@ class _PopenStopper:
                 self.p.kill()
                 self.p.wait(5)
         return self.p.returncode
+
+
+def test_intermediate_chain_both_sides(pki, procs, tmp_path):
+    """SVIDs issued by an intermediate: the leaf+intermediate chain file is
+    sent by the outbound tunnel and accepted by the inbound one (trust = root only)."""
+    import shutil
+    d = str(tmp_path)
+    shutil.copyfile(os.path.join(pki, "chained-chain.pem"), os.path.join(d, "id.pem"))
+    shutil.copyfile(os.path.join(pki, "chained.key"), os.path.join(d, "id.key"))
+    echo = Echo(procs)
+    in_t = start_tunnel(procs, "inbound", echo.target, pki)
+    out_t = start_tunnel(procs, "outbound", f"{LOOP}:{in_t.port}", pki, cert=os.path.join(d, "id"))
+    s = out_t.connect()
+    assert echo_roundtrip(s, b"via intermediate") == b"via intermediate"
+    s.close()
+    ev = wait_for(lambda: events(in_t.proc, "conn.close"), 10, what="inbound conn.close")
+    assert ev[0]["peer_id"] == CLIENT_ID
+    assert not events(in_t.proc, "tls.handshake_failed")
+
+
+def test_ipv6_outbound_to_inbound(pki, procs):
+    echo = Echo(procs)
+    in_t = start_tunnel(procs, "inbound", echo.target, pki, host="::1")
+    out_t = start_tunnel(procs, "outbound", f"[::1]:{in_t.port}", pki, host="::1")
+    s = out_t.connect()
+    assert echo_roundtrip(s, b"v6 both hops") == b"v6 both hops"
+    s.close()
+    ev = wait_for(lambda: events(in_t.proc, "conn.close"), 10, what="conn.close")
+    assert ev[0]["peer"].startswith("[::1]:")
+    assert ev[0]["tls"] == "TLSv1.3"

@@ -157,3 +157,65 @@ def test_trust_bundle_reload(pki, procs, tmp_path):
     assert accepted("client-ca2")
     assert echo_roundtrip(old, b"d") == b"d"
     old.close()
+
+
+def test_sighup_rereads_files(pki, procs, tmp_path):
+    """SIGHUP re-reads cert/key/trust (contract) and does not end the process."""
+    import signal
+    d = str(tmp_path)
+    shutil.copyfile(os.path.join(pki, "server.pem"), os.path.join(d, "id.pem"))
+    shutil.copyfile(os.path.join(pki, "server.key"), os.path.join(d, "id.key"))
+    echo = Echo(procs)
+    in_t = start_tunnel(procs, "inbound", echo.target, pki, cert=os.path.join(d, "id"))
+    old = tls_connect(client_ctx(pki, "client"), LOOP, in_t.port)
+    assert echo_roundtrip(old, b"1") == b"1"
+    _swap_identity(pki, "server2", d, "id")
+    in_t.proc.send_signal(signal.SIGHUP)
+    new_der = der_of(os.path.join(pki, "server2.pem"))
+    wait_for(lambda: _served_cert(pki, in_t.port) == new_der, 15, what="server2 after SIGHUP")
+    # A SIGHUP with nothing changed is harmless too.
+    in_t.proc.send_signal(signal.SIGHUP)
+    assert _served_cert(pki, in_t.port) == new_der
+    assert in_t.proc.alive()
+    assert echo_roundtrip(old, b"2") == b"2"
+    old.close()
+
+
+def test_kubernetes_secret_volume_swap(pki, procs, tmp_path):
+    """Kubernetes updates a mounted Secret by writing a new timestamped dir and
+    atomically renaming the `..data` symlink; the files the sidecar was given
+    are symlinks through `..data`. The change must be noticed without a signal."""
+    vol = str(tmp_path / "secret")
+    os.makedirs(vol)
+
+    def publish(name, stamp):
+        ts = os.path.join(vol, f"..{stamp}")
+        os.makedirs(ts)
+        shutil.copyfile(os.path.join(pki, name + ".pem"), os.path.join(ts, "tls.crt"))
+        shutil.copyfile(os.path.join(pki, name + ".key"), os.path.join(ts, "tls.key"))
+        tmp_link = os.path.join(vol, "..data_tmp")
+        os.symlink(f"..{stamp}", tmp_link)
+        os.replace(tmp_link, os.path.join(vol, "..data"))
+
+    publish("server", "2026_01_01_00_00_00.1")
+    os.symlink("..data/tls.crt", os.path.join(vol, "tls.crt"))
+    os.symlink("..data/tls.key", os.path.join(vol, "tls.key"))
+    echo = Echo(procs)
+    from tunnelkit import tunnel_args, free_port, addr
+    port = free_port()
+    args = tunnel_args("inbound", addr(LOOP, port), echo.target, pki, "server",
+                       allow=["spiffe://cluster.local/ns/default/*"],
+                       extra=["--drain-timeout", "5s"])
+    args[args.index("--cert") + 1] = os.path.join(vol, "tls.crt")
+    args[args.index("--key") + 1] = os.path.join(vol, "tls.key")
+    in_t = start_tunnel(procs, "inbound", echo.target, pki, args=args, port=port)
+    old = tls_connect(client_ctx(pki, "client"), LOOP, in_t.port)
+    assert old.getpeercert(binary_form=True) == der_of(os.path.join(pki, "server.pem"))
+    assert echo_roundtrip(old, b"1") == b"1"
+
+    publish("server2", "2026_01_01_00_10_00.2")
+    new_der = der_of(os.path.join(pki, "server2.pem"))
+    wait_for(lambda: _served_cert(pki, in_t.port) == new_der, 15,
+             what="the new Secret contents after the ..data symlink swap")
+    assert echo_roundtrip(old, b"2") == b"2"
+    old.close()
