@@ -234,3 +234,136 @@ def test_workers(pki, procs, workers):
             s.close()
 
     assert all(run_threads([lambda i=i: one(i) for i in range(40)], timeout=60))
+
+
+def _rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_backpressure_slow_reader(pki, procs):
+    """The app behind the tunnels stops reading: the client can only push a
+    bounded amount (kernel buffers + the sidecars' fixed buffers), the
+    sidecars' memory does not grow with it, and once the app reads again
+    every byte arrives intact."""
+    import select
+    port = free_port()
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind((LOOP, port))
+    lsock.listen(8)
+    lsock.settimeout(20)
+    go = threading.Event()
+    got = {"n": 0, "hash": hashlib.sha256(), "eof": False}
+
+    def sink():
+        try:
+            c, _ = lsock.accept()
+        except OSError:
+            return
+        with c:
+            go.wait(60)
+            c.settimeout(30)
+            try:
+                while True:
+                    d = c.recv(1 << 18)
+                    if not d:
+                        got["eof"] = True
+                        break
+                    got["n"] += len(d)
+                    got["hash"].update(d)
+            except OSError:
+                pass
+
+    th = threading.Thread(target=sink, daemon=True)
+    th.start()
+    try:
+        in_t = start_tunnel(procs, "inbound", addr(LOOP, port), pki)
+        out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki)
+        s = out_t.connect()
+        rss0 = {t.proc.pid: _rss_kib(t.proc.pid) for t in (in_t, out_t)}
+        s.setblocking(False)
+        sent_hash = hashlib.sha256()
+        sent = 0
+        cap = 256 << 20
+        block = os.urandom(1 << 20)
+        pending = memoryview(b"")
+        deadline = time.monotonic() + 60
+        while sent < cap and time.monotonic() < deadline:
+            if not pending:
+                block = hashlib.sha256(block[:64]).digest() * (len(block) // 32)
+                pending = memoryview(block)
+            try:
+                n = s.send(pending)
+            except BlockingIOError:
+                # Stalled for 2 s: the tunnels stopped reading from us.
+                if not select.select([], [s], [], 2)[1]:
+                    break
+                continue
+            sent_hash.update(pending[:n])
+            sent += n
+            pending = pending[n:]
+        assert sent < 128 << 20, f"{sent >> 20} MiB accepted while the app read nothing"
+        for t in (in_t, out_t):
+            grew = _rss_kib(t.proc.pid) - rss0[t.proc.pid]
+            assert grew < 32 * 1024, f"{t.direction} RSS grew {grew} KiB under backpressure"
+        # The app reads again: everything arrives, in order.
+        go.set()
+        s.setblocking(True)
+        s.settimeout(30)
+        if pending:
+            s.sendall(pending)
+            sent_hash.update(pending)
+            sent += len(pending)
+        s.shutdown(socket.SHUT_WR)
+        th.join(60)
+        assert not th.is_alive()
+        s.close()
+        assert got["eof"]
+        assert got["n"] == sent
+        assert got["hash"].hexdigest() == sent_hash.hexdigest()
+    finally:
+        go.set()
+        lsock.close()
+
+
+def test_connect_timeout(pki, procs):
+    """An upstream that never completes the TCP handshake (its accept queue is
+    full, so SYNs are dropped): the client is closed after --connect-timeout."""
+    port = free_port()
+    lsock = socket.socket()
+    lsock.bind((LOOP, port))
+    lsock.listen(0)
+    fillers = []
+    try:
+        # Fill the accept queue (nobody accepts) until a connect no longer completes.
+        for _ in range(8):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex((LOOP, port))
+            fillers.append(f)
+        probe = socket.socket()
+        probe.settimeout(1)
+        try:
+            probe.connect((LOOP, port))
+            pytest.skip("the kernel completed a connect to a full accept queue")
+        except (socket.timeout, OSError):
+            pass
+        finally:
+            probe.close()
+        out_t = start_tunnel(procs, "outbound", addr(LOOP, port), pki,
+                             extra=["--connect-timeout", "1s"])
+        s = out_t.connect()
+        t0 = time.monotonic()
+        closed, got = closed_by_peer(s, 8)
+        s.close()
+        assert closed, "client left hanging while the upstream connect never completed"
+        assert got == b""
+        assert 0.5 <= time.monotonic() - t0 < 8
+    finally:
+        for f in fillers:
+            f.close()
+        lsock.close()
