@@ -81,8 +81,8 @@ void sc_identity_free(struct sc_identity *id);
 
 // Events delivered to listeners, after the manager's state has changed.
 enum sc_identity_event {
-    SC_IDENTITY_CERT = 1,  // a new certificate is installed
-    SC_IDENTITY_TRUST = 2, // the trust bundle was replaced
+    SC_IDENTITY_CERT = 1,    // a new certificate is installed
+    SC_IDENTITY_TRUST = 2,   // the trust bundle was replaced
     SC_IDENTITY_EXPIRED = 3, // the certificate in force expired (no renewal yet)
 };
 
@@ -104,8 +104,8 @@ void sc_identity_remove_listener(struct sc_identity *id, sc_identity_listener_fn
 // in force. The caller owns one reference (SSL_CTX_free). Returns NULL with a
 // reason in |err| if there is no certificate yet or the build failed. Key
 // material never appears in |err|.
-SSL_CTX *sc_identity_tls_ctx_new(struct sc_identity *id, const struct sc_tls_opts *opts,
-                                 char *err, size_t err_cap);
+SSL_CTX *sc_identity_tls_ctx_new(struct sc_identity *id, const struct sc_tls_opts *opts, char *err,
+                                 size_t err_cap);
 
 // sc_identity_bind_proxy publishes a new snapshot built with |opts| to
 // |proxy| on every SC_IDENTITY_CERT and SC_IDENTITY_TRUST event (a failed
@@ -148,15 +148,15 @@ const char *sc_identity_spiffe_id(const struct sc_identity *id);
 // struct sc_identity_info is a summary of the state in force.
 struct sc_identity_info {
     bool has_cert;
-    char serial[80];           // leaf serial, hex ("" without a cert)
-    int64_t not_before;        // leaf validity, Unix seconds (0 without a cert)
+    char serial[80];    // leaf serial, hex ("" without a cert)
+    int64_t not_before; // leaf validity, Unix seconds (0 without a cert)
     int64_t not_after;
-    int64_t next_renewal;      // Unix seconds of the next attempt (0: none planned)
-    int64_t last_renewal;      // Unix seconds of the last installed certificate (0: never)
-    uint64_t renewals_ok;      // installed certificates from the CA
-    uint64_t renewals_failed;  // failed attempts (RPC errors and refused certificates)
-    size_t trust_roots;        // roots in the bundle
-    uint64_t generation;       // +1 per installed certificate or bundle change
+    int64_t next_renewal;     // Unix seconds of the next attempt (0: none planned)
+    int64_t last_renewal;     // Unix seconds of the last installed certificate (0: never)
+    uint64_t renewals_ok;     // installed certificates from the CA
+    uint64_t renewals_failed; // failed attempts (RPC errors and refused certificates)
+    size_t trust_roots;       // roots in the bundle
+    uint64_t generation;      // +1 per installed certificate or bundle change
 };
 
 // sc_identity_get_info fills |out|.
