@@ -5,9 +5,11 @@ contract and real peers: openssl s_server/s_client (OpenSSL 3 CLI), Python's
 ssl module (also OpenSSL) and a plain echo app (echo_app.py) whose counters
 show whether any byte reached the app.
 """
+import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -26,6 +28,17 @@ CLIENT_ID = TD + "/ns/default/sa/client"
 SERVER_ID = TD + "/ns/default/sa/server"
 ALLOW_DEFAULT_NS = TD + "/ns/default/*"
 LOOP = "127.0.0.1"
+
+# Logs and counter files of this pytest process live in one temp dir that is
+# removed at exit (keys never go there: the PKI is the pki fixture's).
+_TMP = tempfile.mkdtemp(prefix="seam-tunneltests-")
+atexit.register(shutil.rmtree, _TMP, True)
+
+
+def tmpfile(prefix, suffix=".log"):
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=_TMP)
+    os.close(fd)
+    return path
 
 # One event line of the sidecar's text log:
 #   2026-11-27T08:00:00.123Z WARN tls.handshake_failed dir=inbound reason=expired peer=... detail=...
@@ -141,7 +154,7 @@ def start_tunnel(procs, direction, target, pki, cert=None, peer_id=None, allow=N
             extra = list(extra) + ["--drain-timeout", "5s"]
         args = tunnel_args(direction, listen, target, pki, cert, peer_id, allow, workers, extra,
                            trust)
-    p = procs.start(args, env=env)
+    p = procs.start(args, env=env, log_path=tmpfile(f"sidecar-{direction}-"))
     t = Tunnel(p, direction, host, port, target)
     if wait_ready:
         try:
@@ -157,9 +170,10 @@ class Echo:
     def __init__(self, procs, host=LOOP):
         self.host = host
         self.port = free_port(host)
-        self.stats_path = tempfile.mktemp(prefix="seam-echo-", suffix=".json")
+        self.stats_path = tmpfile("echo-", ".json")
         self.proc = procs.start([sys.executable, os.path.join(HERE, "echo_app.py"),
-                                 "--listen", addr(host, self.port), "--stats", self.stats_path])
+                                 "--listen", addr(host, self.port), "--stats", self.stats_path],
+                                log_path=tmpfile("echo-"))
         self.proc.wait_log("echo.ready", timeout=10)
 
     @property
@@ -178,7 +192,7 @@ class OpenSSLServer:
 
     def __init__(self, pki, cert, extra=(), verify=True, tls="-tls1_3"):
         self.port = free_port()
-        self.log_path = tempfile.mktemp(prefix="seam-s_server-", suffix=".log")
+        self.log_path = tmpfile("s_server-")
         self._log = open(self.log_path, "wb")
         args = ["openssl", "s_server", "-accept", f"{LOOP}:{self.port}", tls,
                 "-cert", os.path.join(pki, cert + ".pem"), "-key", os.path.join(pki, cert + ".key"),
