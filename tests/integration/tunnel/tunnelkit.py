@@ -40,6 +40,7 @@ def tmpfile(prefix, suffix=".log"):
     os.close(fd)
     return path
 
+
 # One event line of the sidecar's text log:
 #   2026-11-27T08:00:00.123Z WARN tls.handshake_failed dir=inbound reason=expired peer=... detail=...
 _LINE = re.compile(r"^(\S+) (DEBUG|INFO|WARN|ERROR) (\S+) ?(.*)$")
