@@ -1,6 +1,7 @@
 """Tunnel-suite checks that apply to every test: each seam-sidecar the test
-started must end cleanly on SIGTERM (exit 0, the drain contract) and its log
-must hold no sanitizer report (ASan/UBSan/LSan builds run the same tests)."""
+started must end cleanly on SIGTERM (exit 0, the drain contract), its log
+must hold no sanitizer report (ASan/UBSan/LSan builds run the same tests) and
+no private key material."""
 import pytest
 
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
@@ -20,6 +21,8 @@ def sidecars_end_cleanly(procs):
             log = f.read()
         if rc != 0:
             problems.append(f"{' '.join(args[1:3])} (pid {p.pid}) exited {rc} after SIGTERM")
+        if "PRIVATE KEY" in log:
+            problems.append(f"pid {p.pid}: private key material in the log")
         for mark in SANITIZER_MARKS:
             if mark in log:
                 at = log.index(mark)

@@ -439,3 +439,24 @@ def start_tls_echo(procs, pki, cert="server"):
     s = TLSEchoServer(pki, cert)
     procs.items.append(s)
     return s
+
+
+def mint_leaf(pki, outdir, name, uri):
+    """A client/server leaf signed by the test CA with one URI SAN |uri|
+    (for IDs gen.sh does not have). Returns the path prefix (for cert=)."""
+    base = os.path.join(outdir, name)
+    ext = base + ".ext"
+    with open(ext, "w") as f:
+        f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                "extendedKeyUsage=serverAuth,clientAuth\n"
+                f"subjectAltName=critical,URI:{uri}\n")
+    run = dict(check=True, capture_output=True)
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-out", base + ".key"], **run)
+    subprocess.run(["openssl", "req", "-new", "-key", base + ".key", "-subj", "/O=seam test",
+                    "-out", base + ".csr"], **run)
+    subprocess.run(["openssl", "x509", "-req", "-in", base + ".csr", "-CA",
+                    os.path.join(pki, "ca.pem"), "-CAkey", os.path.join(pki, "ca.key"),
+                    "-CAcreateserial", "-CAserial", base + ".srl", "-days", "2", "-sha256",
+                    "-extfile", ext, "-out", base + ".pem"], **run)
+    return base
