@@ -142,6 +142,15 @@ def test_intermediate_chain_both_sides(pki, procs, tmp_path):
     assert ev[0]["peer_id"] == CLIENT_ID
     assert not events(in_t.proc, "tls.handshake_failed")
 
+    # And the other way: the inbound (server) side presents the chain.
+    in2 = start_tunnel(procs, "inbound", echo.target, pki, cert=os.path.join(d, "id"))
+    out2 = start_tunnel(procs, "outbound", f"{LOOP}:{in2.port}", pki, peer_id=CLIENT_ID)
+    s = out2.connect()
+    assert echo_roundtrip(s, b"server chain") == b"server chain"
+    s.close()
+    ev = wait_for(lambda: events(out2.proc, "conn.close"), 10, what="outbound conn.close")
+    assert ev[0]["peer_id"] == CLIENT_ID
+
 
 def test_ipv6_outbound_to_inbound(pki, procs):
     echo = Echo(procs)
