@@ -82,7 +82,12 @@ class Proc:
 
     def __init__(self, args, log_path=None, env=None, **kw):
         self.args = [str(a) for a in args]
-        self.log_path = log_path or tempfile.mktemp(prefix="seam-proc-", suffix=".log")
+        # A log we create is removed by stop(); a caller-supplied path is kept.
+        self._own_log = log_path is None
+        if self._own_log:
+            fd, log_path = tempfile.mkstemp(prefix="seam-proc-", suffix=".log")
+            os.close(fd)
+        self.log_path = log_path
         self._log = open(self.log_path, "wb")
         full_env = dict(os.environ)
         if env:
@@ -118,6 +123,11 @@ class Proc:
         self._log.close()
         return self.p.returncode
 
+    def cleanup(self):
+        """Removes the log file this object created (after stop())."""
+        if self._own_log and os.path.exists(self.log_path):
+            os.unlink(self.log_path)
+
 
 class Procs:
     """Collects processes so a fixture can end them all, in reverse order."""
@@ -134,6 +144,7 @@ class Procs:
         for p in reversed(self.items):
             try:
                 p.stop()
+                p.cleanup()
             except Exception:  # noqa: BLE001
                 pass
         self.items.clear()
