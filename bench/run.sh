@@ -41,8 +41,10 @@
 #   the outbound proxy 2 fds) BULK_SECS=8 LOADGEN_CPUS=0 PROXY_CPUS=1
 #   TLS_CIPHERSUITE=TLS_AES_128_GCM_SHA256 WAIT_IDLE=90 FOREIGN_MAX=1.0
 #   RETRIES=2 SPEED_SECS=3 PEERS=seam,haproxy,nginx
-#   (REPS: fixed-rate / keep-alive / new-conn / bulk tests are repeated REPS
-#   times, each DUR (bulk: BULK_SECS) seconds; medians reported, CPU summed.
+#   (REPS rounds: in each round every peer runs every test once, DUR (bulk:
+#   BULK_SECS) seconds each, peers in turn, so the shared machine's noise hits
+#   all peers alike; per-metric medians over the rounds, min-max in brackets.
+#   The idle-connection holds run in round 1 only.
 #   WAIT_IDLE: before each section wait up to that many s for other processes
 #   to go quiet; a measurement during which other processes used more than
 #   FOREIGN_MAX CPU-s is redone up to RETRIES times - 'foreign CPU s' columns.)
@@ -96,6 +98,8 @@ DO_SPEED=1
 DO_BASELINE=1
 SMOKE=0
 PROFILE=0
+ROUNDS=1
+ROUND=1
 ONLY=${PEERS:-}
 PEERS_FILES=()
 ALLOW_ID='spiffe://cluster.local/ns/default/*'
@@ -528,7 +532,7 @@ run_wrk() { # KEY URL [wrk args] -> medians over REPS runs; reqs/errs summed
   local key=$1 url=$2; shift 2
   local r out rps="" p50="" p90="" p99="" reqs=0 errs=0 e
   for r in $(seq 1 "$REPS"); do
-    out=$RAW/$key.r$r.wrk.txt
+    out=$RAW/$key.round${ROUND:-1}.r$r.wrk.txt
     lg timeout $((DUR + 30)) wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "$@" "$url" > "$out" 2>&1
     rps="$rps $(awk '/^Requests\/sec:/{printf "%.0f", $2}' "$out")"
     local n_; n_=$(awk '/requests in/{print $1; exit}' "$out")
@@ -547,7 +551,7 @@ run_rate() { # KEY PORT [CPUS] -> fixed-rate latency, medians over REPS runs
   local key=$1 port=$2 cpus=${3:-$LOADGEN_CPUS} r k out
   declare -A acc=()
   for r in $(seq 1 "$REPS"); do
-    out=$RAW/$key.r$r.rate.txt
+    out=$RAW/$key.round${ROUND:-1}.r$r.rate.txt
     taskset -c "$cpus" timeout $((DUR + 30)) "$RATEBENCH" rate $LOOP "$port" /100b "$RATE_CONNS" "$RATE" "$DUR" 1 > "$out" 2>&1
     for k in p50_us p90_us p99_us p999_us achieved_rps errors; do
       acc[$k]="${acc[$k]:-} $(tr ' ' '\n' < "$out" | awk -F= -v k=$k '$1==k{print $2}')"
@@ -560,7 +564,7 @@ run_rate() { # KEY PORT [CPUS] -> fixed-rate latency, medians over REPS runs
 run_curl_big() { # KEY PORT -> Gbit/s downloading a big file for BULK_SECS (median of REPS; bytes summed)
   local key=$1 port=$2 r out g="" b=0
   for r in $(seq 1 "$REPS"); do
-    out=$RAW/$key.r$r.curl.txt
+    out=$RAW/$key.round${ROUND:-1}.r$r.curl.txt
     lg curl -s -o /dev/null --max-time "$BULK_SECS" -w '%{size_download} %{time_total}\n' "http://$LOOP:$port/big" > "$out" 2>&1
     g="$g $(awk '{ if ($2>0) printf "%.2f", $1*8/$2/1e9 }' "$out")"
     local sz _t; read -r sz _t < "$out" 2>/dev/null   # integer bytes (mawk would print 6.4e+09)
@@ -571,7 +575,7 @@ run_curl_big() { # KEY PORT -> Gbit/s downloading a big file for BULK_SECS (medi
 run_iperf() { # KEY PORT [CPUS] [iperf3 args] -> Gbit/s (median of REPS; bytes summed); -R = server->client
   local key=$1 port=$2 cpus=${3:-$LOADGEN_CPUS} r out g="" b=0; shift 2; [ $# -gt 0 ] && shift
   for r in $(seq 1 "$REPS"); do
-    out=$RAW/$key.r$r.iperf.json
+    out=$RAW/$key.round${ROUND:-1}.r$r.iperf.json
     taskset -c "$cpus" timeout $((BULK_SECS + 20)) iperf3 -c $LOOP -p "$port" -t "$BULK_SECS" -J "$@" > "$out" 2>&1
     g="$g $($PY -c 'import json,sys
 try: print("%.2f" % (json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e9))
@@ -596,7 +600,7 @@ cpu_end() {
   R[$pfx.foreign]=$(foreign_cpu "$WORK/foreign.before" "$WORK/foreign.after")
   FOREIGN_TOTAL=$(awk -v a="${FOREIGN_TOTAL:-0}" -v b="${R[$pfx.foreign]}" 'BEGIN{printf "%.1f", a+b}')
 }
-median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "-"; else print a[int((NR+1)/2)] }'; }
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else { m=(a[NR/2]+a[NR/2+1])/2; if (m==int(m)) printf "%d\n", m; else printf "%.4g\n", m } }'; }
 minmax() { tr ' ' '\n' | awk 'NF' | sort -g | awk 'NR==1{m=$1} {x=$1} END{ if (NR>1) printf "%s-%s", m, x; else print "" }'; }
 steal_snap() { # -> "steal total" ticks summed over the CPUs in $1 (e.g. "1" or "0,2")
   awk -v l=",$1," '$1 ~ /^cpu[0-9]+$/ { n=substr($1,4); if (index(l, ","n",")) { s+=$9; for (i=2;i<=NF;i++) t+=$i } } END{ print s+0, t+0 }' /proc/stat
@@ -739,7 +743,7 @@ hwm_update() { # PEER: keep the highest VmHWM seen across the peer's chains
 
 bench_peer() { # PEER
   local p=$1 kind=${PEER_KIND[$1]}
-  log "== $p ($kind): ${PEER_NOTE[$p]}"
+  log "== $p ($kind), round ${ROUND:-1}/$ROUNDS: ${PEER_NOTE[$p]}"
   # --- chain 1: HTTP backend, no TLS resumption
   start_chain "$p" $BACKEND_PORT 0 || { R[$p.failed]=1; return; }
   sanity "$p"
@@ -755,8 +759,10 @@ bench_peer() { # PEER
   measure $p.ka run_wrk $p.ka http://$LOOP:$OUT_PORT/100b
   R[$p.hwm_ka_out]=$(mem_kb VmHWM $(pids_out)); R[$p.hwm_ka_in]=$(mem_kb VmHWM $(pids_in))
 
-  hold "$p" hold "$HOLD_CONNS"
-  [ "$HOLD_BIG" -gt 0 ] && hold "$p" holdbig "$HOLD_BIG"
+  if [ "${ROUND:-1}" = 1 ]; then   # memory: once (holding ~10k connections is slow)
+    hold "$p" hold "$HOLD_CONNS"
+    [ "$HOLD_BIG" -gt 0 ] && hold "$p" holdbig "$HOLD_BIG"
+  fi
 
   log "$p: new connection per request (full handshakes) wrk -c$CONNS ${DUR}s x $REPS"
   measure $p.cc run_wrk $p.cc http://$LOOP:$OUT_PORT/100b -H 'Connection: close'
@@ -810,6 +816,34 @@ derive() {
   done
   # resumption really used between the proxies? (the inbound resumed a session offered by s_client)
   [ "$(v $p.in_resumes_r1)" = 1 ] || R[$p.ccr.noresume]=1
+}
+
+# ------------------------------------------------------------------ rounds
+merge_rounds() { # R[peer.key] = median over rounds (errors: sum; noise columns: max); ranges
+  local p k r vals x rk
+  for p in "${RUN_PEERS[@]}"; do
+    for k in "${!R[@]}"; do
+      [[ "$k" == "$p."* ]] || continue
+      vals=""
+      for r in $(seq 1 "$ROUNDS"); do x=${RR["$r|$k"]:-}; [ -n "$x" ] && vals="$vals $x"; done
+      [ -n "$vals" ] || continue
+      if ! echo $vals | tr ' ' '\n' | awk '$0 !~ /^-?[0-9]+(\.[0-9]+)?$/ {bad=1} END{exit bad}'; then
+        R[$k]=${RR["1|$k"]:-${R[$k]}}; continue        # text (path_ok, suite...): first round
+      fi
+      case $k in
+        *.errs|*.errors) R[$k]=$(echo $vals | tr ' ' '\n' | awk '{s+=$1} END{print s+0}') ;;
+        *.foreign|*.steal) R[$k]=$(echo $vals | tr ' ' '\n' | sort -g | tail -1) ;;
+        *) R[$k]=$(echo $vals | median) ;;
+      esac
+      case $k in
+        *.rps|*.gbps) rk=${k}_range ;;
+        *.p50_us) rk=${k%.p50_us}.p50_range ;;
+        *.p99_us) rk=${k%.p99_us}.p99_range ;;
+        *) rk="" ;;
+      esac
+      [ -n "$rk" ] && R[$rk]=$(echo $vals | minmax)
+    done
+  done
 }
 
 # ------------------------------------------------------------------ profiles
@@ -951,7 +985,7 @@ report() {
   echo "- versions: $(wants seam && seam_note)${SEAM_BIN:+; }$(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3); $(nginx -v 2>&1 | cut -d' ' -f3); $(openssl version | cut -d' ' -f1-2); BoringSSL: $(dpkg-query -W -f='${Package} ${Version}' android-libboringssl 2>/dev/null); wrk $(wrk -v 2>&1 | awk 'NR==1{print $2}'); $(iperf3 --version | head -1 | cut -d' ' -f1-2)"
   echo "- pinning: both proxies (outbound+inbound) on CPU $PROXY_CPUS; wrk/ratebench/curl/iperf3 + backend nginx on CPU $LOADGEN_CPUS"
   echo "- TLS: 1.3 only, $TLS_CIPHERSUITE for the peers (seam: BoringSSL's TLS 1.3 default order, AES-128-GCM first on AES-NI), ECDSA P-256 keys from tests/certs/gen.sh, URI SAN spiffe://cluster.local/ns/default/sa/{client,server} + DNS SAN; client cert required+verified on inbound; seam also checks the SPIFFE IDs (outbound --peer-id, inbound --allow $ALLOW_ID), the peers check chain + DNS name only"
-  echo "- knobs: DUR=${DUR}s REPS=$REPS CONNS=$CONNS RATE=$RATE RATE_CONNS=$RATE_CONNS HOLD_CONNS=$HOLD_CONNS HOLD_BIG=$HOLD_BIG BULK_SECS=${BULK_SECS}s (medians; min-max ranges in brackets); response body 100 B"
+  echo "- knobs: DUR=${DUR}s REPS=$REPS (rounds: each round runs every test once for every peer, in turn) CONNS=$CONNS RATE=$RATE RATE_CONNS=$RATE_CONNS HOLD_CONNS=$HOLD_CONNS HOLD_BIG=$HOLD_BIG BULK_SECS=${BULK_SECS}s WAIT_IDLE=${WAIT_IDLE}s FOREIGN_MAX=$FOREIGN_MAX RETRIES=$RETRIES (medians; min-max ranges in brackets); response body 100 B"
   echo "- noise: steal % = hypervisor steal on the proxy core; foreign CPU s = CPU seconds used by processes this harness did not start, during the measurement (total over the run: ${FOREIGN_TOTAL:-0} s). Rows with foreign CPU above ~1 s were measured on a busy machine: rerun them on an idle one."
   echo
   echo "## Ratios: seam / best peer (targets from issue 9)"
@@ -977,7 +1011,7 @@ report() {
   fi
   for p in "${peers[@]}"; do
     [ -n "${R[$p.failed]:-}" ] && continue
-    local n o i; n=$(awk -v r=$(v $p.fr.achieved_rps) -v d=$DUR -v k=$REPS 'BEGIN{print r*(d+1)*k}')   # CPU window = REPS x (1 s warm-up + DUR)
+    local n o i; n=$(awk -v r=$(v $p.fr.achieved_rps) -v d=$DUR 'BEGIN{print r*(d+1)}')   # CPU window of one round = 1 s warm-up + DUR
     o=$(per1k $(v $p.fr.cpu_out) $n); i=$(per1k $(v $p.fr.cpu_in) $n)
     echo "| $p | $(f0 $(v $p.fr.achieved_rps)) | $(f0 $(v $p.fr.p50_us)) ($(v $p.fr.p50_range)) | $(f0 $(v $p.fr.p90_us)) | $(f0 $(v $p.fr.p99_us)) ($(v $p.fr.p99_range)) | $(f0 $(v $p.fr.p999_us)) | $(v $p.fr.add50)/$(v $p.fr.add90)/$(v $p.fr.add99) | $o | $i | $(awk -v a=$o -v b=$i 'BEGIN{if(a=="n/a")print "-"; else printf "%.3f",a+b}') | $(v $p.fr.errors) | $(v $p.fr.steal) | $(v $p.fr.foreign) |"
   done
@@ -1017,7 +1051,7 @@ report() {
     done
   done
   echo
-  echo "## 4. Bulk throughput: one connection, ${BULK_SECS}s per run, median of $REPS"
+  echo "## 4. Bulk throughput: one connection, ${BULK_SECS}s per run, median of $REPS rounds"
   echo
   echo "| path | iperf3 client->server Gbit/s (range) | CPU s/GB out | in | iperf3 server->client (-R) Gbit/s (range) | CPU s/GB out | in | curl download Gbit/s (range) | CPU s/GB out | in | foreign CPU s (c->s/s->c/curl) |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
@@ -1084,10 +1118,21 @@ if [ "$PROFILE" = 1 ]; then
   for p in "${RUN_PEERS[@]}"; do profile_peer "$p"; done
   exit 0
 fi
-for p in "${RUN_PEERS[@]}"; do
-  wait_idle
-  bench_peer "$p"
+# Rounds: every peer does one repetition of everything before any peer does the
+# next, so noise from the shared machine spreads over all peers alike; the
+# report shows per-metric medians over the rounds with min-max ranges.
+declare -A RR=()
+ROUNDS=$REPS; REPS=1
+for ROUND in $(seq 1 "$ROUNDS"); do
+  for p in "${RUN_PEERS[@]}"; do
+    [ -n "${R[$p.failed]:-}" ] && continue
+    wait_idle
+    bench_peer "$p"
+    for k in "${!R[@]}"; do [[ "$k" == "$p."* ]] && RR["$ROUND|$k"]=${R[$k]}; done
+  done
 done
+merge_rounds
+REPS=$ROUNDS
 
 report "${RUN_PEERS[@]}"
 if [ "$SMOKE" = 1 ]; then
