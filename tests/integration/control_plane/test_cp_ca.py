@@ -14,13 +14,6 @@ from cphelp import (ID_A, ID_B, ControlPlane, create_cert, make_csr, new_key, op
                     uri_sans)
 
 
-@pytest.fixture
-def procs():
-    ps = seamtest.Procs()
-    yield ps
-    ps.stop_all()
-
-
 @pytest.fixture(scope="module")
 def cp(tmp_path_factory):
     procs = seamtest.Procs()

@@ -12,13 +12,6 @@ from cphelp import (ID_A, MESH, ConfigStream, ControlPlane, create_cert, make_cs
                     openssl_verify, pb)
 
 
-@pytest.fixture
-def procs():
-    ps = seamtest.Procs()
-    yield ps
-    ps.stop_all()
-
-
 def write_mesh(path, text):
     # Write then rename, as editors and ConfigMap updates do; bump mtime so
     # the 1 s poll always sees a change.
@@ -125,7 +118,7 @@ def test_sigterm_ends_streams_unavailable_and_exits_0(procs, tmp_path):
     st = ConfigStream(cp.channel(), "n")
     st.next()
     t0 = time.monotonic()
-    cp.proc.signal(signal.SIGTERM)
+    cp.proc.send_signal(signal.SIGTERM)
     with pytest.raises(grpc.RpcError) as e:
         st.next(timeout=10)
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -11,13 +11,6 @@ import seamtest
 from cphelp import CFG_PATH, ID_A, MESH, pb, ConfigStream, ControlPlane, create_cert, make_csr, new_key
 
 
-@pytest.fixture
-def procs():
-    ps = seamtest.Procs()
-    yield ps
-    ps.stop_all()
-
-
 def tls_ctx(root):
     ctx = ssl.create_default_context(cafile=root)
     ctx.set_alpn_protocols(["h2"])
