@@ -187,6 +187,12 @@ static int mode_rate(const char *host, int port, int nconn, double rps, double s
            "errors=%ld reconnects=%ld late_sends=%ld\n",
            rps, nconn, secs, nlat, nlat / secs, PCT(50), PCT(90), PCT(99), PCT(99.9),
            nlat ? lat[nlat - 1] / 1000.0 : 0, nlat ? sum / nlat / 1000.0 : 0, errors, reconnects, late);
+    fflush(stdout);
+    for (int i = 0; i < nconn; i++)
+        if (cs[i].fd >= 0) close(cs[i].fd);
+    close(ep);
+    free(lat);
+    free(cs);
     return 0;
 }
 
@@ -216,6 +222,7 @@ static int mode_hold(const char *host, int port, int nconn, double secs, double 
     struct timespec ts = {(time_t)secs, (long)((secs - (time_t)secs) * 1e9)};
     nanosleep(&ts, NULL);
     for (int i = 0; i < held; i++) close(fds[i]);
+    free(fds);
     return held == nconn ? 0 : 2;
 }
 
