@@ -58,7 +58,8 @@ struct sc_identity_config {
     int64_t cert_ttl_s;            // requested lifetime; <= 0: the CA's choice
     uint64_t call_timeout_ms;      // CreateCertificate deadline; 0: 30 s
     uint64_t retry_initial_ms;     // first retry delay after a failure; 0: 1 s
-    uint64_t retry_max_ms;         // backoff cap; 0: 30 s
+    uint64_t retry_max_ms;         // backoff cap; 0: 30 s (never above 1/5 of the lifetime
+                                   // of the certificate in force)
     uint64_t new_root_grace_ms;    // see above; 0: none
     const char *trust_pem;         // initial trust bundle (PEM roots); required; copied
     size_t trust_len;
@@ -75,8 +76,9 @@ int sc_identity_start(struct sc_identity *id);
 
 // sc_identity_free cancels the pending request and timers and frees |id|
 // (its timers are closed on the loop: run the loop afterwards until it has no
-// more handles, as on any shutdown). Listeners are not called. SSL_CTXs handed
-// out stay valid (they are reference-counted). NULL is ignored.
+// more handles, as on any shutdown). No listener is called after it, and it
+// may be called from a listener. SSL_CTXs handed out stay valid (they are
+// reference-counted). NULL is ignored.
 void sc_identity_free(struct sc_identity *id);
 
 // Events delivered to listeners, after the manager's state has changed.
@@ -88,7 +90,7 @@ enum sc_identity_event {
 
 // sc_identity_listener_fn is called on the loop for each event. Typical use:
 // build a new snapshot with sc_identity_tls_ctx_new and publish it. It may
-// call any sc_identity_* function except sc_identity_free.
+// call any sc_identity_* function.
 typedef void (*sc_identity_listener_fn)(struct sc_identity *id, enum sc_identity_event ev,
                                         void *arg);
 

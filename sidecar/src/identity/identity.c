@@ -106,6 +106,8 @@ struct sc_identity {
     int64_t last_renewal;
     int64_t next_renewal;
     uint64_t generation;
+    uint64_t retry_max_ms; // configured backoff cap
+    bool freed;            // sc_identity_free ran (maybe from a listener)
 };
 
 static uint64_t mono_ms(void)
@@ -257,7 +259,7 @@ static void notify(struct sc_identity *id, enum sc_identity_event ev)
         return;
     }
     memcpy(copy, id->listeners, n * sizeof(*copy));
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && !id->freed; i++) {
         copy[i].fn(id, ev, copy[i].arg);
     }
     free(copy);
@@ -449,6 +451,12 @@ static void commit(struct sc_identity *id, struct cert *c, bool from_ca)
         id->have_held = false;
         uv_timer_stop(&id->hold);
     }
+    // Retries stay well inside the lifetime: cap the backoff at a fifth of
+    // it (10 s certificates retry at least every 2 s).
+    uint64_t life_ms = (uint64_t)(id->cur.not_after - id->cur.not_before) * 1000;
+    uint64_t cap = life_ms / 5;
+    cap = cap < id->backoff.initial_ms ? id->backoff.initial_ms : cap;
+    id->backoff.max_ms = cap < id->retry_max_ms ? cap : id->retry_max_ms;
     uv_timer_stop(&id->renew);
     id->next_renewal = 0;
     schedule_renewal(id);
@@ -517,7 +525,8 @@ static enum cc_ca_error install(struct sc_identity *id, EVP_PKEY *key, STACK_OF(
     if (from_ca && cur_valid && id->grace_ms > 0 && anchor != NULL) {
         uint64_t seen = root_first_seen(id, anchor);
         uint64_t now = mono_ms();
-        if (seen != 0 && now < seen + id->grace_ms) {
+        // (10 ms slack: the hold timer has millisecond granularity.)
+        if (seen != 0 && now + 10 < seen + id->grace_ms) {
             uint64_t wait = seen + id->grace_ms - now;
             // Never hold past the expiry of the certificate in force.
             int64_t left = id->cur.not_after * 1000 - wall_ms() - 1000;
@@ -824,8 +833,9 @@ struct sc_identity *sc_identity_new(const struct sc_identity_config *cfg, char *
     id->call_timeout_ms = cfg->call_timeout_ms;
     id->grace_ms = cfg->new_root_grace_ms;
     id->rng = (uv_hrtime() ^ (uint64_t)(uintptr_t)id) | 1;
+    id->retry_max_ms = cfg->retry_max_ms ? cfg->retry_max_ms : 30000;
     cc_backoff_init(&id->backoff, cfg->retry_initial_ms ? cfg->retry_initial_ms : 1000,
-                    cfg->retry_max_ms ? cfg->retry_max_ms : 30000, 1.6, 0.2, 0);
+                    id->retry_max_ms, 1.6, 0.2, 0);
     uv_timer_init(id->loop, &id->renew);
     uv_timer_init(id->loop, &id->expiry);
     uv_timer_init(id->loop, &id->hold);
@@ -874,9 +884,10 @@ static void on_timer_closed(uv_handle_t *h)
 
 void sc_identity_free(struct sc_identity *id)
 {
-    if (id == NULL) {
+    if (id == NULL || id->freed) {
         return;
     }
+    id->freed = true;
     if (id->inflight != NULL) {
         id->inflight->id = NULL; // its callback frees it
         id->inflight = NULL;
