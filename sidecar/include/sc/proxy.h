@@ -29,7 +29,14 @@ struct sc_proxy_config {
     uint64_t handshake_timeout_ms;   // 0: none
     uint64_t idle_timeout_ms;        // 0: none; no byte either way for this long closes
     const char *sni;                 // outbound: server name to send (NULL: none); copied
+    uint64_t max_connection_age_ms;  // 0: none. An older connection ends gracefully: no more
+                                     // bytes from the downstream, FIN to the upstream, closed
+                                     // once the upstream finished (at most
+                                     // SC_MAX_AGE_GRACE_MS later), so none outlives a
+                                     // retired certificate for long.
 };
+
+#define SC_MAX_AGE_GRACE_MS 10000
 
 struct sc_proxy;
 

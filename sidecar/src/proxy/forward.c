@@ -51,6 +51,8 @@ struct sc_conn {
     int inflight[2];           // writes in flight in direction d
     uint64_t start_ms;
     uint64_t last_active_ms;
+    bool aged;                 // past max_connection_age: closing gracefully
+    uint64_t aged_ms;
     uint64_t bytes_in;         // from the downstream side
     uint64_t bytes_out;        // to the downstream side
     char peer[64];             // address of the TLS peer
@@ -126,7 +128,7 @@ static void on_pump_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf
 static void maybe_done(struct sc_conn *c)
 {
     if (c->eof[0] && c->eof[1] && c->inflight[0] == 0 && c->inflight[1] == 0) {
-        finalize(c, "eof", false);
+        finalize(c, c->aged ? "max_connection_age" : "eof", false);
     }
 }
 
@@ -346,10 +348,27 @@ void sc_conn__accept(struct sc_worker *w)
     }
 }
 
+// age_out starts the graceful end of a connection older than
+// max_connection_age: no more bytes are taken from the downstream, the
+// upstream gets a FIN, and once its answer has drained back (its FIN goes on
+// to the downstream) the connection ends as after a half-close.
+static void age_out(struct sc_conn *c, uint64_t now)
+{
+    c->aged = true;
+    c->aged_ms = now;
+    if (!c->eof[0]) {
+        c->eof[0] = true;
+        sc_stream_read_stop(c->down);
+        sc_stream_shutdown(c->up);
+    }
+    maybe_done(c);
+}
+
 void sc_conn__sweep(struct sc_worker *w, bool force)
 {
     uint64_t now = uv_now(&w->loop);
     uint64_t idle = w->proxy->cfg.idle_timeout_ms;
+    uint64_t max_age = w->proxy->cfg.max_connection_age_ms;
     struct sc_conn *c = w->conns;
     while (c != NULL) {
         struct sc_conn *next = c->next; // finalize never frees synchronously
@@ -357,6 +376,12 @@ void sc_conn__sweep(struct sc_worker *w, bool force)
             finalize(c, "drain_timeout", false);
         } else if (idle > 0 && c->state == SC_CONN_PUMP && now - c->last_active_ms >= idle) {
             finalize(c, "idle_timeout", false);
+        } else if (max_age > 0 && c->state == SC_CONN_PUMP && !c->aged &&
+                   now - c->start_ms >= max_age) {
+            age_out(c, now);
+        } else if (c->aged && c->state == SC_CONN_PUMP &&
+                   now - c->aged_ms >= SC_MAX_AGE_GRACE_MS) {
+            finalize(c, "max_connection_age", false);
         }
         c = next;
     }
