@@ -51,9 +51,9 @@ struct cp_auth {
     char path[4096];
     char audience[256];
     char td[256];
-    struct stat st;             // of the loaded file, to detect changes
-    struct cp_tokens tokens;    // CP_AUTH_TOKENS
-    struct cp_jwks *jwks;       // CP_AUTH_JWKS
+    struct stat st;          // of the loaded file, to detect changes
+    struct cp_tokens tokens; // CP_AUTH_TOKENS
+    struct cp_jwks *jwks;    // CP_AUTH_JWKS
 };
 
 // b64url_decode decodes unpadded base64url into a new buffer.
@@ -435,8 +435,8 @@ int cp_jwt_verify(const struct cp_jwks *k, const char *jwt, size_t len, const ch
         if ((EVP_PKEY_id(key->key) == EVP_PKEY_EC) != es256) {
             continue;
         }
-        verified = verify_sig(key->key, es256, (const uint8_t *)jwt, (size_t)(d2 - jwt), sig,
-                              sig_len);
+        verified =
+            verify_sig(key->key, es256, (const uint8_t *)jwt, (size_t)(d2 - jwt), sig, sig_len);
     }
     if (!verified) {
         snprintf(why, why_cap, "bad signature");
@@ -546,8 +546,8 @@ struct cp_auth *cp_auth_new_tokens(const char *path, char *err, size_t err_cap)
     return a;
 }
 
-struct cp_auth *cp_auth_new_jwks(const char *path, const char *audience,
-                                 const char *trust_domain, char *err, size_t err_cap)
+struct cp_auth *cp_auth_new_jwks(const char *path, const char *audience, const char *trust_domain,
+                                 char *err, size_t err_cap)
 {
     struct cp_auth *a = auth_alloc(CP_AUTH_JWKS, path);
     snprintf(a->audience, sizeof(a->audience), "%s", audience);

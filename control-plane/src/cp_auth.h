@@ -15,8 +15,8 @@ struct cp_auth *cp_auth_new_tokens(const char *path, char *err, size_t err_cap);
 
 // cp_auth_new_jwks loads a JWKS file (RS256 / ES256 keys) and checks tokens
 // for |audience|, deriving spiffe://|trust_domain|/ns/NS/sa/SA.
-struct cp_auth *cp_auth_new_jwks(const char *path, const char *audience,
-                                 const char *trust_domain, char *err, size_t err_cap);
+struct cp_auth *cp_auth_new_jwks(const char *path, const char *audience, const char *trust_domain,
+                                 char *err, size_t err_cap);
 
 // cp_auth_free frees |a|; NULL is ignored.
 void cp_auth_free(struct cp_auth *a);

@@ -32,16 +32,16 @@
 #define CP_SERVER_TTL_S (365 * 24 * 3600)
 
 struct cp_ca {
-    char td[256];                 // trust domain
-    uint64_t max_ttl_s;           // --cert-ttl
-    EVP_PKEY *sign_key;           // key of sign_cert
-    X509 *sign_cert;              // issues leaves (root or intermediate)
-    STACK_OF(X509) *sign_chain;   // certificates above sign_cert, root last
-    STACK_OF(X509) *roots;        // trust bundle
-    char **root_pems;             // PEM of each bundle root, NULL-terminated
-    X509 *server_root;            // root that issued the serving cert (kept in --root-out)
-    uint64_t gen;                 // bundle generation
-    unsigned root_seq;            // names generated roots
+    char td[256];                // trust domain
+    uint64_t max_ttl_s;          // --cert-ttl
+    EVP_PKEY *sign_key;          // key of sign_cert
+    X509 *sign_cert;             // issues leaves (root or intermediate)
+    STACK_OF(X509) * sign_chain; // certificates above sign_cert, root last
+    STACK_OF(X509) * roots;      // trust bundle
+    char **root_pems;            // PEM of each bundle root, NULL-terminated
+    X509 *server_root;           // root that issued the serving cert (kept in --root-out)
+    uint64_t gen;                // bundle generation
+    unsigned root_seq;           // names generated roots
 };
 
 static char *x509_pem(X509 *x)
@@ -191,8 +191,7 @@ static int make_root(struct cp_ca *ca, X509 **out_cert, EVP_PKEY **out_key)
     }
     snprintf(cn, sizeof(cn), "seam root %u %lx", ++ca->root_seq, (unsigned long)getpid());
     if (!X509_set_version(x, X509_VERSION_3) || set_random_serial(x) != 0 ||
-        !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const uint8_t *)ca->td, -1, -1,
-                                    0) ||
+        !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const uint8_t *)ca->td, -1, -1, 0) ||
         !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const uint8_t *)cn, -1, -1, 0) ||
         !X509_set_subject_name(x, name) || !X509_set_issuer_name(x, name) ||
         !X509_gmtime_adj(X509_getm_notBefore(x), -3600) ||
@@ -250,7 +249,7 @@ struct cp_ca *cp_ca_new_generated(const char *trust_domain, uint64_t max_ttl_s)
     return ca;
 }
 
-static STACK_OF(X509) *read_certs(const char *path, char *err, size_t err_cap)
+static STACK_OF(X509) * read_certs(const char *path, char *err, size_t err_cap)
 {
     BIO *bio = BIO_new_file(path, "r");
     if (bio == NULL) {
@@ -272,9 +271,8 @@ static STACK_OF(X509) *read_certs(const char *path, char *err, size_t err_cap)
     return sk;
 }
 
-struct cp_ca *cp_ca_new_load(const char *cert_path, const char *key_path,
-                             const char *trust_domain, uint64_t max_ttl_s, char *err,
-                             size_t err_cap)
+struct cp_ca *cp_ca_new_load(const char *cert_path, const char *key_path, const char *trust_domain,
+                             uint64_t max_ttl_s, char *err, size_t err_cap)
 {
     struct cp_ca *ca = ca_alloc(trust_domain, max_ttl_s);
     STACK_OF(X509) *certs = read_certs(cert_path, err, err_cap);
@@ -306,8 +304,8 @@ struct cp_ca *cp_ca_new_load(const char *cert_path, const char *key_path,
     }
     // The served chain is the rest of the file; the trust anchor is its last
     // certificate (or the signing certificate itself when it is alone).
-    X509 *anchor = sk_X509_num(certs) > 0 ? sk_X509_value(certs, sk_X509_num(certs) - 1)
-                                           : ca->sign_cert;
+    X509 *anchor =
+        sk_X509_num(certs) > 0 ? sk_X509_value(certs, sk_X509_num(certs) - 1) : ca->sign_cert;
     X509_up_ref(anchor);
     sk_X509_push(ca->roots, anchor);
     sk_X509_pop_free(ca->sign_chain, X509_free);
@@ -473,8 +471,8 @@ static X509 *issue_leaf(struct cp_ca *ca, EVP_PKEY *pub, int san_type, const cha
     }
     if (server_only) {
         X509_NAME *name = X509_get_subject_name(x);
-        if (!X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const uint8_t *)names[0], -1,
-                                        -1, 0)) {
+        if (!X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const uint8_t *)names[0], -1, -1,
+                                        0)) {
             goto out_fail;
         }
     }
@@ -670,7 +668,8 @@ int cp_ca_write_roots(const struct cp_ca *ca, const char *path)
     bool server_root_in_bundle = ca->server_root == NULL;
     for (size_t i = 0; i < sk_X509_num(ca->roots); i++) {
         fputs(ca->root_pems[i], f);
-        if (ca->server_root != NULL && X509_cmp(sk_X509_value(ca->roots, i), ca->server_root) == 0) {
+        if (ca->server_root != NULL &&
+            X509_cmp(sk_X509_value(ca->roots, i), ca->server_root) == 0) {
             server_root_in_bundle = true;
         }
     }

@@ -29,9 +29,8 @@ struct cp_ca *cp_ca_new_generated(const char *trust_domain, uint64_t max_ttl_s);
 // does not end in a self-signed root the chain is still served as given and
 // the last certificate is used as the trust anchor. On failure returns NULL
 // and writes a reason to |err|.
-struct cp_ca *cp_ca_new_load(const char *cert_path, const char *key_path,
-                             const char *trust_domain, uint64_t max_ttl_s, char *err,
-                             size_t err_cap);
+struct cp_ca *cp_ca_new_load(const char *cert_path, const char *key_path, const char *trust_domain,
+                             uint64_t max_ttl_s, char *err, size_t err_cap);
 
 // cp_ca_free frees |ca|; NULL is ignored.
 void cp_ca_free(struct cp_ca *ca);

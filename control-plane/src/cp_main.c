@@ -1,7 +1,8 @@
 // cp_main.c — seam-control-plane: flag parsing and wiring only.
 //
 //   seam-control-plane --listen HOST:PORT --mesh FILE [--tokens FILE | --jwks FILE --audience AUD]
-//                      [--cert-ttl DURATION] [--trust-domain D] [--ca-cert F --ca-key F | --root-out F]
+//                      [--cert-ttl DURATION] [--trust-domain D] [--ca-cert F --ca-key F |
+//                      --root-out F]
 //                      [--admin HOST:PORT] [--server-name NAME]... [--extra-root F]
 //                      [--max-message-size SIZE] [--max-streams N] [--log-level L] [--log-format F]
 //
@@ -78,14 +79,22 @@ int main(int argc, char **argv)
             const char *name;
             const char **dst;
         } map[] = {
-            {"--listen", &listen},         {"--mesh", &mesh},
-            {"--tokens", &tokens},         {"--jwks", &jwks},
-            {"--audience", &audience},     {"--cert-ttl", &cert_ttl},
-            {"--trust-domain", &td},       {"--ca-cert", &ca_cert},
-            {"--ca-key", &ca_key},         {"--root-out", &root_out},
-            {"--admin", &admin},           {"--extra-root", &extra_root},
-            {"--log-level", &log_level},   {"--log-format", &log_format},
-            {"--max-message-size", &max_msg}, {"--max-streams", &max_streams},
+            {"--listen", &listen},
+            {"--mesh", &mesh},
+            {"--tokens", &tokens},
+            {"--jwks", &jwks},
+            {"--audience", &audience},
+            {"--cert-ttl", &cert_ttl},
+            {"--trust-domain", &td},
+            {"--ca-cert", &ca_cert},
+            {"--ca-key", &ca_key},
+            {"--root-out", &root_out},
+            {"--admin", &admin},
+            {"--extra-root", &extra_root},
+            {"--log-level", &log_level},
+            {"--log-format", &log_format},
+            {"--max-message-size", &max_msg},
+            {"--max-streams", &max_streams},
         };
         bool found = false;
         for (size_t k = 0; k < sizeof(map) / sizeof(map[0]); k++) {

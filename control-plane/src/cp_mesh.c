@@ -136,8 +136,7 @@ static int get_port(struct mctx *c, const struct cp_ynode *m, const char *key, b
     unsigned long p = v->kind == CP_Y_SCALAR && v->len > 0 && v->str[0] >= '0' && v->str[0] <= '9'
                           ? strtoul(v->str, &end, 10)
                           : 0;
-    if (v->kind != CP_Y_SCALAR || v->len == 0 || errno != 0 || p < 1 || p > 65535 ||
-        *end != '\0') {
+    if (v->kind != CP_Y_SCALAR || v->len == 0 || errno != 0 || p < 1 || p > 65535 || *end != '\0') {
         return fail(c, v->line, "\"%s\" must be a port number 1..65535", key);
     }
     *out = (uint32_t)p;
@@ -273,9 +272,9 @@ static int parse_inbound(struct mctx *c, const struct cp_ynode *n, Seam__V1__Inb
 int cp_mesh_parse(const uint8_t *data, size_t len, const char *name, Seam__V1__Snapshot **out,
                   char *err, size_t err_cap)
 {
-    static const char *const keys[] = {"trust_domain",    "cert_ttl", "outbound_policy",
-                                       "default_inbound_mode", "services", "inbound",
-                                       NULL};
+    static const char *const keys[] = {
+        "trust_domain", "cert_ttl", "outbound_policy", "default_inbound_mode", "services",
+        "inbound",      NULL};
     struct mctx c = {.name = name, .err = err, .err_cap = err_cap};
     char perr[300];
     Seam__V1__Snapshot *s = NULL;

@@ -24,10 +24,10 @@
 #include <openssl/ssl.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <uv.h>
@@ -49,13 +49,17 @@
 #define CP_MESH_FILE_MAX (16u << 20)
 #define CP_HANDSHAKE_TIMEOUT_MS 10000
 #define CP_SHUTDOWN_GRACE_MS 3000
+// CP_CONN_HELD_MAX bounds the bytes of partial request messages one
+// connection may make us hold (the per-message cap alone would allow
+// max_streams * max_msg).
+#define CP_CONN_HELD_MAX (32u << 20)
 
 // struct cp_snap is one encoded config version, shared by all streams.
 struct cp_snap {
     unsigned refs;
-    uint64_t seq;          // 1, 2, ... (the seam_cp_config_version gauge)
-    char version[64];      // version_info and nonce
-    uint8_t *data;         // gRPC-framed ConfigResponse
+    uint64_t seq;     // 1, 2, ... (the seam_cp_config_version gauge)
+    char version[64]; // version_info and nonce
+    uint8_t *data;    // gRPC-framed ConfigResponse
     size_t len;
 };
 
@@ -67,32 +71,32 @@ struct cp_call {
     struct cp_conn *conn;
     int32_t id;
     enum cp_method method;
-    struct cp_call *next;            // conn->calls list
+    struct cp_call *next;                // conn->calls list
     struct cp_call *cfg_prev, *cfg_next; // server config-stream list
     bool in_cfg_list;
-    bool responded;                  // response HEADERS submitted
-    bool finished;                   // trailers submitted (or trailers-only)
-    bool peer_ended;                 // client sent END_STREAM
-    bool rst_after_send;             // RST_STREAM(NO_ERROR) once our END_STREAM is out
+    bool responded;      // response HEADERS submitted
+    bool finished;       // trailers submitted (or trailers-only)
+    bool peer_ended;     // client sent END_STREAM
+    bool rst_after_send; // RST_STREAM(NO_ERROR) once our END_STREAM is out
     bool ct_ok;
     bool auth_seen;
-    char *auth;                      // authorization header value
+    char *auth; // authorization header value
     char identity[SC_SPIFFE_ID_MAX + 1];
     struct cc_grpc_reasm reasm;
     // unary
-    uint8_t *req;                    // the one request message
+    uint8_t *req; // the one request message
     size_t req_len;
     bool have_req;
-    uint8_t *out;                    // framed response
+    uint8_t *out; // framed response
     size_t out_len, out_off;
-    int end_status;                  // trailers to send after the body (-1: none yet)
+    int end_status; // trailers to send after the body (-1: none yet)
     char end_msg[256];
     // config stream
-    struct cp_snap *cur;             // being sent
+    struct cp_snap *cur; // being sent
     size_t cur_off;
-    struct cp_snap *next_snap;       // newest waiting
-    bool started;                    // got the first request
-    bool deferred;                   // data provider returned DEFERRED
+    struct cp_snap *next_snap; // newest waiting
+    bool started;              // got the first request
+    bool deferred;             // data provider returned DEFERRED
     char node[256];
     char acked[64];
     char nacked[64];
@@ -107,6 +111,7 @@ struct cp_conn {
     struct cp_conn *prev, *next;
     bool closing;
     bool goaway_sent;
+    size_t held; // bytes reserved by partial messages of all calls
     char peer[64];
 };
 
@@ -137,7 +142,7 @@ struct cp_server {
     uint64_t seq;
     bool shutting_down;
     // metrics
-    uint64_t certs[17];              // by gRPC status
+    uint64_t certs[17]; // by gRPC status
     uint64_t acks, nacks, pushes;
     uint64_t num_cfg_streams;
     uint64_t num_conns;
@@ -280,9 +285,15 @@ static void call_cfg_unlink(struct cp_call *call)
     srv->num_cfg_streams--;
 }
 
+static size_t reasm_held(const struct cc_grpc_reasm *r)
+{
+    return r->buf != NULL ? r->msg_len : 0;
+}
+
 static void call_free(struct cp_call *call)
 {
     call_cfg_unlink(call);
+    call->conn->held -= reasm_held(&call->reasm);
     cc_grpc_reasm_cleanup(&call->reasm);
     free(call->auth);
     free(call->req);
@@ -357,8 +368,8 @@ static int submit_trailers(nghttp2_session *h2, struct cp_call *call)
 
 // on_body is the data provider of every response: the unary body, or the
 // stream of config snapshots; trailers follow when end_status is set.
-static ssize_t on_body(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t len,
-                       uint32_t *flags, nghttp2_data_source *src, void *ud)
+static ssize_t on_body(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                       nghttp2_data_source *src, void *ud)
 {
     struct cp_call *call = src->ptr;
     size_t n = 0;
@@ -485,7 +496,8 @@ static void handle_ca(struct cp_call *call)
     Istio__V1__Auth__Roots roots = ISTIO__V1__AUTH__ROOTS__INIT;
     roots.n_ca_cert = num_roots;
     roots.ca_cert = (char **)pems;
-    Istio__V1__Auth__IstioCertificateResponse resp = ISTIO__V1__AUTH__ISTIO_CERTIFICATE_RESPONSE__INIT;
+    Istio__V1__Auth__IstioCertificateResponse resp =
+        ISTIO__V1__AUTH__ISTIO_CERTIFICATE_RESPONSE__INIT;
     resp.n_cert_chain = num;
     resp.cert_chain = chain;
     resp.root_cert = &roots;
@@ -513,7 +525,7 @@ static int on_config_msg(struct cp_call *call, const uint8_t *msg, size_t len)
     }
     if (!call->started) {
         call->started = true;
-        const char *node = call->identity[0] ? call->identity
+        const char *node = call->identity[0]                         ? call->identity
                            : (req->node != NULL && req->node->id[0]) ? req->node->id
                                                                      : call->conn->peer;
         snprintf(call->node, sizeof(call->node), "%.255s", node);
@@ -591,8 +603,7 @@ static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *f, void *u
 }
 
 static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t *name,
-                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
-                     void *ud)
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
 {
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) {
         return 0;
@@ -627,8 +638,8 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t 
 // an empty token) instead of resetting the stream: the call then fails with a
 // proper gRPC status (UNAUTHENTICATED) rather than a protocol error.
 static int on_invalid_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t *name,
-                             size_t namelen, const uint8_t *value, size_t valuelen,
-                             uint8_t flags, void *ud)
+                             size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                             void *ud)
 {
     return 0;
 }
@@ -702,8 +713,8 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f, void *ud)
     return 0;
 }
 
-static int on_data(nghttp2_session *h2, uint8_t flags, int32_t id, const uint8_t *data,
-                   size_t len, void *ud)
+static int on_data(nghttp2_session *h2, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+                   void *ud)
 {
     struct cp_call *call = nghttp2_session_get_stream_user_data(h2, id);
     if (call == NULL || call->finished || call->end_status >= 0) {
@@ -714,7 +725,20 @@ static int on_data(nghttp2_session *h2, uint8_t flags, int32_t id, const uint8_t
     }
     // The reassembler checks each announced length against the cap before
     // buffering anything: an oversized message costs nothing.
-    if (cc_grpc_reasm_feed(&call->reasm, data, len, on_msg, call) != 0) {
+    struct cp_conn *c = call->conn;
+    size_t before = reasm_held(&call->reasm);
+    int rc = cc_grpc_reasm_feed(&call->reasm, data, len, on_msg, call);
+    size_t after = reasm_held(&call->reasm);
+    c->held = c->held - before + after;
+    if (rc == 0 && after > 0 && c->held > CP_CONN_HELD_MAX) {
+        sc_warn("cp.conn_buffer_limit", "peer=%s stream=%d held=%zu", c->peer, id, c->held);
+        c->held -= after;
+        cc_grpc_reasm_cleanup(&call->reasm);
+        cc_grpc_reasm_init(&call->reasm, c->srv->cfg->max_msg);
+        end_call(call, CC_GRPC_RESOURCE_EXHAUSTED, "too much buffered on this connection");
+        return 0;
+    }
+    if (rc != 0) {
         const char *why = call->reasm.error ? call->reasm.error : "bad message";
         char msg[160];
         if (call->reasm.status == CC_GRPC_RESOURCE_EXHAUSTED) {
@@ -1078,8 +1102,7 @@ static char *metrics_text(struct cp_server *srv)
               "# HELP seam_cp_config_acks_total Config versions ACKed by clients.\n"
               "# TYPE seam_cp_config_acks_total counter\nseam_cp_config_acks_total %" PRIu64 "\n"
               "# HELP seam_cp_config_nacks_total Config versions NACKed by clients.\n"
-              "# TYPE seam_cp_config_nacks_total counter\nseam_cp_config_nacks_total %" PRIu64
-              "\n"
+              "# TYPE seam_cp_config_nacks_total counter\nseam_cp_config_nacks_total %" PRIu64 "\n"
               "# HELP seam_cp_config_pushes_total Snapshots queued to streams.\n"
               "# TYPE seam_cp_config_pushes_total counter\nseam_cp_config_pushes_total %" PRIu64
               "\n"
@@ -1125,11 +1148,11 @@ static void on_admin_written(uv_write_t *req, int status)
 
 static void admin_respond(struct cp_admin_conn *a, int code, const char *ctype, const char *body)
 {
-    const char *reason = code == 200 ? "OK" : code == 404 ? "Not Found" : code == 403
-                                                                              ? "Forbidden"
-                                                                          : code == 405
-                                                                              ? "Method Not Allowed"
-                                                                              : "Error";
+    const char *reason = code == 200   ? "OK"
+                         : code == 404 ? "Not Found"
+                         : code == 403 ? "Forbidden"
+                         : code == 405 ? "Method Not Allowed"
+                                       : "Error";
     size_t blen = strlen(body);
     size_t cap = blen + 256;
     a->resp = malloc(cap);

@@ -13,18 +13,18 @@
 #include "cp_ca.h"
 
 struct cp_server_config {
-    struct sockaddr_storage listen;   // --listen
+    struct sockaddr_storage listen; // --listen
     bool have_admin;
-    struct sockaddr_storage admin;    // --admin
-    const char *mesh_path;            // --mesh
-    const char *root_out;             // --root-out (may be NULL)
-    const char *const *server_names;  // DNS SANs of the serving certificate
+    struct sockaddr_storage admin;   // --admin
+    const char *mesh_path;           // --mesh
+    const char *root_out;            // --root-out (may be NULL)
+    const char *const *server_names; // DNS SANs of the serving certificate
     size_t num_server_names;
-    struct cp_ca *ca;                 // owned by the caller
-    struct cp_auth *auth;             // owned by the caller; NULL = no auth configured
-    size_t max_msg;                   // gRPC receive cap per message
-    uint32_t max_streams;             // SETTINGS_MAX_CONCURRENT_STREAMS per connection
-    uint64_t mesh_poll_ms;            // mesh/auth file poll interval
+    struct cp_ca *ca;      // owned by the caller
+    struct cp_auth *auth;  // owned by the caller; NULL = no auth configured
+    size_t max_msg;        // gRPC receive cap per message
+    uint32_t max_streams;  // SETTINGS_MAX_CONCURRENT_STREAMS per connection
+    uint64_t mesh_poll_ms; // mesh/auth file poll interval
 };
 
 // cp_server_run loads the mesh, starts listening and runs until SIGTERM or

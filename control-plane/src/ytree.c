@@ -76,8 +76,8 @@ struct cp_ynode *cp_ytree_parse(const uint8_t *data, size_t len, size_t max_node
     while (!done) {
         if (!yaml_parser_parse(&parser, &ev)) {
             snprintf(err, err_cap, "line %lu: %s%s%s", (unsigned long)parser.problem_mark.line + 1,
-                     parser.problem ? parser.problem : "syntax error",
-                     parser.context ? " " : "", parser.context ? parser.context : "");
+                     parser.problem ? parser.problem : "syntax error", parser.context ? " " : "",
+                     parser.context ? parser.context : "");
             goto out_fail;
         }
         unsigned line = (unsigned)ev.start_mark.line + 1;

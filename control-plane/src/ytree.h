@@ -13,11 +13,11 @@ enum cp_ynode_kind { CP_Y_SCALAR, CP_Y_MAP, CP_Y_SEQ };
 // struct cp_ynode is one node. For a map, |items| alternates key, value.
 struct cp_ynode {
     enum cp_ynode_kind kind;
-    unsigned line;          // 1-based line of the node's start
-    bool quoted;            // scalar was quoted (so "1" is a string)
-    char *str;              // scalar text (NUL-terminated), NULL otherwise
-    size_t len;             // scalar length
-    size_t num_items;       // children (maps: 2 * pairs)
+    unsigned line;    // 1-based line of the node's start
+    bool quoted;      // scalar was quoted (so "1" is a string)
+    char *str;        // scalar text (NUL-terminated), NULL otherwise
+    size_t len;       // scalar length
+    size_t num_items; // children (maps: 2 * pairs)
     struct cp_ynode **items;
 };
 

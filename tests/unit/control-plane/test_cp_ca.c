@@ -114,7 +114,8 @@ static void test_sign_profile(void **state)
     GENERAL_NAMES *g = X509_get_ext_d2i(leaf, NID_subject_alt_name, &crit, NULL);
     assert_int_equal(crit, 1);
     assert_int_equal(sk_GENERAL_NAME_num(g), 1);
-    assert_string_equal(ASN1_STRING_get0_data(sk_GENERAL_NAME_value(g, 0)->d.uniformResourceIdentifier), ID);
+    assert_string_equal(
+        ASN1_STRING_get0_data(sk_GENERAL_NAME_value(g, 0)->d.uniformResourceIdentifier), ID);
     GENERAL_NAMES_free(g);
     int ku_crit = -1;
     ASN1_BIT_STRING *ku = X509_get_ext_d2i(leaf, NID_key_usage, &ku_crit, NULL);
@@ -151,8 +152,8 @@ static void test_csr_rules(void **state)
     // An upper-case trust domain is not a valid SPIFFE ID: refused.
     const char *upper[] = {"spiffe://TD.TEST/ns/a/sa/b"};
     csr = csr_pem(key, upper, 1);
-    assert_int_not_equal(cp_ca_sign_csr(ca, csr, strlen(csr), ID, 0, &chain, &num, msg, sizeof(msg)),
-                         CP_GRPC_OK);
+    assert_int_not_equal(
+        cp_ca_sign_csr(ca, csr, strlen(csr), ID, 0, &chain, &num, msg, sizeof(msg)), CP_GRPC_OK);
     assert_int_equal(cp_ca_sign_csr(ca, "junk", 4, ID, 0, &chain, &num, msg, sizeof(msg)),
                      CP_GRPC_INVALID_ARGUMENT);
     // A CSR whose signature does not verify.

@@ -77,9 +77,10 @@ static struct cp_jwks *jwks_for(EC_KEY *key)
     char xs[64], ys[64], json[512], err[256];
     b64u(xb, 32, xs, sizeof(xs));
     b64u(yb, 32, ys, sizeof(ys));
-    snprintf(json, sizeof(json),
-             "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"k1\",\"x\":\"%s\",\"y\":\"%s\"}]}",
-             xs, ys);
+    snprintf(
+        json, sizeof(json),
+        "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"k1\",\"x\":\"%s\",\"y\":\"%s\"}]}",
+        xs, ys);
     struct cp_jwks *k = cp_jwks_parse((const uint8_t *)json, strlen(json), err, sizeof(err));
     assert_non_null(k);
     return k;
@@ -147,14 +148,17 @@ static void test_refusals(void **state)
     struct cp_jwks *k = jwks_for(g_key);
     const char *ok_claims = "{\"aud\":\"seam-ca\",\"exp\":1700000600,"
                             "\"sub\":\"system:serviceaccount:a:b\"}";
-    expect_fail(make_jwt(g_key, HDR, "{\"aud\":\"other\",\"exp\":1700000600,"
-                                     "\"sub\":\"system:serviceaccount:a:b\"}"),
+    expect_fail(make_jwt(g_key, HDR,
+                         "{\"aud\":\"other\",\"exp\":1700000600,"
+                         "\"sub\":\"system:serviceaccount:a:b\"}"),
                 k, "wrong audience");
-    expect_fail(make_jwt(g_key, HDR, "{\"aud\":\"seam-ca\",\"exp\":1700000000,"
-                                     "\"sub\":\"system:serviceaccount:a:b\"}"),
+    expect_fail(make_jwt(g_key, HDR,
+                         "{\"aud\":\"seam-ca\",\"exp\":1700000000,"
+                         "\"sub\":\"system:serviceaccount:a:b\"}"),
                 k, "expired");
-    expect_fail(make_jwt(g_key, HDR, "{\"aud\":\"seam-ca\",\"exp\":1700000600,\"nbf\":1700000100,"
-                                     "\"sub\":\"system:serviceaccount:a:b\"}"),
+    expect_fail(make_jwt(g_key, HDR,
+                         "{\"aud\":\"seam-ca\",\"exp\":1700000600,\"nbf\":1700000100,"
+                         "\"sub\":\"system:serviceaccount:a:b\"}"),
                 k, "not yet valid");
     expect_fail(make_jwt(g_other, HDR, ok_claims), k, "bad signature");
     expect_fail(make_jwt(g_key, "{\"alg\":\"HS256\"}", ok_claims), k, "unsupported alg");
@@ -164,8 +168,9 @@ static void test_refusals(void **state)
                 k, "missing exp");
     expect_fail(make_jwt(g_key, HDR, "{\"aud\":\"seam-ca\",\"exp\":1700000600,\"sub\":\"bob\"}"), k,
                 "no service account");
-    expect_fail(make_jwt(g_key, HDR, "{\"aud\":\"seam-ca\",\"exp\":1700000600,"
-                                     "\"sub\":\"system:serviceaccount:a/b:c\"}"),
+    expect_fail(make_jwt(g_key, HDR,
+                         "{\"aud\":\"seam-ca\",\"exp\":1700000600,"
+                         "\"sub\":\"system:serviceaccount:a/b:c\"}"),
                 k, "no service account");
     expect_fail("a.b", k, "not a JWS");
     expect_fail("a.b.c.d", k, "not a JWS");
