@@ -20,6 +20,47 @@
 
 #include "sc/stats.h"
 
+// ---- routing (mesh mode) ---------------------------------------------------
+//
+// Without a router (tunnel mode) every connection goes to cfg.target, with
+// mTLS on the peer side. With a router, each accepted connection is routed
+// on its worker thread against the router's current snapshot (an opaque,
+// ref-counted object such as a mesh config).
+
+enum sc_route_kind {
+    SC_ROUTE_REFUSE = 0, // close the connection at once (|reason| is logged)
+    SC_ROUTE_PLAIN,      // plain TCP on both sides (passthrough)
+    SC_ROUTE_MTLS,       // the peer side is mTLS: outbound connects with TLS and
+                         // checks |peer_id|; inbound requires a client certificate
+    SC_ROUTE_DETECT,     // inbound only: mTLS if the client's first byte starts a TLS
+                         // record, plain passthrough otherwise (or if it sends nothing
+                         // within detect_timeout_ms: server-first protocols)
+};
+
+struct sc_route {
+    enum sc_route_kind kind;
+    struct sockaddr_storage target; // where to connect
+    const char *peer_id;            // outbound MTLS: the ID the server must present;
+                                    // must stay valid while the snapshot is referenced
+    uint16_t port;                  // inbound: the original destination port (authorize)
+    const char *reason;             // SC_ROUTE_REFUSE: a static snake_case reason
+    char orig[64];                  // the original destination, for logs ("-" if unknown)
+};
+
+// struct sc_proxy_router is the routing policy. Callbacks run on worker
+// threads, concurrently: they must only read the snapshot.
+struct sc_proxy_router {
+    // route fills |out| (zeroed, orig "-") for the connection accepted on
+    // socket |fd| in direction |dir|. |snap| may be NULL (no snapshot yet).
+    void (*route)(void *snap, enum sc_dir dir, int fd, struct sc_route *out);
+    // authorize decides whether the verified client |peer_id| may use the
+    // inbound route |r|. NULL: the SSL_CTX's allow-list alone decides.
+    bool (*authorize)(void *snap, const struct sc_route *r, const char *peer_id);
+    // snap_ref / snap_unref keep a snapshot alive; thread-safe (atomic).
+    void (*snap_ref)(void *snap);
+    void (*snap_unref)(void *snap);
+};
+
 struct sc_proxy_config {
     enum sc_dir dir;                 // SC_DIR_INBOUND or SC_DIR_OUTBOUND
     struct sockaddr_storage listen;  // where to accept (port 0: pick one)
@@ -34,6 +75,9 @@ struct sc_proxy_config {
                                      // once the upstream finished (at most
                                      // SC_MAX_AGE_GRACE_MS later), so none outlives a
                                      // retired certificate for long.
+    const struct sc_proxy_router *router; // NULL: tunnel mode (everything to |target|)
+    void *route_snap;                // the router's first snapshot (may be NULL); referenced
+    uint64_t detect_timeout_ms;      // SC_ROUTE_DETECT: wait this long for a first byte (0: 500)
 };
 
 #define SC_MAX_AGE_GRACE_MS 10000
@@ -59,6 +103,12 @@ int sc_proxy_listen_port(const struct sc_proxy *p);
 // worker (each takes a reference; the caller keeps its own). Open
 // connections keep the SSL_CTX they started with. Main thread only.
 void sc_proxy_publish_tls(struct sc_proxy *p, SSL_CTX *ctx);
+
+// sc_proxy_publish_route makes |snap| (not NULL) the router's snapshot for
+// new connections on every worker (each takes a reference with snap_ref; the
+// caller keeps its own). Open connections keep the one they were routed
+// with. Main thread only.
+void sc_proxy_publish_route(struct sc_proxy *p, void *snap);
 
 // sc_proxy_drain stops accepting on every worker, lets open connections
 // finish for up to |timeout_ms|, then closes the rest; when all workers are

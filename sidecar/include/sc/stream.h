@@ -93,6 +93,15 @@ int sc_stream_connect(struct sc_stream *s, const struct sockaddr *addr, uint64_t
 int sc_stream_start_tls(struct sc_stream *s, SSL_CTX *ctx, bool is_server, const char *sni,
                         uint64_t timeout_ms, sc_stream_handshake_cb cb);
 
+// sc_stream_start_tls_prefixed is sc_stream_start_tls for a stream whose
+// first |len| bytes were already read (protocol detection): |buf| (from
+// sc_buf_get, may be NULL when |len| is 0) is handed to TLS as the first
+// input. Ownership of |buf| passes to the stream, also on error. The stream
+// must not be reading (sc_stream_read_stop first).
+int sc_stream_start_tls_prefixed(struct sc_stream *s, SSL_CTX *ctx, bool is_server,
+                                 const char *sni, uint64_t timeout_ms, sc_stream_handshake_cb cb,
+                                 char *buf, size_t len);
+
 // sc_stream_read_start starts delivering plaintext to |cb|. It may be
 // called again after sc_stream_read_stop; bytes TLS had already decrypted
 // are delivered on the next loop turn, never from inside this call.

@@ -160,6 +160,66 @@ void sc_stream__uv_read(struct sc_stream *s, bool on, uv_read_cb read_cb)
     }
 }
 
+static struct write_req *get_req(struct sc_stream *s)
+{
+    struct write_req *wr = s->spare_req;
+    s->spare_req = NULL;
+    if (wr == NULL) {
+        wr = malloc(sizeof(*wr));
+        if (wr == NULL) {
+            fprintf(stderr, "seam: out of memory\n");
+            abort();
+        }
+    }
+    return wr;
+}
+
+static void put_req(struct sc_stream *s, struct write_req *wr)
+{
+    // Keep one request for the next write: the pump has one in flight per
+    // direction, so this saves a malloc/free pair per write.
+    if (s->spare_req == NULL) {
+        s->spare_req = wr;
+    } else {
+        free(wr);
+    }
+}
+
+// run_done runs the callbacks of writes that completed synchronously. The
+// list is detached first: callbacks that write again queue for a later turn.
+static void run_done(struct sc_stream *s)
+{
+    struct write_req *wr = s->done_head;
+    s->done_head = s->done_tail = NULL;
+    while (wr != NULL) {
+        struct write_req *next = (struct write_req *)wr->req.data;
+        sc_stream_write_cb cb = wr->cb;
+        void *arg = wr->arg;
+        put_req(s, wr);
+        cb(s, 0, arg);
+        wr = next;
+    }
+}
+
+static void on_defer(uv_timer_t *t)
+{
+    struct sc_stream *s = t->data;
+    s->flags &= ~SC_STREAM_F_DEFER;
+    run_done(s);
+    if ((s->flags & SC_STREAM_F_TLS_KICK) && !(s->flags & SC_STREAM_F_CLOSING)) {
+        s->flags &= ~SC_STREAM_F_TLS_KICK;
+        sc_stream__tls_process(s);
+    }
+}
+
+void sc_stream__schedule(struct sc_stream *s)
+{
+    if (!(s->flags & SC_STREAM_F_DEFER) && !(s->flags & SC_STREAM_F_CLOSING)) {
+        s->flags |= SC_STREAM_F_DEFER;
+        uv_timer_start(&s->defer, on_defer, 0, 0);
+    }
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     struct write_req *wr = req->data;
@@ -168,13 +228,7 @@ static void on_write(uv_write_t *req, int status)
     sc_buf_release(wr->owned);
     sc_stream_write_cb cb = wr->cb;
     void *arg = wr->arg;
-    // Keep one request for the next write: the pump has one in flight per
-    // direction, so this saves a malloc/free pair per write.
-    if (s->spare_req == NULL) {
-        s->spare_req = wr;
-    } else {
-        free(wr);
-    }
+    put_req(s, wr);
     if (cb != NULL) {
         cb(s, status, arg);
     }
@@ -187,15 +241,54 @@ int sc_stream__write_raw(struct sc_stream *s, const uv_buf_t bufs[], unsigned nb
         sc_buf_release(owned);
         return UV_ECANCELED;
     }
-    struct write_req *wr = s->spare_req;
-    s->spare_req = NULL;
-    if (wr == NULL) {
-        wr = malloc(sizeof(*wr));
+    size_t total = 0;
+    for (unsigned i = 0; i < nbufs; i++) {
+        total += bufs[i].len;
     }
-    if (wr == NULL) {
-        fprintf(stderr, "seam: out of memory\n");
-        abort();
+    // Fast path: when nothing is queued, write now without a request. A
+    // uv_write that completes at once still costs an epoll_ctl (libuv
+    // re-arms the watcher when it drains), which this avoids; the callback
+    // runs on the next turn from the done list.
+    uv_buf_t rest[8];
+    unsigned nrest = 0;
+    if (nbufs <= 8 && total > 0) {
+        int n = uv_try_write((uv_stream_t *)&s->tcp, bufs, nbufs);
+        if (n < 0 && n != UV_EAGAIN) {
+            sc_buf_release(owned);
+            return n;
+        }
+        size_t done = n > 0 ? (size_t)n : 0;
+        if (done == total) {
+            sc_buf_release(owned);
+            if (cb != NULL) {
+                struct write_req *wr = get_req(s);
+                wr->cb = cb;
+                wr->arg = arg;
+                wr->req.data = NULL;
+                if (s->done_tail != NULL) {
+                    ((struct write_req *)s->done_tail)->req.data = wr;
+                } else {
+                    s->done_head = wr;
+                }
+                s->done_tail = wr;
+                sc_stream__schedule(s);
+            }
+            return 0;
+        }
+        // Partly written: queue the rest.
+        for (unsigned i = 0; i < nbufs; i++) {
+            if (done >= bufs[i].len) {
+                done -= bufs[i].len;
+                continue;
+            }
+            rest[nrest] = uv_buf_init(bufs[i].base + done, (unsigned)(bufs[i].len - done));
+            nrest++;
+            done = 0;
+        }
+        bufs = rest;
+        nbufs = nrest;
     }
+    struct write_req *wr = get_req(s);
     wr->req.data = wr;
     wr->s = s;
     wr->cb = cb;
@@ -208,7 +301,7 @@ int sc_stream__write_raw(struct sc_stream *s, const uv_buf_t bufs[], unsigned nb
     int r = uv_write(&wr->req, (uv_stream_t *)&s->tcp, bufs, nbufs, on_write);
     if (r != 0) {
         sc_buf_release(owned);
-        s->spare_req = wr;
+        put_req(s, wr);
         return r;
     }
     s->queued_bytes += wr->len;
@@ -326,6 +419,8 @@ static void on_handle_close(uv_handle_t *h)
     if (--s->pending_closes > 0) {
         return;
     }
+    // Writes that completed synchronously still report, before close_cb.
+    run_done(s);
     if (s->close_cb != NULL) {
         s->close_cb(s);
     }

@@ -21,6 +21,7 @@ enum sc_stream_tls_state {
 #define SC_STREAM_F_EOF_SENT 0x40u    // a negative nread was delivered
 #define SC_STREAM_F_DEFER 0x80u       // the defer timer is armed
 #define SC_STREAM_F_GOT_BYTES 0x100u  // TLS: first byte from the peer seen
+#define SC_STREAM_F_TLS_KICK 0x200u   // TLS: run the driver on the deferred turn
 
 struct sc_stream {
     uv_tcp_t tcp;              // the connection; data = this stream
@@ -36,6 +37,8 @@ struct sc_stream {
     int pending_closes;        // handles whose close callback has not run yet
     size_t queued_bytes;       // bytes in uv_write requests not completed
     void *spare_req;           // one completed write request kept for reuse
+    void *done_head;           // writes completed synchronously, callbacks not yet run
+    void *done_tail;
     sc_stream_read_cb read_cb;
     sc_stream_connect_cb connect_cb;
     sc_stream_handshake_cb hs_cb;
@@ -67,6 +70,14 @@ extern const struct sc_stream_ops sc_stream__tls_ops;
 // is released and |cb| does not run.
 int sc_stream__write_raw(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
                          char *owned, sc_stream_write_cb cb, void *arg);
+
+// sc_stream__schedule arms the defer timer: on the next loop turn the stream
+// runs the callbacks of writes that completed synchronously, then (with
+// SC_STREAM_F_TLS_KICK) the TLS driver. Callbacks never run re-entrantly.
+void sc_stream__schedule(struct sc_stream *s);
+
+// sc_stream__tls_process runs the TLS driver (tls_conn.c).
+void sc_stream__tls_process(struct sc_stream *s);
 
 // sc_stream__alloc is the uv_alloc_cb of every stream (a pool buffer).
 void sc_stream__alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);

@@ -33,6 +33,7 @@
 enum sc_conn_state {
     SC_CONN_CONNECTING = 0,
     SC_CONN_HANDSHAKE,
+    SC_CONN_DETECT,            // inbound DETECT: waiting for the client's first bytes
     SC_CONN_PUMP,
     SC_CONN_CLOSING,
 };
@@ -45,7 +46,14 @@ struct sc_conn {
     struct sc_stream *up;      // upstream side (NULL if not created or closed)
     struct sc_stream *tls;     // the mTLS side: down (inbound) or up (outbound)
     enum sc_conn_state state;
-    int open_streams;          // streams whose close callback has not run
+    int open_streams;          // handles (streams, detect timer) not yet closed
+    enum sc_conn_mode mode;    // mTLS or plain, once decided (stats)
+    bool counted;              // conn_opened was counted (conn_closed will be)
+    struct sc_route route;     // routed connections: the decision
+    void *snap;                // routed connections: the snapshot's reference
+    uv_timer_t detect;         // SC_CONN_DETECT timeout (initialised only then)
+    char *first;               // plain after detection: the bytes already read
+    size_t first_len;
     bool eof[2];               // source of direction d reported its end
     bool paused[2];            // source of direction d not read (backpressure)
     int inflight[2];           // writes in flight in direction d
@@ -63,18 +71,17 @@ static const char *dir_name(enum sc_dir d)
     return d == SC_DIR_INBOUND ? "inbound" : "outbound";
 }
 
-static void on_stream_closed(struct sc_stream *s)
+// release_handle is called once per closed handle; the last one frees |c|.
+static void release_handle(struct sc_conn *c)
 {
-    struct sc_conn *c = sc_stream_get_data(s);
-    if (s == c->down) {
-        c->down = NULL;
-    } else if (s == c->up) {
-        c->up = NULL;
-    }
     if (--c->open_streams > 0) {
         return;
     }
     struct sc_worker *w = c->w;
+    if (c->snap != NULL) {
+        w->proxy->cfg.router->snap_unref(c->snap);
+    }
+    sc_buf_release(c->first);
     if (c->prev != NULL) {
         c->prev->next = c->next;
     } else {
@@ -87,6 +94,30 @@ static void on_stream_closed(struct sc_stream *s)
     sc_worker__conn_gone(w);
 }
 
+static void on_stream_closed(struct sc_stream *s)
+{
+    struct sc_conn *c = sc_stream_get_data(s);
+    if (s == c->down) {
+        c->down = NULL;
+    } else if (s == c->up) {
+        c->up = NULL;
+    }
+    release_handle(c);
+}
+
+static void on_detect_closed(uv_handle_t *h)
+{
+    release_handle(h->data);
+}
+
+// count_open records the connection's mode once it is known.
+static void count_open(struct sc_conn *c, enum sc_conn_mode mode)
+{
+    c->mode = mode;
+    c->counted = true;
+    SC_STAT_ADD(c->w->stats.conn_opened[c->w->proxy->cfg.dir][mode], 1);
+}
+
 // finalize tears the connection down once (nginx ngx_stream_proxy_finalize).
 // |reset| aborts the downstream with a RST.
 static void finalize(struct sc_conn *c, const char *reason, bool reset)
@@ -97,8 +128,13 @@ static void finalize(struct sc_conn *c, const char *reason, bool reset)
     struct sc_worker *w = c->w;
     enum sc_dir dir = w->proxy->cfg.dir;
     bool pumped = c->state == SC_CONN_PUMP;
+    if (c->state == SC_CONN_DETECT) {
+        uv_close((uv_handle_t *)&c->detect, on_detect_closed);
+    }
     c->state = SC_CONN_CLOSING;
-    SC_STAT_ADD(w->stats.conn_closed[dir][SC_MODE_MTLS], 1);
+    if (c->counted) {
+        SC_STAT_ADD(w->stats.conn_closed[dir][c->mode], 1);
+    }
     if (pumped) {
         SSL *ssl = c->tls ? sc_stream_get0_ssl(c->tls) : NULL;
         sc_info("conn.close",
@@ -200,6 +236,20 @@ static void start_pump(struct sc_conn *c)
 {
     c->state = SC_CONN_PUMP;
     c->last_active_ms = uv_now(&c->w->loop);
+    if (c->first != NULL) {
+        // Plain after detection: the bytes read to decide go first.
+        char *first = c->first;
+        uv_buf_t b = uv_buf_init(first, (unsigned)c->first_len);
+        c->first = NULL;
+        c->bytes_in += b.len;
+        SC_STAT_ADD(c->w->stats.bytes_received[c->w->proxy->cfg.dir], b.len);
+        if (sc_stream_write(c->up, &b, 1, on_pump_written, first) != 0) {
+            sc_buf_release(first);
+            finalize(c, "upstream_write_error", false);
+            return;
+        }
+        c->inflight[0]++;
+    }
     if (sc_stream_read_start(c->down, on_pump_read) != 0 ||
         sc_stream_read_start(c->up, on_pump_read) != 0) {
         finalize(c, "read_error", false);
@@ -216,7 +266,7 @@ static void handshake_failed(struct sc_conn *c)
     enum sc_tls_fail reason = sc_stream_tls_fail(c->tls, &detail);
     const char *peer_id = sc_tls_peer_id(sc_stream_get0_ssl(c->tls));
     SC_STAT_ADD(w->stats.hs_failures[dir][reason], 1);
-    SC_STAT_ADD(w->stats.conn_failed[dir][SC_MODE_MTLS], 1);
+    SC_STAT_ADD(w->stats.conn_failed[dir][c->mode], 1);
     if (reason == SC_TLS_FAIL_NOT_ALLOWED) {
         SC_STAT_ADD(w->stats.authz_deny, 1);
     }
@@ -228,6 +278,29 @@ static void handshake_failed(struct sc_conn *c)
 }
 
 static void on_upstream_connect(struct sc_stream *up, int status);
+
+static const struct sockaddr *target_of(const struct sc_conn *c)
+{
+    return (const struct sockaddr *)(c->w->proxy->cfg.router != NULL
+                                         ? &c->route.target
+                                         : &c->w->proxy->cfg.target);
+}
+
+// connect_upstream opens the upstream side of |c| (plain TCP first; the
+// outbound mTLS handshake follows in on_upstream_connect).
+static void connect_upstream(struct sc_conn *c)
+{
+    struct sc_worker *w = c->w;
+    c->up = sc_stream_new(&w->loop, &w->pool);
+    sc_stream_set_data(c->up, c);
+    c->open_streams++;
+    c->state = SC_CONN_CONNECTING;
+    int r = sc_stream_connect(c->up, target_of(c), w->proxy->cfg.connect_timeout_ms,
+                              on_upstream_connect);
+    if (r != 0) {
+        on_upstream_connect(c->up, r); // the stream made no call: not re-entrant
+    }
+}
 
 static void on_handshake(struct sc_stream *s, int status)
 {
@@ -244,17 +317,27 @@ static void on_handshake(struct sc_stream *s, int status)
     }
     sc_stats_observe_handshake(&w->stats, sc_stream_handshake_us(s));
     if (dir == SC_DIR_INBOUND) {
+        const struct sc_proxy_router *rt = w->proxy->cfg.router;
+        const char *peer_id = sc_tls_peer_id(sc_stream_get0_ssl(s));
+        if (rt != NULL && rt->authorize != NULL && !rt->authorize(c->snap, &c->route, peer_id)) {
+            // Verified but not authorized for this port: refused like an
+            // allow-list miss, with the same log line and counters.
+            const char *detail = "client SPIFFE ID not allowed on this port";
+            SC_STAT_ADD(w->stats.hs_failures[dir][SC_TLS_FAIL_NOT_ALLOWED], 1);
+            SC_STAT_ADD(w->stats.conn_failed[dir][c->mode], 1);
+            SC_STAT_ADD(w->stats.authz_deny, 1);
+            sc_warn("tls.handshake_failed", "dir=%s reason=%s peer=%s peer_id=%s detail=%s",
+                    dir_name(dir), sc_tls_fail_name(SC_TLS_FAIL_NOT_ALLOWED), c->peer, peer_id,
+                    detail);
+#ifdef SC_HAVE_FAILURES
+            sc_failures_record(dir, SC_TLS_FAIL_NOT_ALLOWED, c->peer, peer_id, detail);
+#endif
+            finalize(c, "not_allowed", false);
+            return;
+        }
         SC_STAT_ADD(w->stats.authz_allow, 1);
         // Authenticated and authorized: only now reach the app.
-        c->up = sc_stream_new(&w->loop, &w->pool);
-        sc_stream_set_data(c->up, c);
-        c->open_streams++;
-        c->state = SC_CONN_CONNECTING;
-        int r = sc_stream_connect(c->up, (struct sockaddr *)&w->proxy->cfg.target,
-                                  w->proxy->cfg.connect_timeout_ms, on_upstream_connect);
-        if (r != 0) {
-            on_upstream_connect(c->up, r); // not re-entrant for the stream: it made no call
-        }
+        connect_upstream(c);
         return;
     }
     start_pump(c);
@@ -270,9 +353,9 @@ static void on_upstream_connect(struct sc_stream *up, int status)
     }
     if (status != 0) {
         char target[64];
-        SC_STAT_ADD(w->stats.conn_failed[dir][SC_MODE_MTLS], 1);
+        SC_STAT_ADD(w->stats.conn_failed[dir][c->mode], 1);
         sc_warn("conn.upstream_failed", "dir=%s target=%s error=%s", dir_name(dir),
-                sc_format_addr((struct sockaddr *)&w->proxy->cfg.target, target, sizeof(target)),
+                sc_format_addr(target_of(c), target, sizeof(target)),
                 status == UV_ETIMEDOUT ? "connect timeout" : uv_strerror(status));
         // Closed at once. Not with uv_tcp_close_reset: on loopback the RST
         // can reach a client whose connect() has not returned yet, which then
@@ -282,10 +365,14 @@ static void on_upstream_connect(struct sc_stream *up, int status)
         finalize(c, "upstream_connect_failed", false);
         return;
     }
-    if (dir == SC_DIR_OUTBOUND) {
+    if (dir == SC_DIR_OUTBOUND && c->mode == SC_MODE_MTLS) {
         c->state = SC_CONN_HANDSHAKE;
         int r = sc_stream_start_tls(up, w->ctx, false, w->proxy->cfg.sni,
                                     w->proxy->cfg.handshake_timeout_ms, on_handshake);
+        if (r == 0 && c->route.peer_id != NULL) {
+            // Secure naming: this destination's own expected identity.
+            r = sc_tls_set_expected_peer_id(sc_stream_get0_ssl(up), c->route.peer_id);
+        }
         if (r != 0) {
             sc_warn("tls.start_failed", "dir=outbound error=%s", sc_strerror(r));
             finalize(c, "tls_start_failed", false);
@@ -293,6 +380,125 @@ static void on_upstream_connect(struct sc_stream *up, int status)
         return;
     }
     start_pump(c);
+}
+
+// ---- protocol detection (inbound DETECT routes) -------------------------
+
+static void detected_plain(struct sc_conn *c)
+{
+    count_open(c, SC_MODE_PLAIN);
+    c->tls = NULL;
+    connect_upstream(c);
+}
+
+static void on_detect_timeout(uv_timer_t *t)
+{
+    struct sc_conn *c = t->data;
+    if (c->state != SC_CONN_DETECT) {
+        return;
+    }
+    // Nothing from the client: a server-first protocol. Plain passthrough.
+    sc_stream_read_stop(c->down);
+    uv_close((uv_handle_t *)&c->detect, on_detect_closed);
+    detected_plain(c);
+}
+
+static void on_detect_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct sc_conn *c = sc_stream_get_data(s);
+    struct sc_worker *w = c->w;
+    if (nread < 0) {
+        finalize(c, "closed_before_data", false);
+        return;
+    }
+    sc_stream_read_stop(s);
+    uv_close((uv_handle_t *)&c->detect, on_detect_closed);
+    c->state = SC_CONN_HANDSHAKE;
+    // A TLS client starts with a handshake record (content type 22).
+    if ((uint8_t)buf->base[0] == 0x16) {
+        count_open(c, SC_MODE_MTLS);
+        c->tls = s;
+        int r = sc_stream_start_tls_prefixed(s, w->ctx, true, NULL,
+                                             w->proxy->cfg.handshake_timeout_ms, on_handshake,
+                                             buf->base, (size_t)nread);
+        if (r != 0) {
+            sc_warn("tls.start_failed", "dir=inbound error=%s", sc_strerror(r));
+            finalize(c, "tls_start_failed", false);
+        }
+        return;
+    }
+    c->first = buf->base;
+    c->first_len = (size_t)nread;
+    detected_plain(c);
+}
+
+static void start_detect(struct sc_conn *c)
+{
+    struct sc_worker *w = c->w;
+    uint64_t ms = w->proxy->cfg.detect_timeout_ms ? w->proxy->cfg.detect_timeout_ms : 500;
+    uv_timer_init(&w->loop, &c->detect);
+    c->detect.data = c;
+    c->open_streams++;
+    c->state = SC_CONN_DETECT;
+    uv_timer_start(&c->detect, on_detect_timeout, ms, 0);
+    if (sc_stream_read_start(c->down, on_detect_read) != 0) {
+        finalize(c, "read_error", false);
+    }
+}
+
+// start_routed starts a connection of a router: refuse, plain, mTLS or detect.
+static void start_routed(struct sc_conn *c)
+{
+    struct sc_worker *w = c->w;
+    enum sc_dir dir = w->proxy->cfg.dir;
+    const struct sc_proxy_router *rt = w->proxy->cfg.router;
+    snprintf(c->route.orig, sizeof(c->route.orig), "-");
+    if (w->snap != NULL) {
+        rt->snap_ref(w->snap);
+        c->snap = w->snap;
+    }
+    uv_os_fd_t fd = -1;
+    uv_fileno((uv_handle_t *)sc_stream_get0_tcp(c->down), &fd);
+    rt->route(c->snap, dir, fd, &c->route);
+    if (dir == SC_DIR_OUTBOUND) {
+        sc_format_addr((struct sockaddr *)&c->route.target, c->peer, sizeof(c->peer));
+    }
+    switch (c->route.kind) {
+    case SC_ROUTE_PLAIN:
+        count_open(c, SC_MODE_PLAIN);
+        connect_upstream(c);
+        return;
+    case SC_ROUTE_MTLS:
+        count_open(c, SC_MODE_MTLS);
+        if (dir == SC_DIR_OUTBOUND) {
+            c->tls = NULL; // set once the upstream stream exists
+            connect_upstream(c);
+            c->tls = c->up;
+            return;
+        }
+        c->tls = c->down;
+        c->state = SC_CONN_HANDSHAKE;
+        if (sc_stream_start_tls(c->down, w->ctx, true, NULL, w->proxy->cfg.handshake_timeout_ms,
+                                on_handshake) != 0) {
+            finalize(c, "tls_start_failed", false);
+        }
+        return;
+    case SC_ROUTE_DETECT:
+        if (dir == SC_DIR_INBOUND) {
+            start_detect(c);
+            return;
+        }
+        break;
+    case SC_ROUTE_REFUSE:
+        break;
+    }
+    char client[64];
+    SC_STAT_ADD(w->stats.conn_failed[dir][SC_MODE_PLAIN], 1);
+    sc_warn("conn.refused", "dir=%s peer=%s orig=%s reason=%s", dir_name(dir),
+            sc_stream_peer_name(c->down, client, sizeof(client)), c->route.orig, c->route.kind == SC_ROUTE_REFUSE && c->route.reason
+                               ? c->route.reason
+                               : "bad_route");
+    finalize(c, "refused", false);
 }
 
 void sc_conn__accept(struct sc_worker *w)
@@ -322,7 +528,14 @@ void sc_conn__accept(struct sc_worker *w)
         sc_stream_close(c->down, on_stream_closed);
         return;
     }
-    SC_STAT_ADD(w->stats.conn_opened[dir][SC_MODE_MTLS], 1);
+    if (dir == SC_DIR_INBOUND) {
+        sc_stream_peer_name(c->down, c->peer, sizeof(c->peer));
+    }
+    if (p->cfg.router != NULL) {
+        start_routed(c);
+        return;
+    }
+    count_open(c, SC_MODE_MTLS);
     if (dir == SC_DIR_INBOUND) {
         c->tls = c->down;
         sc_stream_peer_name(c->down, c->peer, sizeof(c->peer));

@@ -24,6 +24,8 @@ struct sc_worker {
     struct sc_bufpool pool;
     SSL_CTX *ctx;                   // current snapshot (worker's reference)
     _Atomic(SSL_CTX *) pending_ctx; // published by main, picked up in on_async
+    void *snap;                     // router snapshot (worker's reference), may be NULL
+    _Atomic(void *) pending_snap;   // published by main, picked up in on_async
     atomic_bool drain_requested;
     bool draining;
     bool stopping;

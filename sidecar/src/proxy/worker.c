@@ -72,6 +72,14 @@ static void on_async(uv_async_t *a)
         SSL_CTX_free(w->ctx);
         w->ctx = ctx; // new connections use it; open ones keep theirs
     }
+    void *snap = atomic_exchange(&w->pending_snap, NULL);
+    if (snap != NULL) {
+        const struct sc_proxy_router *rt = w->proxy->cfg.router;
+        if (w->snap != NULL) {
+            rt->snap_unref(w->snap);
+        }
+        w->snap = snap;
+    }
     if (atomic_load(&w->drain_requested) && !w->draining) {
         w->draining = true;
         w->drain_deadline = uv_now(&w->loop) + atomic_load(&w->proxy->drain_timeout_ms);
@@ -102,6 +110,15 @@ static void worker_main(void *arg)
     SSL_CTX_free(w->ctx);
     w->ctx = NULL;
     SSL_CTX_free(atomic_exchange(&w->pending_ctx, NULL));
+    const struct sc_proxy_router *rt = w->proxy->cfg.router;
+    void *pending = atomic_exchange(&w->pending_snap, NULL);
+    if (rt != NULL && pending != NULL) {
+        rt->snap_unref(pending);
+    }
+    if (rt != NULL && w->snap != NULL) {
+        rt->snap_unref(w->snap);
+        w->snap = NULL;
+    }
     if (uv_loop_close(&w->loop) != 0) {
         sc_warn("proxy.worker_leak", "worker=%d loop closed with open handles", w->id);
     }
@@ -138,6 +155,9 @@ static void free_unstarted_worker(struct sc_worker *w)
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
     SSL_CTX_free(w->ctx);
+    if (w->snap != NULL) {
+        w->proxy->cfg.router->snap_unref(w->snap);
+    }
     sc_bufpool_cleanup(&w->pool);
     free(w);
 }
@@ -193,6 +213,11 @@ int sc_proxy_start(const struct sc_proxy_config *cfg, SSL_CTX *ctx, uv_loop_t *m
         SSL_CTX_up_ref(ctx);
         w->ctx = ctx;
         atomic_init(&w->pending_ctx, NULL);
+        atomic_init(&w->pending_snap, NULL);
+        if (cfg->router != NULL && cfg->route_snap != NULL) {
+            cfg->router->snap_ref(cfg->route_snap);
+            w->snap = cfg->route_snap;
+        }
         atomic_init(&w->drain_requested, false);
         atomic_init(&w->num_conns, 0);
         p->workers[i] = w;
@@ -253,6 +278,23 @@ void sc_proxy_publish_tls(struct sc_proxy *p, SSL_CTX *ctx)
         SSL_CTX_up_ref(ctx);
         SSL_CTX *old = atomic_exchange(&w->pending_ctx, ctx);
         SSL_CTX_free(old); // never picked up: superseded
+        uv_async_send(&w->async);
+    }
+}
+
+void sc_proxy_publish_route(struct sc_proxy *p, void *snap)
+{
+    const struct sc_proxy_router *rt = p->cfg.router;
+    if (rt == NULL || snap == NULL) {
+        return;
+    }
+    for (int i = 0; i < p->num_workers; i++) {
+        struct sc_worker *w = p->workers[i];
+        rt->snap_ref(snap);
+        void *old = atomic_exchange(&w->pending_snap, snap);
+        if (old != NULL) {
+            rt->snap_unref(old); // never picked up: superseded
+        }
         uv_async_send(&w->async);
     }
 }

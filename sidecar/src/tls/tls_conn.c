@@ -312,7 +312,8 @@ static void tls_process(struct sc_stream *s)
             s->hs_us = 1;
         }
         uv_timer_stop(&s->timer);
-        sc_stream__uv_read(s, false, NULL);
+        // Reading stays on through the callback; sync_uv_read below stops
+        // it if nobody wants plaintext yet (no epoll_ctl churn otherwise).
         s->hs_cb(s, 0);
         if (s->flags & SC_STREAM_F_CLOSING) {
             return;
@@ -347,19 +348,26 @@ static void on_tls_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
             s->flags |= SC_STREAM_F_GOT_BYTES;
             s->first_byte = (uint8_t)buf->base[0];
         }
+        // The socket is read only while s->in is empty (sync_uv_read), so
+        // nothing is pending here. Reading stays on unless processing leaves
+        // bytes behind: stopping and restarting around every read would cost
+        // two epoll_ctl calls per read.
         s->in = buf->base;
         s->in_off = 0;
         s->in_len = (size_t)nread;
-        sc_stream__uv_read(s, false, NULL);
     }
     tls_process(s);
 }
 
-static void on_defer(uv_timer_t *t)
+void sc_stream__tls_process(struct sc_stream *s)
 {
-    struct sc_stream *s = t->data;
-    s->flags &= ~SC_STREAM_F_DEFER;
     tls_process(s);
+}
+
+static void kick(struct sc_stream *s)
+{
+    s->flags |= SC_STREAM_F_TLS_KICK;
+    sc_stream__schedule(s);
 }
 
 // ---- ops -----------------------------------------------------------------
@@ -375,10 +383,7 @@ static int tls_read_start(struct sc_stream *s)
     // Bytes already buffered (ciphertext, decrypted records, or a pending
     // EOF) are delivered on the next turn, never re-entrantly.
     if (s->in != NULL || SSL_pending(s->ssl) > 0 || (s->flags & SC_STREAM_F_IN_EOF)) {
-        if (!(s->flags & SC_STREAM_F_DEFER)) {
-            s->flags |= SC_STREAM_F_DEFER;
-            uv_timer_start(&s->defer, on_defer, 0, 0);
-        }
+        kick(s);
         return 0;
     }
     sync_uv_read(s);
@@ -445,17 +450,31 @@ const struct sc_stream_ops sc_stream__tls_ops = {
 int sc_stream_start_tls(struct sc_stream *s, SSL_CTX *ctx, bool is_server, const char *sni,
                         uint64_t timeout_ms, sc_stream_handshake_cb cb)
 {
+    return sc_stream_start_tls_prefixed(s, ctx, is_server, sni, timeout_ms, cb, NULL, 0);
+}
+
+int sc_stream_start_tls_prefixed(struct sc_stream *s, SSL_CTX *ctx, bool is_server,
+                                 const char *sni, uint64_t timeout_ms, sc_stream_handshake_cb cb,
+                                 char *buf, size_t len)
+{
     if ((s->flags & (SC_STREAM_F_CLOSING | SC_STREAM_F_READING)) ||
         s->tls_state != SC_STREAM_TLS_NONE) {
+        sc_buf_release(buf);
         return SC_ESTATE;
+    }
+    if (len == 0) {
+        sc_buf_release(buf);
+        buf = NULL;
     }
     uv_once(&bio_method_once, init_bio_method);
     if (bio_method == NULL) {
+        sc_buf_release(buf);
         return SC_ENOMEM;
     }
     SSL *ssl = SSL_new(ctx);
     if (ssl == NULL) {
         sc_tls_log_errors("tls.ssl_new");
+        sc_buf_release(buf);
         return SC_ETLS;
     }
     BIO *bio = BIO_new(bio_method);
@@ -476,6 +495,15 @@ int sc_stream_start_tls(struct sc_stream *s, SSL_CTX *ctx, bool is_server, const
     }
     s->ssl = ssl;
     s->ops = &sc_stream__tls_ops;
+    // The plain side may have stopped with reading on; TLS drives it now.
+    sc_stream__uv_read(s, false, NULL);
+    if (buf != NULL) {
+        s->in = buf;
+        s->in_off = 0;
+        s->in_len = len;
+        s->flags |= SC_STREAM_F_GOT_BYTES;
+        s->first_byte = (uint8_t)buf[0];
+    }
     s->tls_state = SC_STREAM_TLS_HANDSHAKE;
     s->hs_cb = cb;
     s->hs_start_us = sc_stream__now_us();
@@ -484,13 +512,13 @@ int sc_stream_start_tls(struct sc_stream *s, SSL_CTX *ctx, bool is_server, const
     }
     // Kick the handshake on the next turn: the client's ClientHello goes out,
     // the server waits for bytes. Deferring keeps |cb| out of this call.
-    s->flags |= SC_STREAM_F_DEFER;
-    uv_timer_start(&s->defer, on_defer, 0, 0);
+    kick(s);
     return 0;
 
 out_free_ssl:
     sc_tls_log_errors("tls.start");
     SSL_free(ssl);
+    sc_buf_release(buf);
     return SC_ETLS;
 }
 
