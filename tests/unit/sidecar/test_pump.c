@@ -132,6 +132,43 @@ static void on_proxy_done(struct sc_proxy *p, void *arg)
     W.proxies_done++;
 }
 
+// A fake router: the snapshot says what to do with every connection.
+struct fake_snap {
+    int refs;
+    enum sc_route_kind kind;
+    bool to_app;          // target: the app (else the inbound proxy)
+    const char *peer_id;  // outbound MTLS
+    bool allow;           // authorize answer
+    int routed;           // route() calls
+};
+
+static void fake_route(void *snap, enum sc_dir dir, int fd, struct sc_route *out);
+
+static bool fake_authorize(void *snap, const struct sc_route *r, const char *peer_id)
+{
+    struct fake_snap *f = snap;
+    return f->allow && r->port == 4242 && strcmp(peer_id, TD "/ns/default/sa/client") == 0;
+}
+
+static void fake_ref(void *snap)
+{
+    __atomic_fetch_add(&((struct fake_snap *)snap)->refs, 1, __ATOMIC_RELAXED);
+}
+
+static void fake_unref(void *snap)
+{
+    __atomic_fetch_sub(&((struct fake_snap *)snap)->refs, 1, __ATOMIC_RELAXED);
+}
+
+static const struct sc_proxy_router fake_router = {
+    .route = fake_route,
+    .authorize = fake_authorize,
+    .snap_ref = fake_ref,
+    .snap_unref = fake_unref,
+};
+
+static struct fake_snap *in_snap, *out_snap; // set by tests before start_world
+
 static int start_world(bool app_up, uint64_t idle_ms)
 {
     memset(&W, 0, sizeof(W));
@@ -160,6 +197,10 @@ static int start_world(bool app_up, uint64_t idle_ms)
     };
     uv_ip4_addr("127.0.0.1", 0, (struct sockaddr_in *)&in_cfg.listen);
     uv_ip4_addr("127.0.0.1", W.app_port, (struct sockaddr_in *)&in_cfg.target);
+    if (in_snap != NULL) {
+        in_cfg.router = &fake_router;
+        in_cfg.route_snap = in_snap;
+    }
     SSL_CTX *sctx = make_ctx(true, "server");
     assert_int_equal(sc_proxy_start(&in_cfg, sctx, &W.loop, on_proxy_done, NULL, &W.in), 0);
     SSL_CTX_free(sctx);
@@ -167,6 +208,8 @@ static int start_world(bool app_up, uint64_t idle_ms)
     struct sc_proxy_config out_cfg = in_cfg;
     out_cfg.dir = SC_DIR_OUTBOUND;
     out_cfg.num_workers = 2;
+    out_cfg.router = out_snap != NULL ? &fake_router : NULL;
+    out_cfg.route_snap = out_snap;
     uv_ip4_addr("127.0.0.1", sc_proxy_listen_port(W.in), (struct sockaddr_in *)&out_cfg.target);
     uv_ip4_addr("127.0.0.1", 0, (struct sockaddr_in *)&out_cfg.listen);
     SSL_CTX *cctx = make_ctx(false, "client");
@@ -215,10 +258,31 @@ static void stop_world(void)
     assert_int_equal(W.proxies_done, 2);
     sc_proxy_free(W.in);
     sc_proxy_free(W.out);
+    // Every snapshot reference taken by the proxies was given back.
+    if (in_snap != NULL) {
+        assert_int_equal(in_snap->refs, 1);
+    }
+    if (out_snap != NULL) {
+        assert_int_equal(out_snap->refs, 1);
+    }
+    in_snap = out_snap = NULL;
     uv_close((uv_handle_t *)&W.app_listener, NULL);
     uv_run(&W.loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&W.loop), 0);
     free(W.data);
+}
+
+static void fake_route(void *snap, enum sc_dir dir, int fd, struct sc_route *out)
+{
+    struct fake_snap *f = snap;
+    f->routed++;
+    out->kind = f->kind;
+    out->reason = "test_refuse";
+    out->port = 4242;
+    out->peer_id = f->peer_id;
+    int port = f->to_app ? W.app_port : sc_proxy_listen_port(W.in);
+    uv_ip4_addr("127.0.0.1", port, (struct sockaddr_in *)&out->target);
+    snprintf(out->orig, sizeof(out->orig), "127.0.0.1:%d", port);
 }
 
 // ---- the client ----------------------------------------------------------
@@ -347,6 +411,90 @@ static void test_upstream_down(void **state)
     stop_world();
 }
 
+// Connects the test client straight to the inbound proxy (plain).
+static void start_client_to(int port, size_t bytes)
+{
+    start_client(port, bytes);
+}
+
+static void test_route_inbound_detect(void **state)
+{
+    // A TLS client (through the tunnel-mode outbound) is detected as mTLS.
+    struct fake_snap in = {.refs = 1, .kind = SC_ROUTE_DETECT, .to_app = true, .allow = true};
+    in_snap = &in;
+    int port = start_world(true, 0);
+    start_client(port, 300000);
+    assert_true(run_until(&W.cli_eof, 10000));
+    assert_true(W.content_ok);
+    assert_int_equal(W.received, W.to_send);
+    assert_int_equal(in.routed, 1);
+    stop_world();
+
+    // A plain client is passed through, its first bytes included.
+    struct fake_snap in2 = {.refs = 1, .kind = SC_ROUTE_DETECT, .to_app = true, .allow = true};
+    in_snap = &in2;
+    start_world(true, 0);
+    start_client_to(sc_proxy_listen_port(W.in), 100000);
+    assert_true(run_until(&W.cli_eof, 10000));
+    assert_true(W.content_ok);
+    assert_int_equal(W.received, W.to_send);
+    stop_world();
+}
+
+static void test_route_inbound_authorize(void **state)
+{
+    struct fake_snap in = {.refs = 1, .kind = SC_ROUTE_MTLS, .to_app = true, .allow = false};
+    in_snap = &in;
+    int port = start_world(true, 0);
+    start_client(port, 100);
+    assert_true(run_until(&W.cli_eof, 5000));
+    assert_int_equal(W.received, 0);
+    assert_null(W.app); // refused before the app was dialed
+    stop_world();
+}
+
+static void test_route_outbound(void **state)
+{
+    // mTLS to the inbound with the right per-destination ID.
+    struct fake_snap out = {.refs = 1, .kind = SC_ROUTE_MTLS, .peer_id = SERVER_ID};
+    out_snap = &out;
+    int port = start_world(true, 0);
+    start_client(port, 50000);
+    assert_true(run_until(&W.cli_eof, 10000));
+    assert_int_equal(W.received, W.to_send);
+    stop_world();
+
+    // The wrong expected ID: refused, nothing reaches the app.
+    struct fake_snap bad = {.refs = 1, .kind = SC_ROUTE_MTLS, .peer_id = TD "/ns/x/sa/y"};
+    out_snap = &bad;
+    port = start_world(true, 0);
+    start_client(port, 100);
+    assert_true(run_until(&W.cli_eof, 5000));
+    assert_int_equal(W.received, 0);
+    assert_int_equal(W.app_received, 0);
+    stop_world();
+
+    // Plain passthrough straight to the app.
+    struct fake_snap plain = {.refs = 1, .kind = SC_ROUTE_PLAIN, .to_app = true};
+    out_snap = &plain;
+    port = start_world(true, 0);
+    start_client(port, 70000);
+    assert_true(run_until(&W.cli_eof, 10000));
+    assert_true(W.content_ok);
+    assert_int_equal(W.received, W.to_send);
+    stop_world();
+
+    // Refused by the router.
+    struct fake_snap refuse = {.refs = 1, .kind = SC_ROUTE_REFUSE};
+    out_snap = &refuse;
+    port = start_world(true, 0);
+    start_client(port, 100);
+    assert_true(run_until(&W.cli_eof, 5000));
+    assert_int_equal(W.received, 0);
+    assert_null(W.app);
+    stop_world();
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN); // as every libuv program: EPIPE instead of death
@@ -355,6 +503,9 @@ int main(void)
         cmocka_unit_test(test_backpressure),
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_upstream_down),
+        cmocka_unit_test(test_route_inbound_detect),
+        cmocka_unit_test(test_route_inbound_authorize),
+        cmocka_unit_test(test_route_outbound),
     };
     return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
 }
