@@ -1438,17 +1438,6 @@ int cp_server_run(const struct cp_server_config *cfg)
         free(srv);
         return 1;
     }
-    if (cfg->root_out != NULL) {
-        int rc = cp_ca_write_roots(cfg->ca, cfg->root_out);
-        if (rc != 0) {
-            fprintf(stderr, "seam-control-plane: --root-out %s: %s\n", cfg->root_out,
-                    uv_strerror(rc));
-            SSL_CTX_free(srv->ssl_ctx);
-            cp_mesh_free(srv->mesh);
-            free(srv);
-            return 2;
-        }
-    }
     srv->bundle_gen = cp_ca_generation(cfg->ca);
     srv->snap = build_snap(srv);
 
@@ -1479,6 +1468,17 @@ int cp_server_run(const struct cp_server_config *cfg)
     if (cfg->have_admin &&
         listen_on(srv, &srv->admin, &cfg->admin, on_admin_connection, "admin") != 0) {
         goto out;
+    }
+    // --root-out is written once the listeners are up, so a client that
+    // waits for the file can connect right away.
+    if (cfg->root_out != NULL) {
+        int rc = cp_ca_write_roots(cfg->ca, cfg->root_out);
+        if (rc != 0) {
+            fprintf(stderr, "seam-control-plane: --root-out %s: %s\n", cfg->root_out,
+                    uv_strerror(rc));
+            ret = 2;
+            goto out;
+        }
     }
     uv_timer_start(&srv->poll, on_poll, cfg->mesh_poll_ms, cfg->mesh_poll_ms);
     char lname[64], aname[64];
