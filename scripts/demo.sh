@@ -6,13 +6,15 @@
 #
 #   SEAM_BUILD_DIR=DIR     build tree (default: build/)
 #   SEAM_DEMO_NO_BUILD=1   skip deps.sh and the build (tests use this)
-#   SEAM_DEMO=tunnel       which scenario (default: the richest one this machine can run)
+#   SEAM_DEMO=tunnel|mesh  which scenario (default: the richest one this machine can run)
 #   SEAM_DEMO_KEEP=1       keep the work dir (PKI, logs) for a look afterwards
 #
-# Scenarios: tunnel (scripts/demo/tunnel.sh) — outbound + inbound tunnels and
-# an echo app on loopback, no root needed. The mesh scenario (control plane,
-# pods in network namespaces) will be scripts/demo/mesh.sh and is chosen when
-# running as root; without root the tunnel scenario runs and says why.
+# Scenarios: mesh (scripts/demo/mesh.sh) — the control plane and three pods in
+# network namespaces with seam-init's rules, sidecars as uid 1337, mTLS on the
+# wire, a refused caller, a certificate rotation; chosen when running as root
+# (it falls back to the tunnel demo, saying why, if namespaces or a tool are
+# missing). tunnel (scripts/demo/tunnel.sh) — outbound + inbound tunnels and
+# an echo app on loopback, no root needed; without root it runs and says why.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
