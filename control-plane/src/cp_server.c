@@ -1399,19 +1399,34 @@ static void on_walk_close(uv_handle_t *h, void *arg)
     }
 }
 
-static int listen_on(struct cp_server *srv, uv_tcp_t *tcp, const struct sockaddr_storage *ss,
-                     uv_connection_cb cb, const char *what)
+// bind_on binds |tcp| to |ss| without listening yet (a taken port fails
+// here, before any file is written).
+static int bind_on(struct cp_server *srv, uv_tcp_t *tcp, const struct sockaddr_storage *ss,
+                   const char *what)
 {
     char name[64];
     uv_tcp_init(&srv->loop, tcp);
     tcp->data = srv;
     int rc = uv_tcp_bind(tcp, (const struct sockaddr *)ss, 0);
     if (rc == 0) {
-        rc = uv_listen((uv_stream_t *)tcp, 1024, cb);
+        // libuv reports some bind errors (EADDRINUSE) only at listen time:
+        // probe by asking for the bound address.
+        struct sockaddr_storage got;
+        int len = sizeof(got);
+        rc = uv_tcp_getsockname(tcp, (struct sockaddr *)&got, &len);
     }
     if (rc != 0) {
         sc_error("cp.listen_failed", "what=%s addr=%s error=%s", what,
                  sc_format_addr((const struct sockaddr *)ss, name, sizeof(name)), uv_strerror(rc));
+    }
+    return rc;
+}
+
+static int listen_now(uv_tcp_t *tcp, uv_connection_cb cb, const char *what)
+{
+    int rc = uv_listen((uv_stream_t *)tcp, 1024, cb);
+    if (rc != 0) {
+        sc_error("cp.listen_failed", "what=%s error=%s", what, uv_strerror(rc));
     }
     return rc;
 }
@@ -1462,15 +1477,12 @@ int cp_server_run(const struct cp_server_config *cfg)
     uv_signal_start(&srv->sig_int, on_signal, SIGINT);
     uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
 
-    if (listen_on(srv, &srv->listener, &cfg->listen, on_connection, "grpc") != 0) {
+    if (bind_on(srv, &srv->listener, &cfg->listen, "grpc") != 0 ||
+        (cfg->have_admin && bind_on(srv, &srv->admin, &cfg->admin, "admin") != 0)) {
         goto out;
     }
-    if (cfg->have_admin &&
-        listen_on(srv, &srv->admin, &cfg->admin, on_admin_connection, "admin") != 0) {
-        goto out;
-    }
-    // --root-out is written once the listeners are up, so a client that
-    // waits for the file can connect right away.
+    // --root-out is written after the ports are bound and before they
+    // listen: once a client can connect, the file it verifies with exists.
     if (cfg->root_out != NULL) {
         int rc = cp_ca_write_roots(cfg->ca, cfg->root_out);
         if (rc != 0) {
@@ -1479,6 +1491,10 @@ int cp_server_run(const struct cp_server_config *cfg)
             ret = 2;
             goto out;
         }
+    }
+    if (listen_now(&srv->listener, on_connection, "grpc") != 0 ||
+        (cfg->have_admin && listen_now(&srv->admin, on_admin_connection, "admin") != 0)) {
+        goto out;
     }
     uv_timer_start(&srv->poll, on_poll, cfg->mesh_poll_ms, cfg->mesh_poll_ms);
     char lname[64], aname[64];
