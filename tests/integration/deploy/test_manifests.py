@@ -373,11 +373,17 @@ def pod_labels(doc):
 BUILD_DIR = os.environ.get("SEAM_BUILD_DIR") or os.path.join(SOURCE_DIR, "build")
 
 
-def free_port():
+def free_ports(n):
+    """n distinct TCP ports that were free a moment ago (all held open while choosing)."""
     import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def ec_jwks(tmp_path):
@@ -453,7 +459,7 @@ class ControlPlane:
         files = {"/etc/seam/mesh/mesh.yaml": mesh, "/etc/seam/jwks/jwks.json": self.jwks,
                  "/etc/seam/ca/tls.crt": self.ca, "/etc/seam/ca/tls.key": out / "ca.key"}
         c, _ = cp_args()
-        self.grpc_port, self.admin_port = free_port(), free_port()
+        self.grpc_port, self.admin_port = free_ports(2)
         argv = [self.binary]
         for a in c["args"]:
             if a in files:
@@ -599,10 +605,10 @@ def test_sidecar_runs_with_the_manifest_env(tmp_path):
     try:
         cp.wait_healthy()
         seam, env = sidecar_env(tmp_path, cp)
-        admin = free_port()
+        admin, outbound, inbound = free_ports(3)
         env["SEAM_ADMIN"] = f"127.0.0.1:{admin}"
-        env["SEAM_OUTBOUND_PORT"] = str(free_port())  # 15001/15006 may be taken on this machine
-        env["SEAM_INBOUND_PORT"] = str(free_port())
+        env["SEAM_OUTBOUND_PORT"] = str(outbound)  # 15001/15006 may be taken on this machine
+        env["SEAM_INBOUND_PORT"] = str(inbound)
         slog = tmp_path / "sidecar.log"
         side_log = open(slog, "wb")
         side_proc = subprocess.Popen([sidecar] + seam["args"], env=env, stdout=side_log,
