@@ -227,6 +227,23 @@ def test_permissive_accepts_plain_strict_refuses_it(lab):
     assert out == "app@b:9090 got mtls-permissive from 127.0.0.1\n", out
 
 
+def test_nothing_loops_back_into_the_sidecar(lab):
+    a, b = lab.pods["a"], lab.pods["b"]
+    # The app dials a's outbound listener itself: not a redirected connection.
+    out = a.call("127.0.0.1", 15001, "loop-out")
+    assert "got loop-out" not in out, out
+    meshlab.wait_for(lambda: "reason=not_redirected" in a.sidecar.log(), 10,
+                     what="a's not_redirected refusal")
+    # A peer dials b's inbound capture port: redirected onto itself.
+    node = meshlab.Pod(lab, "node", 1, "-", "-")
+    node.netns = lab.node
+    out = node.call("10.244.0.20", 15006, "loop-in")
+    assert "got loop-in" not in out, out
+    meshlab.wait_for(lambda: "reason=not_redirected" in b.sidecar.log(), 10,
+                     what="b's not_redirected refusal")
+    assert "loop-in" not in b.app.log() and "loop-out" not in a.app.log()
+
+
 def set_mesh_and_wait(lab, text):
     applied = {n: count(p.sidecar, "mesh.config_applied") for n, p in lab.pods.items()}
     lab.set_mesh(text)
