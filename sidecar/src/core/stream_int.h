@@ -22,6 +22,7 @@ enum sc_stream_tls_state {
 #define SC_STREAM_F_DEFER 0x80u       // the defer timer is armed
 #define SC_STREAM_F_GOT_BYTES 0x100u  // TLS: first byte from the peer seen
 #define SC_STREAM_F_TLS_KICK 0x200u   // TLS: run the driver on the deferred turn
+#define SC_STREAM_F_HS_STARTED 0x400u // TLS: the first SSL_do_handshake ran
 
 struct sc_stream {
     uv_tcp_t tcp;              // the connection; data = this stream

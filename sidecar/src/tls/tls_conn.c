@@ -21,6 +21,7 @@
 #include "sc/err.h"
 #include "sc/log.h"
 #include "sc/tls.h"
+#include "tls/tls_int.h"
 
 static void tls_process(struct sc_stream *s);
 static int flush_out(struct sc_stream *s, sc_stream_write_cb cb, void *arg);
@@ -293,6 +294,13 @@ static void tls_process(struct sc_stream *s)
         return;
     }
     if (s->tls_state == SC_STREAM_TLS_HANDSHAKE) {
+        if (!(s->flags & SC_STREAM_F_HS_STARTED)) {
+            // First flight: offer a stored session (client). Done here, not
+            // in start_tls, so a per-connection expected ID set right after
+            // start_tls picks the matching session.
+            s->flags |= SC_STREAM_F_HS_STARTED;
+            sc_tls__before_handshake(s->ssl);
+        }
         ERR_clear_error();
         int r = SSL_do_handshake(s->ssl);
         if (r != 1) {
@@ -306,6 +314,10 @@ static void tls_process(struct sc_stream *s)
             return;
         }
         flush_out(s, NULL, NULL);
+        if (!sc_tls__verify_resumed(s->ssl)) {
+            fail_handshake(s, SC_TLS_FAIL_MAX, SSL_ERROR_SSL);
+            return;
+        }
         s->tls_state = SC_STREAM_TLS_OPEN;
         s->hs_us = sc_stream__now_us() - s->hs_start_us;
         if (s->hs_us == 0) {

@@ -113,18 +113,28 @@ SSL_CTX *sc_tls_ctx_new_pem(const struct sc_tls_opts *opts, const char *cert_pem
     SSL_CTX_set_custom_verify(ctx, mode, sc_tls__custom_verify);
     if (opts->is_server) {
         SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, NULL);
-        // No resumption on the server: a resumed session would skip the
-        // client certificate check, and allow-lists and bundles change.
-        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-        SSL_CTX_set_num_tickets(ctx, 0);
+        // Resumption with tickets. Safe because: ticket keys are random per
+        // SSL_CTX, so a new snapshot (rotation, new bundle or allow-list)
+        // invalidates every ticket; a resumed session's client chain is
+        // re-checked against the policy and its expiry after the handshake
+        // (tls_conn.c, sc_tls__verify_resumed); and sessions live at most 1 h.
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
+        SSL_CTX_set_num_tickets(ctx, 1);
+        SSL_CTX_set_timeout(ctx, 3600);
+        SSL_CTX_set_session_psk_dhe_timeout(ctx, 3600);
+        SSL_CTX_set_session_id_context(ctx, (const uint8_t *)"seam", 4);
     } else {
         // SSL_CTX_set_alpn_protos returns 0 on success (PROTOCOLS.md §4.3).
         if (SSL_CTX_set_alpn_protos(ctx, policy->alpn, (unsigned)policy->alpn_len) != 0) {
             snprintf(err, err_cap, "cannot set ALPN");
             goto out_free;
         }
+        // Resumption: sessions kept per expected peer ID (tls_verify.c); the
+        // verifier runs again on resumption, so a cached session never
+        // outlives the peer's certificate or the policy.
         SSL_CTX_set_reverify_on_resume(ctx, 1);
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+        SSL_CTX_sess_set_new_cb(ctx, sc_tls__on_new_session);
     }
     if (!SSL_CTX_set_ex_data(ctx, sc_tls__ctx_policy_index(), policy)) {
         snprintf(err, err_cap, "cannot attach the policy");

@@ -32,7 +32,28 @@ struct sc_tls_policy {
     struct sc_tls_vcache_entry cache[SC_TLS_VCACHE_SIZE];
     unsigned cache_next;       // round-robin replacement
     uint64_t cache_hits;
+    // Client contexts: TLS sessions to resume, by expected peer ID and SNI.
+    struct {
+        char *key;
+        SSL_SESSION *sess;
+    } sessions[16];
+    unsigned sess_next;
 };
+
+// sc_tls__on_new_session stores a session ticket the server sent (client
+// contexts; SSL_CTX_sess_set_new_cb). Takes ownership: returns 1.
+int sc_tls__on_new_session(SSL *ssl, SSL_SESSION *sess);
+
+// sc_tls__before_handshake offers a stored session for resumption (client
+// side) before the first handshake flight.
+void sc_tls__before_handshake(SSL *ssl);
+
+// sc_tls__verify_resumed re-checks a resumed server-side session: BoringSSL
+// does not run the custom verify on the server when resuming, so the peer's
+// chain (kept in the session) goes through the verifier (its cache makes this
+// cheap) and the policy again. Returns true if the peer is still accepted;
+// otherwise the verdict is recorded on |ssl| (sc_tls_verify_result).
+bool sc_tls__verify_resumed(SSL *ssl);
 
 // sc_tls__vcache_hits returns how many handshakes skipped chain validation
 // thanks to the cache of |ctx|'s policy (tests, metrics).

@@ -127,6 +127,10 @@ void sc_tls_policy_free(struct sc_tls_policy *p)
     for (size_t i = 0; i < SC_TLS_VCACHE_SIZE; i++) {
         free(p->cache[i].id);
     }
+    for (size_t i = 0; i < sizeof(p->sessions) / sizeof(p->sessions[0]); i++) {
+        free(p->sessions[i].key);
+        SSL_SESSION_free(p->sessions[i].sess);
+    }
     uv_mutex_destroy(&p->cache_lock);
     free(p->peer_id);
     free(p->alpn);
@@ -553,7 +557,9 @@ static uint8_t alert_for(enum sc_tls_fail r)
 // sc_tls__custom_verify is the SSL_CTX_set_custom_verify callback of every
 // context built by tls_ctx.c. It also runs on resumption
 // (SSL_CTX_set_reverify_on_resume) so a session never outlives its policy.
-enum ssl_verify_result_t sc_tls__custom_verify(SSL *ssl, uint8_t *out_alert)
+// check_peer runs the verifier on the peer chain of |ssl| and records the
+// verdict on it. Returns true if the peer is accepted.
+static bool check_peer(SSL *ssl, uint8_t *out_alert)
 {
     SSL_CTX *ctx = SSL_get_SSL_CTX(ssl);
     struct sc_tls_policy *p = SSL_CTX_get_ex_data(ctx, sc_tls__ctx_policy_index());
@@ -616,7 +622,103 @@ out:
     set_info(ssl, !ok, reason, detail, id);
     if (!ok) {
         *out_alert = alert_for(reason);
-        return ssl_verify_invalid;
     }
-    return ssl_verify_ok;
+    return ok;
+}
+
+enum ssl_verify_result_t sc_tls__custom_verify(SSL *ssl, uint8_t *out_alert)
+{
+    return check_peer(ssl, out_alert) ? ssl_verify_ok : ssl_verify_invalid;
+}
+
+bool sc_tls__verify_resumed(SSL *ssl)
+{
+    if (!SSL_is_server(ssl) || !SSL_session_reused(ssl) ||
+        !(SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER)) {
+        return true;
+    }
+    uint8_t alert = 0;
+    return check_peer(ssl, &alert);
+}
+
+// ---- client session cache (resumption) ------------------------------------
+
+static void session_key(SSL *ssl, const struct sc_tls_policy *p, char *out, size_t cap)
+{
+    struct conn_info *ci = get_info(ssl);
+    const char *id = (ci != NULL && ci->expected_id != NULL) ? ci->expected_id : p->peer_id;
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    snprintf(out, cap, "%s|%s", id ? id : "-", sni ? sni : "-");
+}
+
+int sc_tls__on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    struct sc_tls_policy *p = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), sc_tls__ctx_policy_index());
+    char key[SC_SPIFFE_ID_MAX + 300];
+    if (p == NULL) {
+        SSL_SESSION_free(sess);
+        return 1;
+    }
+    session_key(ssl, p, key, sizeof(key));
+    char *k = strdup(key);
+    if (k == NULL) {
+        SSL_SESSION_free(sess);
+        return 1;
+    }
+    size_t n = sizeof(p->sessions) / sizeof(p->sessions[0]);
+    uv_mutex_lock(&p->cache_lock);
+    size_t slot = n;
+    for (size_t i = 0; i < n; i++) {
+        if (p->sessions[i].key != NULL && strcmp(p->sessions[i].key, key) == 0) {
+            slot = i; // the newest ticket for a destination replaces the older one
+            break;
+        }
+    }
+    if (slot == n) {
+        slot = p->sess_next;
+        p->sess_next = (p->sess_next + 1) % n;
+    }
+    free(p->sessions[slot].key);
+    SSL_SESSION_free(p->sessions[slot].sess);
+    p->sessions[slot].key = k;
+    p->sessions[slot].sess = sess;
+    uv_mutex_unlock(&p->cache_lock);
+    return 1;
+}
+
+void sc_tls__before_handshake(SSL *ssl)
+{
+    if (SSL_is_server(ssl)) {
+        return;
+    }
+    struct sc_tls_policy *p = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), sc_tls__ctx_policy_index());
+    if (p == NULL) {
+        return;
+    }
+    char key[SC_SPIFFE_ID_MAX + 300];
+    session_key(ssl, p, key, sizeof(key));
+    SSL_SESSION *sess = NULL;
+    size_t n = sizeof(p->sessions) / sizeof(p->sessions[0]);
+    uv_mutex_lock(&p->cache_lock);
+    for (size_t i = 0; i < n; i++) {
+        if (p->sessions[i].key != NULL && strcmp(p->sessions[i].key, key) == 0) {
+            sess = p->sessions[i].sess;
+            if (SSL_SESSION_should_be_single_use(sess)) {
+                // TLS 1.3 tickets are used once: take it out of the cache.
+                free(p->sessions[i].key);
+                p->sessions[i].key = NULL;
+                p->sessions[i].sess = NULL;
+            } else {
+                SSL_SESSION_up_ref(sess);
+            }
+            break;
+        }
+    }
+    uv_mutex_unlock(&p->cache_lock);
+    if (sess != NULL) {
+        if (SSL_SESSION_is_resumable(sess)) {
+            SSL_set_session(ssl, sess); // the SSL takes its own reference
+        }
+        SSL_SESSION_free(sess);
+    }
 }

@@ -89,6 +89,9 @@ struct harness {
     char srv_peer_id[256];
     char cli_peer_id[256];
     char version[32];
+    int cli_reused;
+    int srv_reused;
+    bool shutdown_after_echo; // half-close only once everything came back
     int closes;
     int srv_eof;
     int cli_eof;
@@ -140,6 +143,7 @@ static void srv_on_handshake(struct sc_stream *s, int status)
         sc_stream_close(s, on_closed);
         return;
     }
+    h->srv_reused = SSL_session_reused(sc_stream_get0_ssl(s));
     sc_stream_read_start(s, srv_on_read);
 }
 
@@ -176,6 +180,9 @@ static void cli_on_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf)
     }
     h->received += (size_t)nread;
     sc_buf_release(buf->base);
+    if (h->shutdown_after_echo && h->received == h->to_send) {
+        sc_stream_shutdown(s);
+    }
 }
 
 static void cli_send_more(struct sc_stream *s);
@@ -196,7 +203,9 @@ static void cli_send_more(struct sc_stream *s)
 {
     struct harness *h = sc_stream_get_data(s);
     if (h->sent == h->to_send) {
-        sc_stream_shutdown(s);
+        if (!h->shutdown_after_echo) {
+            sc_stream_shutdown(s);
+        }
         return;
     }
     size_t n = h->to_send - h->sent;
@@ -222,6 +231,7 @@ static void cli_on_handshake(struct sc_stream *s, int status)
         return;
     }
     snprintf(h->version, sizeof(h->version), "%s", sc_stream_tls_version(s));
+    h->cli_reused = SSL_session_reused(sc_stream_get0_ssl(s));
     sc_stream_read_start(s, cli_on_read);
     cli_send_more(s);
 }
@@ -411,6 +421,47 @@ static void test_tls_verify_cache(void **state)
     SSL_CTX_free(dctx);
 }
 
+// Resumption: the second connection resumes the first one's session (TLS 1.3
+// ticket), and the server still knows the client's verified ID. A new
+// server snapshot (new ticket keys) forces a full handshake.
+static void test_tls_resumption(void **state)
+{
+    SSL_CTX *sctx = make_ctx(true, "server", NULL, TD "/ns/default/*", NULL);
+    SSL_CTX *cctx = make_ctx(false, "client", SERVER_ID, NULL, NULL);
+    int reused[3];
+    for (int i = 0; i < 3; i++) {
+        // The client half-closes only after the echo came back: a TLS 1.3
+        // ticket arrives after the handshake, and BoringSSL drops tickets
+        // that arrive after our close_notify.
+        struct harness h = {.shutdown_after_echo = true};
+        SSL_CTX_up_ref(sctx);
+        SSL_CTX_up_ref(cctx);
+        h.server_ctx = sctx;
+        h.client_ctx = cctx;
+        run_echo(&h, 1000);
+        assert_int_equal(h.srv_hs_status, 0);
+        assert_int_equal(h.received, 1000);
+        assert_string_equal(h.srv_peer_id, CLIENT_ID);
+        assert_string_equal(h.cli_peer_id, SERVER_ID);
+        assert_int_equal(h.cli_reused, h.srv_reused);
+        reused[i] = h.cli_reused;
+    }
+    assert_int_equal(reused[0], 0);
+    assert_int_equal(reused[1], 1);
+    assert_int_equal(reused[2], 1);
+    // A rotated server snapshot: the old ticket is not accepted.
+    struct harness h = {0};
+    h.server_ctx = make_ctx(true, "server", NULL, TD "/ns/default/*", NULL);
+    SSL_CTX_up_ref(cctx);
+    h.client_ctx = cctx;
+    run_echo(&h, 10);
+    assert_int_equal(h.srv_hs_status, 0);
+    assert_int_equal(h.cli_reused, 0);
+    assert_string_equal(h.srv_peer_id, CLIENT_ID);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(cctx);
+}
+
 // ---- connect failures ----------------------------------------------------
 
 static int connect_status = 1;
@@ -517,6 +568,7 @@ int main(void)
         cmocka_unit_test(test_tls_server_refusals),
         cmocka_unit_test(test_tls_client_id_mismatch),
         cmocka_unit_test(test_tls_verify_cache),
+        cmocka_unit_test(test_tls_resumption),
         cmocka_unit_test(test_connect_refused),
         cmocka_unit_test(test_handshake_timeout),
     };
