@@ -4,9 +4,9 @@
 
 #include "sc/tunnel.h"
 
-// Subcommands built by other modules. A header that exists is included so
-// its object is linked from the static library; otherwise the symbol is weak
-// and resolves to NULL when the module is not built.
+// Subcommands built by other modules. A header (or source) that exists makes
+// the reference strong so its object is linked from the static library;
+// otherwise the symbol is weak and resolves to NULL when not built.
 #if __has_include("sc/certify.h")
 #include "sc/certify.h"
 #define SC_HAVE_CERTIFY 1
@@ -15,6 +15,11 @@ int sc_cmd_certify(int argc, char **argv) __attribute__((weak));
 #endif
 #if __has_include("sc/run.h")
 #include "sc/run.h"
+#define SC_HAVE_RUN 1
+#elif __has_include("cli/run.c")
+// A weak reference never pulls an object out of a static library, so when
+// the mesh command's source is in the tree, reference it strongly.
+int sc_cmd_run(int argc, char **argv);
 #define SC_HAVE_RUN 1
 #else
 int sc_cmd_run(int argc, char **argv) __attribute__((weak));
@@ -36,7 +41,7 @@ static void usage(FILE *f)
                "Run `seam-sidecar COMMAND --help` for its flags.\n");
 }
 
-static int not_built(const char *cmd)
+static int __attribute__((unused)) not_built(const char *cmd)
 {
     fprintf(stderr, "seam-sidecar: command \"%s\" is not built into this binary\n", cmd);
     return 2;
