@@ -465,6 +465,20 @@ static int authenticate(struct cp_call *call, bool required)
     return -1;
 }
 
+// copy_printable copies |src| into |dst| replacing every byte outside
+// printable ASCII (and '"' / '\\') with '?': peer-supplied strings (node IDs,
+// nonces, NACK messages, CSR names) end up in log lines and metric labels and
+// must not break or forge them.
+static void copy_printable(char *dst, size_t cap, const char *src)
+{
+    size_t i = 0;
+    for (; src[i] != '\0' && i + 1 < cap; i++) {
+        unsigned char ch = (unsigned char)src[i];
+        dst[i] = (ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\') ? '?' : (char)ch;
+    }
+    dst[i] = '\0';
+}
+
 static void handle_ca(struct cp_call *call)
 {
     struct cp_server *srv = call->conn->srv;
@@ -486,6 +500,9 @@ static void handle_ca(struct cp_call *call)
     int64_t want = req->validity_duration;
     istio__v1__auth__istio_certificate_request__free_unpacked(req, NULL);
     if (st != CC_GRPC_OK) {
+        char safe[512];
+        copy_printable(safe, sizeof(safe), msg);
+        snprintf(msg, sizeof(msg), "%s", safe);
         sc_warn("cp.csr_refused", "peer=%s identity=%s status=%s reason=\"%s\"", call->conn->peer,
                 call->identity, cc_grpc_status_name(st), msg);
         trailers_only(call, st, msg);
@@ -528,20 +545,23 @@ static int on_config_msg(struct cp_call *call, const uint8_t *msg, size_t len)
         const char *node = call->identity[0]                         ? call->identity
                            : (req->node != NULL && req->node->id[0]) ? req->node->id
                                                                      : call->conn->peer;
-        snprintf(call->node, sizeof(call->node), "%.255s", node);
-        sc_info("cp.stream_open", "peer=%s node=%s version=%s", call->conn->peer, call->node,
-                req->version_info);
+        copy_printable(call->node, sizeof(call->node), node);
+        char ver[64];
+        copy_printable(ver, sizeof(ver), req->version_info);
+        sc_info("cp.stream_open", "peer=%s node=%s version=%s", call->conn->peer, call->node, ver);
         call->next_snap = snap_ref(srv->snap);
         srv->pushes++;
     } else if (req->error_detail != NULL) {
         srv->nacks++;
-        snprintf(call->nacked, sizeof(call->nacked), "%s", req->response_nonce);
-        sc_warn("cp.config_nack", "node=%s nonce=%s code=%d error=\"%.300s\"", call->node,
-                req->response_nonce, req->error_detail->code, req->error_detail->message);
+        char detail[301];
+        copy_printable(call->nacked, sizeof(call->nacked), req->response_nonce);
+        copy_printable(detail, sizeof(detail), req->error_detail->message);
+        sc_warn("cp.config_nack", "node=%s nonce=%s code=%d error=\"%s\"", call->node, call->nacked,
+                req->error_detail->code, detail);
     } else if (req->response_nonce[0] != '\0') {
         srv->acks++;
-        snprintf(call->acked, sizeof(call->acked), "%s", req->version_info);
-        sc_debug("cp.config_ack", "node=%s version=%s", call->node, req->version_info);
+        copy_printable(call->acked, sizeof(call->acked), req->version_info);
+        sc_debug("cp.config_ack", "node=%s version=%s", call->node, call->acked);
     }
     seam__v1__config_request__free_unpacked(req, NULL);
     if (call->deferred) {

@@ -174,3 +174,19 @@ def test_example_mesh_is_valid(procs, tmp_path):
     st = ConfigStream(cp.channel(), "n")
     assert len(st.next().snapshot.services) == 2
     st.close()
+
+
+def test_peer_strings_cannot_forge_log_lines_or_labels(procs, tmp_path):
+    cp = ControlPlane(procs, tmp_path)
+    evil = 'x"} 1\nseam_cp_fake 1\n2026-01-01T00:00:00Z ERROR forged'
+    st = ConfigStream(cp.channel(), evil)
+    r = st.next()
+    st.nack(r, "", 'bad\nERROR forged "line"')
+    cp.proc.wait_log("cp.config_nack", timeout=10)
+    m = cp.metrics()
+    assert "seam_cp_fake" not in [l.split(" ")[0] for l in m.splitlines()]
+    assert [l for l in m.splitlines() if l.startswith("seam_cp_config_client{")][0].endswith(" 1")
+    assert not any(l.startswith("seam_cp_fake") for l in m.splitlines())
+    assert not any(l.startswith("2026-01-01") or "ERROR forged" in l.split(" ")[0:3]
+                   for l in cp.proc.log().splitlines())
+    st.close()
