@@ -1517,12 +1517,21 @@ int cp_server_run(const struct cp_server_config *cfg)
         goto out;
     }
     uv_timer_start(&srv->poll, on_poll, cfg->mesh_poll_ms, cfg->mesh_poll_ms);
+    // Log the bound addresses (port 0 picks a free one).
     char lname[64], aname[64];
-    sc_info("cp.ready", "listen=%s admin=%s version=%s trust_domain=%s",
-            sc_format_addr((const struct sockaddr *)&cfg->listen, lname, sizeof(lname)),
-            cfg->have_admin
-                ? sc_format_addr((const struct sockaddr *)&cfg->admin, aname, sizeof(aname))
-                : "-",
+    struct sockaddr_storage bound;
+    int blen = sizeof(bound);
+    if (uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &blen) != 0) {
+        bound = cfg->listen;
+    }
+    sc_format_addr((const struct sockaddr *)&bound, lname, sizeof(lname));
+    blen = sizeof(bound);
+    if (cfg->have_admin && uv_tcp_getsockname(&srv->admin, (struct sockaddr *)&bound, &blen) == 0) {
+        sc_format_addr((const struct sockaddr *)&bound, aname, sizeof(aname));
+    } else {
+        snprintf(aname, sizeof(aname), "-");
+    }
+    sc_info("cp.ready", "listen=%s admin=%s version=%s trust_domain=%s", lname, aname,
             srv->snap->version, cp_ca_trust_domain(cfg->ca));
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     ret = 0;
