@@ -63,16 +63,18 @@ inbound:
 
 
 class ControlPlane:
-    def __init__(self, procs, tmp, extra=(), tokens=None, mesh=MESH, auth="tokens"):
+    def __init__(self, procs, tmp, extra=(), tokens=None, mesh=MESH, auth="tokens",
+                 listen_host="127.0.0.1"):
         self.tmp = str(tmp)
-        self.port = seamtest.free_port()
+        self.port = seamtest.free_port(listen_host)
         self.admin_port = seamtest.free_port()
         self.root = os.path.join(self.tmp, "root.pem")
         self.mesh = os.path.join(self.tmp, "mesh.yaml")
         with open(self.mesh, "w") as f:
             f.write(mesh)
         args = [seamtest.binary("seam-control-plane"),
-                "--listen", f"127.0.0.1:{self.port}",
+                "--listen", (f"[{listen_host}]:{self.port}" if ":" in listen_host
+                             else f"{listen_host}:{self.port}"),
                 "--admin", f"127.0.0.1:{self.admin_port}",
                 "--mesh", self.mesh, "--root-out", self.root]
         if auth == "tokens":

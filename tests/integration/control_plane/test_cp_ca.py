@@ -198,3 +198,13 @@ def test_loaded_intermediate_ca_chain(procs, tmp_path):
     ok, out = openssl_verify(tmp_path, list(resp.cert_chain), open(os.path.join(d, "root.pem")).read(), "i")
     assert ok, out
     assert resp.cert_chain[2] == open(os.path.join(d, "root.pem")).read()
+
+
+def test_ipv6_listener_with_ip_san(procs, tmp_path):
+    c = ControlPlane(procs, tmp_path, listen_host="::1")
+    with open(c.root, "rb") as f:
+        creds = grpc.ssl_channel_credentials(f.read())
+    ch = grpc.secure_channel(f"[::1]:{c.port}", creds)  # verified against the ::1 IP SAN
+    resp = create_cert(ch, "tok-a", make_csr(new_key(), uri=ID_A))
+    ch.close()
+    assert uri_sans(load_chain(resp)[0])[1] == [ID_A]
