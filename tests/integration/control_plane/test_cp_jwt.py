@@ -1,5 +1,6 @@
 """Kubernetes mode: projected service-account JWTs verified offline (issue 4)."""
 import json
+import os
 import subprocess
 import time
 
@@ -107,3 +108,25 @@ def test_bad_tokens_are_unauthenticated(cp, name, mk):
     why = {"tampered payload": "bad signature", "alg none": "unsupported alg",
            "no exp": "missing exp", "garbage": "not a JWS"}.get(name, name)
     cp.proc.wait_log(f'reason="{why}', timeout=5)
+
+
+def test_jwks_file_reload_adds_a_key(cp):
+    d = cp.dir
+    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ec2.sec1", cwd=d)
+    openssl("pkcs8", "-topk8", "-nocrypt", "-in", "ec2.sec1", "-out", "ec2.key", cwd=d)
+    tok = jwt_sign(str(d / "ec2.key"), "ES256", claims(), kid="e2")
+    with pytest.raises(grpc.RpcError):
+        issue(cp, tok)
+    pub = pubkey(d / "ec2.key").public_numbers()
+    jwks = json.loads((d / "jwks.json").read_text())
+    jwks["keys"].append({"kty": "EC", "kid": "e2", "crv": "P-256",
+                         "x": b64u(pub.x.to_bytes(32, "big")), "y": b64u(pub.y.to_bytes(32, "big"))})
+    (d / "jwks.new").write_text(json.dumps(jwks))
+    os.replace(d / "jwks.new", d / "jwks.json")
+    resp = seamtest.wait_for(lambda: issue(cp, tok), timeout=10, what="new JWKS key accepted")
+    assert leaf_id(resp) == ["spiffe://cluster.local/ns/shop/sa/cart"]
+    # A broken JWKS file is refused and the loaded keys stay.
+    (d / "jwks.new").write_text("{not json")
+    os.replace(d / "jwks.new", d / "jwks.json")
+    cp.proc.wait_log("cp.auth_reload_failed", timeout=10)
+    assert leaf_id(issue(cp, tok)) == ["spiffe://cluster.local/ns/shop/sa/cart"]
