@@ -1,8 +1,15 @@
 // sc/limits.h — resource limits of the data path: open connections per
-// worker and bytes of I/O buffers in use. A limit is enforced by refusing new
-// work (the connection is accepted and closed at once, counted in the
-// worker's refused_limit and logged at most once a second), never by dying
-// or by stalling connections already open.
+// worker, bytes of I/O buffers in use, and file descriptors. A limit is
+// enforced by refusing new work (the connection is accepted and closed at
+// once, counted and logged at most once a second), never by dying or by
+// stalling connections already open.
+//
+// File descriptors: a connection accepted with an fd number within
+// SC_LIMITS_FD_HEADROOM of the soft RLIMIT_NOFILE is refused (reason
+// "fd_limit", counted in accept_errors like a failed accept), so open
+// connections keep the fds they need for their upstream side and the admin
+// server keeps answering. (Past the limit itself, libuv accepts and closes
+// pending connections silently; the headroom makes that rare.)
 //
 // The limits are process-wide and read with relaxed atomics, so they may be
 // set (sc_limits_set) before or while workers run. Each worker checks its
@@ -15,6 +22,9 @@
 #include <stdint.h>
 
 #include "sc/flags.h"
+#include "sc/stats.h"
+
+#define SC_LIMITS_FD_HEADROOM 32
 
 // Defaults (documented in sidecar/README.md "Limits" and docs/SECURITY.md).
 #define SC_LIMITS_DEFAULT_MAX_CONNS 10000                   // per worker
@@ -27,6 +37,10 @@ struct sc_limits {
 
 // sc_limits_defaults fills |l| with the defaults above.
 void sc_limits_defaults(struct sc_limits *l);
+
+// Until a program calls sc_limits_set, the data path takes the limits from
+// SEAM_MAX_CONNECTIONS and SEAM_MAX_BUFFER_MEMORY if set (at its first
+// accepted connection), else the defaults.
 
 // sc_limits_set makes |l| the limits in force (process-wide).
 void sc_limits_set(const struct sc_limits *l);
@@ -42,13 +56,23 @@ void sc_limits_get(struct sc_limits *out);
 void sc_limits_flags(struct sc_limits *l, struct sc_flag out[SC_LIMITS_NUM_FLAGS]);
 
 // sc_limits_admit decides, on worker |worker| (of |num_workers|), whether a
-// connection just accepted may proceed. |open| counts the worker's open
-// connections including the new one; |buf_bytes| the bytes of buffers its
-// pool has handed out. Returns NULL to admit, or a static reason
-// ("max_connections", "max_buffer_memory") to refuse; a refusal is logged
-// (event limits.refused) at most once a second per process, with the number
-// of refusals not logged since. Thread-safe.
-const char *sc_limits_admit(int worker, int num_workers, uint64_t open, uint64_t buf_bytes);
+// connection just accepted on socket |fd| (-1: unknown) may proceed. |open|
+// counts the worker's open connections including the new one; |buf_bytes|
+// the bytes of buffers its pool has handed out. Returns NULL to admit, or a
+// static reason ("max_connections", "max_buffer_memory", "fd_limit") to
+// refuse. A refusal is counted in |st| (refused_limit, or accept_errors for
+// fd_limit; |st| may be NULL) and logged (event limits.refused) at most once
+// a second per process, with the number of refusals not logged since.
+// Thread-safe.
+const char *sc_limits_admit(struct sc_worker_stats *st, int worker, int num_workers, int fd,
+                            uint64_t open, uint64_t buf_bytes);
+
+// sc_limits_admit_conn is the data path's hook (sidecar/src/proxy): it runs
+// sc_limits_admit for the connection |down| just accepted on worker |w|.
+// Returns 0 to go on, -1 if the caller must close |down| at once.
+struct sc_worker;
+struct sc_stream;
+int sc_limits_admit_conn(struct sc_worker *w, struct sc_stream *down);
 
 // sc_limits_refused_total returns the number of refusals since start (all
 // workers; the per-worker counters in sc/stats.h are the metric).

@@ -3,11 +3,16 @@
 // worker against its own counters, and a rate-limited refusal log.
 #include "sc/limits.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <sys/resource.h>
 #include <time.h>
 
+#include "proxy/proxy_int.h"
 #include "sc/log.h"
+#include "sc/parse.h"
 
 #define SC_LIMITS_LOG_INTERVAL_NS 1000000000ull
 
@@ -16,6 +21,40 @@ static _Atomic uint64_t g_max_buffer = SC_LIMITS_DEFAULT_MAX_BUFFER;
 static _Atomic uint64_t g_refused;
 static _Atomic uint64_t g_unlogged;      // refusals since the last log line
 static _Atomic uint64_t g_last_log_ns;   // CLOCK_MONOTONIC of the last log line
+static atomic_bool g_explicit;           // sc_limits_set was called
+static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
+
+// env_init applies SEAM_MAX_CONNECTIONS / SEAM_MAX_BUFFER_MEMORY when no
+// program set the limits explicitly (the flag parser reads the same
+// variables, so a CLI that wires the flags sees the same values).
+static void env_init(void)
+{
+    if (atomic_load(&g_explicit)) {
+        return;
+    }
+    const char *err = NULL;
+    const char *v = getenv("SEAM_MAX_CONNECTIONS");
+    uint64_t n = 0;
+    if (v != NULL && *v != '\0') {
+        char *end = NULL;
+        unsigned long long x = strtoull(v, &end, 10);
+        if (*end == '\0' && v[0] != '-') {
+            atomic_store(&g_max_conns, (uint64_t)x);
+        } else {
+            sc_error("limits.bad_env", "SEAM_MAX_CONNECTIONS=%s is not a number (keeping %llu)",
+                     v, (unsigned long long)atomic_load(&g_max_conns));
+        }
+    }
+    v = getenv("SEAM_MAX_BUFFER_MEMORY");
+    if (v != NULL && *v != '\0') {
+        if (sc_parse_size(v, &n, &err) == 0) {
+            atomic_store(&g_max_buffer, n);
+        } else {
+            sc_error("limits.bad_env", "SEAM_MAX_BUFFER_MEMORY=%s: %s (keeping %llu)", v,
+                     err ? err : "bad size", (unsigned long long)atomic_load(&g_max_buffer));
+        }
+    }
+}
 
 void sc_limits_defaults(struct sc_limits *l)
 {
@@ -25,6 +64,7 @@ void sc_limits_defaults(struct sc_limits *l)
 
 void sc_limits_set(const struct sc_limits *l)
 {
+    atomic_store(&g_explicit, true);
     atomic_store_explicit(&g_max_conns, l->max_conns_per_worker, memory_order_relaxed);
     atomic_store_explicit(&g_max_buffer, l->max_buffer_bytes, memory_order_relaxed);
 }
@@ -85,21 +125,56 @@ static void log_refusal(const char *reason, int worker, uint64_t open, uint64_t 
             (unsigned long long)n);
 }
 
-const char *sc_limits_admit(int worker, int num_workers, uint64_t open, uint64_t buf_bytes)
+// fd_near_limit tells whether |fd| is within the headroom of the soft fd
+// limit (read each time: prlimit may change it while we run).
+static bool fd_near_limit(int fd)
+{
+    struct rlimit rl;
+    if (fd < 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
+        return false;
+    }
+    return (rlim_t)fd + SC_LIMITS_FD_HEADROOM >= rl.rlim_cur;
+}
+
+const char *sc_limits_admit(struct sc_worker_stats *st, int worker, int num_workers, int fd,
+                            uint64_t open, uint64_t buf_bytes)
 {
     uint64_t max_conns = atomic_load_explicit(&g_max_conns, memory_order_relaxed);
     uint64_t max_buf = atomic_load_explicit(&g_max_buffer, memory_order_relaxed);
+    uint64_t share = max_buf / (uint64_t)(num_workers > 0 ? num_workers : 1);
     const char *reason = NULL;
-    if (max_conns != 0 && open > max_conns) {
+    if (fd_near_limit(fd)) {
+        reason = "fd_limit";
+    } else if (max_conns != 0 && open > max_conns) {
         reason = "max_connections";
-    } else if (max_buf != 0 && buf_bytes >= max_buf / (uint64_t)(num_workers > 0 ? num_workers : 1)) {
+    } else if (max_buf != 0 && buf_bytes >= share) {
         reason = "max_buffer_memory";
     }
-    if (reason != NULL) {
-        atomic_fetch_add_explicit(&g_refused, 1, memory_order_relaxed);
-        log_refusal(reason, worker, open, buf_bytes);
+    if (reason == NULL) {
+        return NULL;
     }
+    if (st != NULL) {
+        if (reason[0] == 'f') {
+            SC_STAT_ADD(st->accept_errors, 1);
+        } else {
+            SC_STAT_ADD(st->refused_limit, 1);
+        }
+    }
+    atomic_fetch_add_explicit(&g_refused, 1, memory_order_relaxed);
+    log_refusal(reason, worker, open, buf_bytes);
     return reason;
+}
+
+int sc_limits_admit_conn(struct sc_worker *w, struct sc_stream *down)
+{
+    pthread_once(&g_env_once, env_init);
+    uv_os_fd_t fd = -1;
+    if (uv_fileno((uv_handle_t *)sc_stream_get0_tcp(down), &fd) != 0) {
+        fd = -1;
+    }
+    uint64_t open = atomic_load_explicit(&w->num_conns, memory_order_relaxed);
+    uint64_t buf_bytes = (uint64_t)w->pool.num_out * SC_BUF_SIZE;
+    return sc_limits_admit(&w->stats, w->id, w->proxy->num_workers, fd, open, buf_bytes) ? -1 : 0;
 }
 
 uint64_t sc_limits_refused_total(void)
