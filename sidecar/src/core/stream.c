@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <netinet/in.h>
+
 #include "sc/err.h"
 #include "sc/parse.h"
 
@@ -92,6 +94,17 @@ char *sc_stream_peer_name(struct sc_stream *s, char *out, size_t cap)
     if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &len) != 0) {
         snprintf(out, cap, "-");
         return out;
+    }
+    // On a dual-stack listener an IPv4 peer shows up as ::ffff:a.b.c.d; log
+    // it as the IPv4 address it is.
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    if (ss.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+        struct sockaddr_in in4;
+        memset(&in4, 0, sizeof(in4));
+        in4.sin_family = AF_INET;
+        in4.sin_port = in6->sin6_port;
+        memcpy(&in4.sin_addr, &in6->sin6_addr.s6_addr[12], 4);
+        return sc_format_addr((struct sockaddr *)&in4, out, cap);
     }
     return sc_format_addr((struct sockaddr *)&ss, out, cap);
 }

@@ -384,8 +384,38 @@ static void on_upstream_connect(struct sc_stream *up, int status)
 
 // ---- protocol detection (inbound DETECT routes) -------------------------
 
+// refuse logs and closes a connection the router (or its authorization)
+// turned away before any byte reached the upstream.
+static void refuse(struct sc_conn *c, const char *reason, const char *detail)
+{
+    struct sc_worker *w = c->w;
+    enum sc_dir dir = w->proxy->cfg.dir;
+    char client[64];
+    SC_STAT_ADD(w->stats.conn_failed[dir][SC_MODE_PLAIN], 1);
+    sc_warn("conn.refused", "dir=%s peer=%s orig=%s reason=%s detail=%s", dir_name(dir),
+            sc_stream_peer_name(c->down, client, sizeof(client)), c->route.orig, reason, detail);
+    finalize(c, "refused", false);
+}
+
+// plain_allowed asks the router whether a client without an identity may
+// use this inbound route (a port with allow rules admits only mTLS peers).
+static bool plain_allowed(struct sc_conn *c)
+{
+    const struct sc_proxy_router *rt = c->w->proxy->cfg.router;
+    if (c->w->proxy->cfg.dir != SC_DIR_INBOUND || rt == NULL || rt->authorize == NULL ||
+        rt->authorize(c->snap, &c->route, "-")) {
+        return true;
+    }
+    SC_STAT_ADD(c->w->stats.authz_deny, 1);
+    refuse(c, "not_allowed", "plain_client");
+    return false;
+}
+
 static void detected_plain(struct sc_conn *c)
 {
+    if (!plain_allowed(c)) {
+        return;
+    }
     count_open(c, SC_MODE_PLAIN);
     c->tls = NULL;
     connect_upstream(c);
@@ -465,6 +495,9 @@ static void start_routed(struct sc_conn *c)
     }
     switch (c->route.kind) {
     case SC_ROUTE_PLAIN:
+        if (!plain_allowed(c)) {
+            return;
+        }
         count_open(c, SC_MODE_PLAIN);
         connect_upstream(c);
         return;
@@ -492,13 +525,9 @@ static void start_routed(struct sc_conn *c)
     case SC_ROUTE_REFUSE:
         break;
     }
-    char client[64];
-    SC_STAT_ADD(w->stats.conn_failed[dir][SC_MODE_PLAIN], 1);
-    sc_warn("conn.refused", "dir=%s peer=%s orig=%s reason=%s", dir_name(dir),
-            sc_stream_peer_name(c->down, client, sizeof(client)), c->route.orig, c->route.kind == SC_ROUTE_REFUSE && c->route.reason
-                               ? c->route.reason
-                               : "bad_route");
-    finalize(c, "refused", false);
+    refuse(c, c->route.kind == SC_ROUTE_REFUSE && c->route.reason ? c->route.reason
+                                                                  : "bad_route",
+           "-");
 }
 
 void sc_conn__accept(struct sc_worker *w)

@@ -138,7 +138,8 @@ struct fake_snap {
     enum sc_route_kind kind;
     bool to_app;          // target: the app (else the inbound proxy)
     const char *peer_id;  // outbound MTLS
-    bool allow;           // authorize answer
+    bool allow;           // authorize answer for mTLS clients
+    bool deny_plain;      // authorize answer for plain clients ("-")
     int routed;           // route() calls
 };
 
@@ -147,6 +148,9 @@ static void fake_route(void *snap, enum sc_dir dir, int fd, struct sc_route *out
 static bool fake_authorize(void *snap, const struct sc_route *r, const char *peer_id)
 {
     struct fake_snap *f = snap;
+    if (strcmp(peer_id, "-") == 0) {
+        return !f->deny_plain;
+    }
     return f->allow && r->port == 4242 && strcmp(peer_id, TD "/ns/default/sa/client") == 0;
 }
 
@@ -438,6 +442,17 @@ static void test_route_inbound_detect(void **state)
     assert_true(run_until(&W.cli_eof, 10000));
     assert_true(W.content_ok);
     assert_int_equal(W.received, W.to_send);
+    stop_world();
+
+    // A port whose rules admit only identities refuses the plain client.
+    struct fake_snap in3 = {.refs = 1, .kind = SC_ROUTE_DETECT, .to_app = true, .allow = true,
+                            .deny_plain = true};
+    in_snap = &in3;
+    start_world(true, 0);
+    start_client_to(sc_proxy_listen_port(W.in), 1000);
+    assert_true(run_until(&W.cli_eof, 5000));
+    assert_int_equal(W.received, 0);
+    assert_null(W.app);
     stop_world();
 }
 
