@@ -106,3 +106,23 @@ def test_slow_reader_gets_latest_version_not_a_queue(procs, tmp_path):
     assert first.version_info != got[-1].version_info
     it.cancel()
     ch.close()
+
+
+def test_max_concurrent_streams_is_enforced(procs, tmp_path):
+    """--max-streams 2: a third stream on the same connection waits (grpcio
+    honours SETTINGS_MAX_CONCURRENT_STREAMS) until one of the two ends."""
+    cp = ControlPlane(procs, tmp_path, extra=["--max-streams", "2"])
+    ch = cp.channel()
+    s1 = ConfigStream(ch, "one")
+    s2 = ConfigStream(ch, "two")
+    s1.next()
+    s2.next()
+    s3 = ConfigStream(ch, "three")
+    with pytest.raises(queue.Empty):
+        s3.next(timeout=1.5)
+    assert cp.metric("seam_cp_config_streams") == 2
+    s1.close()
+    assert s3.next(timeout=10).version_info
+    s2.close()
+    s3.close()
+    ch.close()
