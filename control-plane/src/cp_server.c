@@ -117,7 +117,11 @@ struct cp_conn {
 
 struct cp_admin_conn {
     uv_tcp_t tcp;
+    uv_timer_t timer; // request + response deadline
+    int open_handles; // freed when both handles closed
+    bool closing;
     struct cp_server *srv;
+    struct cp_admin_conn *prev, *next; // srv->admins
     char buf[8192];
     size_t len;
     bool responded;
@@ -134,6 +138,7 @@ struct cp_server {
     uv_signal_t sig_term, sig_int, sig_hup;
     SSL_CTX *ssl_ctx;
     struct cp_conn *conns;
+    struct cp_admin_conn *admins;
     struct cp_call *cfg_streams;
     Seam__V1__Snapshot *mesh;
     struct stat mesh_st;
@@ -1152,18 +1157,47 @@ static char *metrics_text(struct cp_server *srv)
     return b.p;
 }
 
+#define CP_ADMIN_TIMEOUT_MS 10000
+
 static void on_admin_closed(uv_handle_t *h)
 {
     struct cp_admin_conn *a = h->data;
+    if (--a->open_handles > 0) {
+        return;
+    }
+    if (a->prev != NULL) {
+        a->prev->next = a->next;
+    } else {
+        a->srv->admins = a->next;
+    }
+    if (a->next != NULL) {
+        a->next->prev = a->prev;
+    }
     free(a->resp);
     free(a);
+}
+
+// admin_close closes both handles once; the memory goes in the last callback.
+static void admin_close(struct cp_admin_conn *a)
+{
+    if (a->closing) {
+        return;
+    }
+    a->closing = true;
+    uv_close((uv_handle_t *)&a->timer, on_admin_closed);
+    uv_close((uv_handle_t *)&a->tcp, on_admin_closed);
+}
+
+static void on_admin_timeout(uv_timer_t *t)
+{
+    admin_close(t->data); // slow or silent client
 }
 
 static void on_admin_written(uv_write_t *req, int status)
 {
     struct cp_admin_conn *a = req->data;
     free(req);
-    uv_close((uv_handle_t *)&a->tcp, on_admin_closed);
+    admin_close(a);
 }
 
 static void admin_respond(struct cp_admin_conn *a, int code, const char *ctype, const char *body)
@@ -1194,7 +1228,7 @@ static void admin_respond(struct cp_admin_conn *a, int code, const char *ctype, 
     uv_read_stop((uv_stream_t *)&a->tcp);
     if (uv_write(req, (uv_stream_t *)&a->tcp, &b, 1, on_admin_written) != 0) {
         free(req);
-        uv_close((uv_handle_t *)&a->tcp, on_admin_closed);
+        admin_close(a);
     }
 }
 
@@ -1295,7 +1329,7 @@ static void on_admin_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread < 0) {
-        uv_close((uv_handle_t *)&a->tcp, on_admin_closed);
+        admin_close(a);
         return;
     }
     a->len += (size_t)nread;
@@ -1319,10 +1353,19 @@ static void on_admin_connection(uv_stream_t *server, int status)
     }
     a->srv = srv;
     uv_tcp_init(&srv->loop, &a->tcp);
+    uv_timer_init(&srv->loop, &a->timer);
     a->tcp.data = a;
+    a->timer.data = a;
+    a->open_handles = 2;
+    a->next = srv->admins;
+    if (srv->admins != NULL) {
+        srv->admins->prev = a;
+    }
+    srv->admins = a;
+    uv_timer_start(&a->timer, on_admin_timeout, CP_ADMIN_TIMEOUT_MS, 0);
     if (uv_accept(server, (uv_stream_t *)&a->tcp) != 0 ||
         uv_read_start((uv_stream_t *)&a->tcp, on_admin_alloc, on_admin_read) != 0) {
-        uv_close((uv_handle_t *)&a->tcp, on_admin_closed);
+        admin_close(a);
     }
 }
 
@@ -1543,6 +1586,9 @@ out:
     srv->shutting_down = true;
     for (struct cp_conn *c = srv->conns; c != NULL; c = c->next) {
         conn_close(c);
+    }
+    for (struct cp_admin_conn *a = srv->admins; a != NULL; a = a->next) {
+        admin_close(a);
     }
     uv_walk(&srv->loop, on_walk_close, NULL);
     uv_run(&srv->loop, UV_RUN_DEFAULT);

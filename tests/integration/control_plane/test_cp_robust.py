@@ -126,3 +126,17 @@ def test_max_concurrent_streams_is_enforced(procs, tmp_path):
     s2.close()
     s3.close()
     ch.close()
+
+
+def test_admin_closes_silent_clients_and_exits_cleanly_with_one_open(procs, tmp_path):
+    cp = ControlPlane(procs, tmp_path)
+    silent = socket.create_connection(("127.0.0.1", cp.admin_port), timeout=15)
+    t0 = time.monotonic()
+    assert silent.recv(1) == b""  # closed after the 10 s admin deadline
+    assert 8 < time.monotonic() - t0 < 14
+    silent.close()
+    partial = socket.create_connection(("127.0.0.1", cp.admin_port), timeout=5)
+    partial.sendall(b"GET /metr")
+    assert cp.metric("seam_cp_config_streams") == 0  # admin still answers others
+    assert cp.proc.stop() == 0  # SIGTERM with an admin connection open: exit 0
+    partial.close()
