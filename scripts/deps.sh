@@ -17,7 +17,7 @@ PKGS=(
   buildah umoci skopeo runc podman yamllint
   prometheus
   # bench peers
-  haproxy nginx wrk iperf3 util-linux
+  haproxy nginx libnginx-mod-stream stunnel4 wrk iperf3 util-linux linux-perf valgrind
 )
 need=()
 for p in "${PKGS[@]}"; do
