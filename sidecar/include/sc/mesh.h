@@ -138,7 +138,9 @@ enum sc_mesh_detect sc_mesh_detect_client_hello(const uint8_t *data, size_t len)
 //     refused, so nothing loops back into the sidecar.
 //   inbound: the app on the original port over loopback (127.0.0.1, or ::1
 //     for an IPv6 peer); STRICT -> SC_ROUTE_MTLS, PERMISSIVE ->
-//     SC_ROUTE_DETECT; authorize = sc_mesh_authorize on the original port.
+//     SC_ROUTE_DETECT, except on a port with allow rules (a plain client
+//     could never be allowed there: SC_ROUTE_MTLS); authorize =
+//     sc_mesh_authorize on the original port.
 // Without a config every connection is refused.
 extern const struct sc_proxy_router sc_mesh_router;
 

@@ -58,7 +58,13 @@ void sc_mesh_route(const struct sc_mesh_config *cfg, enum sc_dir dir, const stru
         in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         in->sin_port = htons(port);
     }
-    out->kind = sc_mesh_port_mode(cfg, port) == SC_MESH_STRICT ? SC_ROUTE_MTLS : SC_ROUTE_DETECT;
+    // PERMISSIVE lets plain clients through only where no allow rule
+    // exists: a plain client has no identity, and once a rule exists the
+    // default is deny. So a PERMISSIVE port with rules requires mTLS.
+    const struct sc_mesh_port *rules = sc_mesh_port_rules(cfg, port);
+    bool has_rules = rules != NULL && rules->allow.num_patterns > 0;
+    out->kind = sc_mesh_port_mode(cfg, port) == SC_MESH_STRICT || has_rules ? SC_ROUTE_MTLS
+                                                                              : SC_ROUTE_DETECT;
 }
 
 // same_endpoint compares address and port, a v4-mapped address equal to its

@@ -9,7 +9,8 @@ plain TCP.
     pod c  spiffe://cluster.local/ns/other/sa/c     10.244.0.30  fd00:10:244::30
     node   bridge br0, control plane, a server outside the mesh  10.244.0.1
 
-b's port 8080 is STRICT and allows only a; 9090 is PERMISSIVE without rules.
+b's port 8080 is STRICT and allows only a; 9090 is PERMISSIVE without rules;
+9091 is PERMISSIVE and allows only a (so no plain client either).
 Certificates live 10 s, so they rotate all through the test.
 Everything is created here and removed afterwards, also on failure.
 """
@@ -67,12 +68,19 @@ services:
       - address: 10.244.0.20
         port: 9090
         spiffe_id: {B}
+      - address: 10.244.0.20
+        port: 9091
+        spiffe_id: {B}
 inbound:
   - port: 8080
     mode: STRICT
     allow:
 {allow}  - port: 9090
     mode: PERMISSIVE
+  - port: 9091
+    mode: PERMISSIVE
+    allow:
+      - {A}
 """
 
 
@@ -96,7 +104,7 @@ def lab():
         lab.outside = lab.start([meshlab.PY, "-u", meshlab.APP, "serve", "outside", 7070],
                                 "app-outside.log", netns=lab.node, uid=meshlab.APP_UID)
         for name in ("a", "b", "c"):
-            lab.start_pod(name, app_ports=(8080, 9090))
+            lab.start_pod(name, app_ports=(8080, 9090, 9091))
         lab.outside.wait_log("app.ready")
         lab.wait_ready()
         yield lab
@@ -225,6 +233,19 @@ def test_permissive_accepts_plain_strict_refuses_it(lab):
     # A mesh client on the PERMISSIVE port still gets mTLS (detected ClientHello).
     out = a.call("10.244.0.20", 9090, "mtls-permissive")
     assert out == "app@b:9090 got mtls-permissive from 127.0.0.1\n", out
+    line = meshlab.wait_for(lambda: [l for l in b.sidecar.log().splitlines()
+                                     if "conn.close dir=inbound" in l and f"peer_id={A}" in l
+                                     and "bytes_in=16 " in l], 10, what="b's mTLS on 9090")
+    assert "tls=TLSv1.3" in line[-1], line
+    # PERMISSIVE with allow rules: a plain client has no identity to allow.
+    before = count(b.sidecar, "reason=not_tls")
+    out = node.call("10.244.0.20", 9091, "plain-with-rules")
+    assert "got plain-with-rules" not in out, out
+    meshlab.wait_for(lambda: count(b.sidecar, "reason=not_tls") > before, 10,
+                     what="b's refusal of a plain client on 9091")
+    assert "plain-with-rules" not in b.app.log()
+    out = a.call("10.244.0.20", 9091, "mtls-with-rules")
+    assert out == "app@b:9091 got mtls-with-rules from 127.0.0.1\n", out
 
 
 def test_nothing_loops_back_into_the_sidecar(lab):

@@ -271,13 +271,28 @@ static void test_route_inbound(void **state)
     assert_string_equal(sc_format_addr((struct sockaddr *)&r.target, buf, sizeof(buf)),
                         "127.0.0.1:8080");
 
+    // PERMISSIVE with allow rules: no plain client could be allowed, so mTLS.
     a = sa("fd00:10:244::20", 9000);
     memset(&r, 0, sizeof(r));
     sc_mesh_route(c, SC_DIR_INBOUND, (struct sockaddr *)&a, &r);
-    assert_int_equal(r.kind, SC_ROUTE_DETECT);
+    assert_int_equal(r.kind, SC_ROUTE_MTLS);
     assert_int_equal(r.port, 9000);
     assert_string_equal(sc_format_addr((struct sockaddr *)&r.target, buf, sizeof(buf)),
                         "[::1]:9000");
+    sc_mesh_config_unref(c);
+
+    // PERMISSIVE without rules (here the default for unlisted ports): detect.
+    f.snap.default_inbound_mode = SEAM__V1__INBOUND_MODE__PERMISSIVE;
+    c = build(&f);
+    a = sa("fd00:10:244::20", 1234);
+    memset(&r, 0, sizeof(r));
+    sc_mesh_route(c, SC_DIR_INBOUND, (struct sockaddr *)&a, &r);
+    assert_int_equal(r.kind, SC_ROUTE_DETECT);
+    assert_int_equal(r.port, 1234);
+    a = sa("10.244.0.20", 7000); // listed without a mode: the default, and no rules
+    memset(&r, 0, sizeof(r));
+    sc_mesh_route(c, SC_DIR_INBOUND, (struct sockaddr *)&a, &r);
+    assert_int_equal(r.kind, SC_ROUTE_DETECT);
     sc_mesh_config_unref(c);
 }
 
