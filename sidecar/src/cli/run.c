@@ -395,6 +395,23 @@ static void usage(FILE *f, const struct sc_flag *flags, size_t n)
     sc_flags_usage(f, flags, n);
 }
 
+// valid_segment: a Kubernetes namespace or service account name becomes one
+// SPIFFE path segment.
+static bool valid_segment(const char *s)
+{
+    if (s[0] == '\0' || strcmp(s, ".") == 0 || strcmp(s, "..") == 0) {
+        return false;
+    }
+    for (; *s; s++) {
+        char ch = *s;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '-' || ch == '_')) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static int set_listen(struct sockaddr_storage *ss, int64_t port)
 {
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
@@ -555,6 +572,12 @@ int sc_cmd_run(int argc, char **argv)
     }
     if (out_port == in_port) {
         fprintf(stderr, "seam-sidecar run: --outbound-port and --inbound-port must differ\n");
+        goto out;
+    }
+    if (!valid_segment(ns) || !valid_segment(sa)) {
+        fprintf(stderr,
+                "seam-sidecar run: --%s \"%s\" is not a name (letters, digits, '.', '-', '_')\n",
+                valid_segment(ns) ? "service-account" : "namespace", valid_segment(ns) ? sa : ns);
         goto out;
     }
     snprintf(r->spiffe_id, sizeof(r->spiffe_id), "spiffe://%s/ns/%s/sa/%s", td, ns, sa);
