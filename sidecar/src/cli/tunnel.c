@@ -1,7 +1,13 @@
 // tunnel.c — `seam-sidecar tunnel inbound|outbound`: flags (sc/flags.h),
-// the TLS snapshot from PEM files (re-read when they change or on SIGHUP),
-// the worker pool (sc/proxy.h), the admin server, and the SIGTERM drain.
+// the TLS snapshot from PEM files (re-read when they change or on SIGHUP) or
+// from the control plane's CA (--control-plane: sc/identity.h, the trust
+// bundle from --trust or --control-plane-trust, re-read when it changes), the
+// worker pool (sc/proxy.h), the admin server, and the SIGTERM drain.
 // The main thread runs this loop; workers run their own.
+//
+// With --control-plane the listener starts only once the first certificate
+// is installed; every renewal or bundle change publishes a new snapshot to
+// the workers (open connections keep theirs).
 #include "sc/tunnel.h"
 
 #include <errno.h>
@@ -13,8 +19,10 @@
 
 #include <uv.h>
 
+#include "cc/grpc_client.h"
 #include "sc/admin.h"
 #include "sc/flags.h"
+#include "sc/identity.h"
 #include "sc/log.h"
 #include "sc/parse.h"
 #include "sc/proxy.h"
@@ -22,6 +30,9 @@
 #include "sc/tls.h"
 
 #define SC_WATCH_MS 1000
+// A certificate issued by a root new to the bundle waits this long before it
+// is installed: peers re-read the same bundle file every SC_WATCH_MS.
+#define SC_NEW_ROOT_GRACE_MS (3 * SC_WATCH_MS)
 
 // What identifies a file's content without reading it: a rename gives a new
 // inode, an in-place write a new mtime/ctime/size.
@@ -50,6 +61,17 @@ struct tunnel {
     struct file_id ids[3];
     uint64_t drain_ms;
     bool draining;
+
+    // --control-plane: certificates from the CA.
+    struct cc_channel *ch;
+    struct sc_identity *identity;
+    struct sc_proxy_config cfg;
+    const char *listen_arg;
+    const char *target_arg;
+    const char *admin_arg;
+    struct sockaddr_storage admin_sa;
+    bool have_admin;
+    int rc; // exit code
 };
 
 static void file_id_get(const char *path, struct file_id *out)
@@ -77,9 +99,73 @@ static bool file_id_equal(const struct file_id *a, const struct file_id *b)
 
 static void snapshot_ids(struct tunnel *t, struct file_id ids[3])
 {
-    file_id_get(t->cert_file, &ids[0]);
-    file_id_get(t->key_file, &ids[1]);
+    memset(ids, 0, 3 * sizeof(ids[0]));
+    if (t->cert_file != NULL) {
+        file_id_get(t->cert_file, &ids[0]);
+    }
+    if (t->key_file != NULL) {
+        file_id_get(t->key_file, &ids[1]);
+    }
     file_id_get(t->trust_file, &ids[2]);
+}
+
+// read_file reads |path| whole (NUL-terminated). Returns NULL with |err| set.
+static char *read_file(const char *path, size_t *len, char *err, size_t err_cap)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t cap = 0, n = 0;
+    if (f == NULL) {
+        snprintf(err, err_cap, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            cap = cap == 0 ? 8192 : cap * 2;
+            if (cap > (64u << 20)) {
+                snprintf(err, err_cap, "%s: larger than 64 MiB", path);
+                goto out_fail;
+            }
+            char *nb = realloc(buf, cap);
+            if (nb == NULL) {
+                snprintf(err, err_cap, "out of memory");
+                goto out_fail;
+            }
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0) {
+            break;
+        }
+    }
+    if (ferror(f)) {
+        snprintf(err, err_cap, "cannot read %s: %s", path, strerror(errno));
+        goto out_fail;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+out_fail:
+    fclose(f);
+    free(buf);
+    return NULL;
+}
+
+// reload_trust gives the identity manager the bundle file's current content
+// (control-plane mode); on failure the bundle in force stays.
+static void reload_trust(struct tunnel *t, const char *why)
+{
+    char err[512];
+    size_t len = 0;
+    char *pem = read_file(t->trust_file, &len, err, sizeof(err));
+    if (pem == NULL || sc_identity_set_trust_bundle(t->identity, pem, len, err, sizeof(err)) != 0) {
+        sc_error("tls.trust_reload_failed",
+                 "trigger=%s file=%s error=%s (keeping the trust bundle in force)", why,
+                 t->trust_file, err);
+    }
+    free(pem);
 }
 
 // reload builds a new snapshot from the files; on success new connections use
@@ -87,6 +173,10 @@ static void snapshot_ids(struct tunnel *t, struct file_id ids[3])
 static void reload(struct tunnel *t, const char *why)
 {
     char err[512];
+    if (t->identity != NULL) {
+        reload_trust(t, why);
+        return;
+    }
     SSL_CTX *ctx =
         sc_tls_ctx_new_files(&t->opts, t->cert_file, t->key_file, t->trust_file, err, sizeof(err));
     if (ctx == NULL) {
@@ -125,22 +215,37 @@ static void on_sighup(uv_signal_t *h, int signum)
     struct tunnel *t = h->data;
     snapshot_ids(t, t->ids);
     reload(t, "sighup");
+    if (t->identity != NULL) {
+        sc_identity_renew_now(t->identity);
+    }
 }
 
 static void on_admin_stopped(void *arg)
 {
 }
 
-static void on_proxy_done(struct sc_proxy *p, void *arg)
+// stop_main closes everything the main loop holds so that uv_run returns.
+static void stop_main(struct tunnel *t)
 {
-    struct tunnel *t = arg;
-    sc_info("sidecar.stopped", "reason=drained");
     sc_admin_stop(t->admin, on_admin_stopped, NULL);
     t->admin = NULL;
     uv_close((uv_handle_t *)&t->sigterm, NULL);
     uv_close((uv_handle_t *)&t->sigint, NULL);
     uv_close((uv_handle_t *)&t->sighup, NULL);
     uv_close((uv_handle_t *)&t->watch, NULL);
+    if (t->identity != NULL) {
+        sc_identity_free(t->identity);
+        t->identity = NULL;
+    }
+    cc_channel_free(t->ch); // cancels a CA call in flight
+    t->ch = NULL;
+}
+
+static void on_proxy_done(struct sc_proxy *p, void *arg)
+{
+    struct tunnel *t = arg;
+    sc_info("sidecar.stopped", "reason=drained");
+    stop_main(t);
 }
 
 static void start_drain(struct tunnel *t, const char *why)
@@ -149,6 +254,12 @@ static void start_drain(struct tunnel *t, const char *why)
         return;
     }
     t->draining = true;
+    if (t->proxy == NULL) {
+        // Still waiting for the first certificate: nothing to drain.
+        sc_info("sidecar.stopped", "reason=%s before_first_certificate=true", why);
+        stop_main(t);
+        return;
+    }
     sc_info("sidecar.draining", "trigger=%s active=%llu drain_timeout_ms=%llu", why,
             (unsigned long long)sc_proxy_active_connections(t->proxy),
             (unsigned long long)t->drain_ms);
@@ -164,7 +275,28 @@ static void on_sigterm(uv_signal_t *h, int signum)
 static bool admin_ready(void *ctx)
 {
     struct tunnel *t = ctx;
+    if (t->identity != NULL && !sc_identity_ready(t->identity)) {
+        return false; // no valid certificate (not yet, or expired)
+    }
     return !t->draining;
+}
+
+static void admin_certs(void *ctx, struct sc_admin_buf *out)
+{
+    struct tunnel *t = ctx;
+    if (t->identity != NULL) {
+        sc_identity_certs_json(t->identity, out);
+    } else {
+        sc_admin_buf_printf(out, "{}");
+    }
+}
+
+static void admin_metrics(void *ctx, struct sc_admin_buf *out)
+{
+    struct tunnel *t = ctx;
+    if (t->identity != NULL) {
+        sc_identity_metrics(t->identity, out);
+    }
 }
 
 static void admin_drain(void *ctx)
@@ -183,12 +315,134 @@ static void admin_quit(void *ctx)
 static void usage(FILE *f, const struct sc_flag *flags, size_t n)
 {
     fprintf(f, "usage: seam-sidecar tunnel inbound|outbound --listen HOST:PORT --target HOST:PORT\n"
-               "         --cert F --key F --trust F (--peer-id ID | --allow ID_OR_PREFIX/* ...)\n"
+               "         (--cert F --key F --trust F\n"
+               "          | --control-plane HOST:PORT --control-plane-trust F --token-file F\n"
+               "            (--spiffe-id ID | --trust-domain D --namespace NS --service-account SA)\n"
+               "            [--cert-ttl DURATION] [--trust F])\n"
+               "         (--peer-id ID | --allow ID_OR_PREFIX/* ...)\n"
                "\n"
                "  outbound: accept plain TCP, connect with mTLS; the server must present --peer-id.\n"
                "  inbound:  accept mTLS (client certificate required), check --allow, connect plain.\n"
+               "  Certificates come from PEM files (--cert/--key, reloaded when they change) or from\n"
+               "  the control plane's CA (--control-plane: renewed before expiry; the listener\n"
+               "  starts after the first certificate; trust bundle from --trust, else from\n"
+               "  --control-plane-trust, reloaded when the file changes).\n"
                "\nflags:\n");
     sc_flags_usage(f, flags, n);
+}
+
+// start_serving starts the workers with |ctx|, the admin server, and logs
+// readiness. Sets t->rc = 1 and starts a drain on failure.
+static void start_serving(struct tunnel *t, SSL_CTX *ctx)
+{
+    int r = sc_proxy_start(&t->cfg, ctx, &t->loop, on_proxy_done, t, &t->proxy);
+    if (r != 0) {
+        fprintf(stderr, "seam-sidecar tunnel: cannot listen on %s: %s\n", t->listen_arg,
+                uv_strerror(r));
+        sc_error("sidecar.listen_failed", "listen=%s error=%s", t->listen_arg, uv_strerror(r));
+        t->proxy = NULL;
+        t->rc = 1;
+        start_drain(t, "startup_error");
+        return;
+    }
+    if (t->identity != NULL &&
+        sc_identity_bind_proxy(t->identity, t->proxy, &t->opts) != 0) {
+        fprintf(stderr, "seam-sidecar tunnel: out of memory\n");
+        t->rc = 1;
+        start_drain(t, "startup_error");
+        return;
+    }
+    if (t->have_admin) {
+        struct sc_admin_hooks hooks = {
+            .ctx = t,
+            .num_workers = sc_proxy_num_workers(t->proxy),
+            .worker_stats = sc_proxy_worker_stats(t->proxy),
+            .ready = admin_ready,
+            .drain = admin_drain,
+            .quit = admin_quit,
+        };
+        if (t->identity != NULL) {
+            hooks.certs_json = admin_certs;
+            hooks.extra_metrics = admin_metrics;
+        } else {
+            hooks.cert_path = t->cert_file;
+            hooks.trust_path = t->trust_file;
+        }
+        r = sc_admin_start(&t->loop, (struct sockaddr *)&t->admin_sa, &hooks, &t->admin);
+        if (r != 0) {
+            // The workers are running: drain them (nothing is connected yet).
+            fprintf(stderr, "seam-sidecar tunnel: cannot start admin on %s: %s\n", t->admin_arg,
+                    uv_strerror(r));
+            t->rc = 1;
+            start_drain(t, "startup_error");
+            return;
+        }
+    }
+    char la[64];
+    struct sockaddr_storage bound = t->cfg.listen;
+    if (bound.ss_family == AF_INET6) {
+        ((struct sockaddr_in6 *)&bound)->sin6_port =
+            htons((uint16_t)sc_proxy_listen_port(t->proxy));
+    } else {
+        ((struct sockaddr_in *)&bound)->sin_port = htons((uint16_t)sc_proxy_listen_port(t->proxy));
+    }
+    char id[SC_SPIFFE_ID_MAX + 1] = "-";
+    sc_tls_ctx_leaf_id(ctx, id, sizeof(id));
+    sc_info("sidecar.ready", "mode=tunnel dir=%s listen=%s workers=%d target=%s id=%s source=%s",
+            t->cfg.dir == SC_DIR_INBOUND ? "inbound" : "outbound",
+            sc_format_addr((struct sockaddr *)&bound, la, sizeof(la)), t->cfg.num_workers,
+            t->target_arg, id, t->identity != NULL ? "control-plane" : "files");
+}
+
+// on_identity starts serving on the first certificate; later certificates
+// and bundles reach the workers through sc_identity_bind_proxy.
+static void on_identity(struct sc_identity *id, enum sc_identity_event ev, void *arg)
+{
+    struct tunnel *t = arg;
+    if (ev != SC_IDENTITY_CERT || t->proxy != NULL || t->draining) {
+        return;
+    }
+    char err[512];
+    SSL_CTX *ctx = sc_identity_tls_ctx_new(id, &t->opts, err, sizeof(err));
+    if (ctx == NULL) {
+        sc_error("tls.snapshot_failed", "id=%s error=%s (waiting for the next certificate)",
+                 sc_identity_spiffe_id(id), err);
+        return;
+    }
+    start_serving(t, ctx);
+    SSL_CTX_free(ctx);
+}
+
+// resolve_identity builds our SPIFFE ID from --spiffe-id or the three parts
+// (as `certify` does). Returns 0 or prints the problem and returns -1.
+static int resolve_identity(const char *spiffe_id, const char *td, const char *ns,
+                            const char *sa, char *out, size_t cap)
+{
+    const char *why = NULL;
+    if (spiffe_id != NULL) {
+        if (td != NULL || ns != NULL || sa != NULL) {
+            fprintf(stderr, "seam-sidecar tunnel: give --spiffe-id or "
+                            "--trust-domain/--namespace/--service-account, not both\n");
+            return -1;
+        }
+        snprintf(out, cap, "%s", spiffe_id);
+    } else if (td == NULL && ns == NULL && sa == NULL) {
+        fprintf(stderr, "seam-sidecar tunnel: --control-plane needs our identity: --spiffe-id ID "
+                        "or --trust-domain D --namespace NS --service-account SA\n");
+        return -1;
+    } else if (td == NULL || ns == NULL || sa == NULL) {
+        fprintf(stderr, "seam-sidecar tunnel: --trust-domain, --namespace and --service-account "
+                        "go together\n");
+        return -1;
+    } else {
+        snprintf(out, cap, "spiffe://%s/ns/%s/sa/%s", td, ns, sa);
+    }
+    if (!sc_spiffe_id_valid(out, strlen(out), &why)) {
+        fprintf(stderr, "seam-sidecar tunnel: identity \"%s\" is not a SPIFFE ID: %s\n", out,
+                why ? why : "invalid");
+        return -1;
+    }
+    return 0;
 }
 
 int sc_cmd_tunnel(int argc, char **argv)
@@ -196,22 +450,35 @@ int sc_cmd_tunnel(int argc, char **argv)
     struct tunnel *t = calloc(1, sizeof(*t));
     const char *listen = NULL, *target = NULL, *peer_id = NULL, *sni = NULL, *admin = NULL;
     const char *log_level = "info", *log_format = "text";
+    const char *cp = NULL, *cp_trust = NULL, *cp_name = NULL, *token_file = NULL;
+    const char *spiffe_id = NULL, *td = NULL, *ns = NULL, *sa = NULL;
     struct sc_strlist allow = {0};
     int64_t workers = 2;
     uint64_t connect_ms = 10000, hs_ms = 10000, idle_ms = 3600000, drain_ms = 25000;
+    uint64_t cert_ttl_ms = 0, max_age_ms = 0;
     bool tls12 = false;
     struct sc_flag flags[] = {
         {.name = "listen", .type = SC_FLAG_STRING, .out = &listen, .help = "address to accept on (HOST:PORT)", .required = true},
         {.name = "target", .type = SC_FLAG_STRING, .out = &target, .help = "address to connect to (HOST:PORT)", .required = true},
-        {.name = "cert", .type = SC_FLAG_STRING, .out = &t->cert_file, .help = "PEM certificate chain, leaf first", .required = true},
-        {.name = "key", .type = SC_FLAG_STRING, .out = &t->key_file, .help = "PEM private key of the leaf", .required = true},
-        {.name = "trust", .type = SC_FLAG_STRING, .out = &t->trust_file, .help = "PEM trust bundle (CA certificates)", .required = true},
+        {.name = "cert", .type = SC_FLAG_STRING, .out = &t->cert_file, .help = "PEM certificate chain, leaf first (file certificates)"},
+        {.name = "key", .type = SC_FLAG_STRING, .out = &t->key_file, .help = "PEM private key of the leaf (file certificates)"},
+        {.name = "trust", .type = SC_FLAG_STRING, .out = &t->trust_file, .help = "PEM trust bundle (CA certificates); with --control-plane optional"},
+        {.name = "control-plane", .type = SC_FLAG_STRING, .out = &cp, .help = "take certificates from this control plane's CA (HOST:PORT)"},
+        {.name = "control-plane-trust", .type = SC_FLAG_STRING, .out = &cp_trust, .help = "PEM root(s) of the control plane's TLS certificate"},
+        {.name = "control-plane-name", .type = SC_FLAG_STRING, .out = &cp_name, .help = "name checked in the control plane's certificate (default: its host)"},
+        {.name = "token-file", .type = SC_FLAG_STRING, .out = &token_file, .help = "bearer token file for the CA (re-read per call)"},
+        {.name = "spiffe-id", .type = SC_FLAG_STRING, .out = &spiffe_id, .help = "our SPIFFE ID (control plane mode)"},
+        {.name = "trust-domain", .type = SC_FLAG_STRING, .out = &td, .help = "trust domain (with --namespace and --service-account)"},
+        {.name = "namespace", .type = SC_FLAG_STRING, .out = &ns, .help = "Kubernetes namespace"},
+        {.name = "service-account", .type = SC_FLAG_STRING, .out = &sa, .help = "Kubernetes service account"},
+        {.name = "cert-ttl", .type = SC_FLAG_DURATION, .out = &cert_ttl_ms, .help = "requested certificate lifetime (default: the CA's)"},
         {.name = "peer-id", .type = SC_FLAG_STRING, .out = &peer_id, .help = "outbound: SPIFFE ID the server must present"},
         {.name = "allow", .type = SC_FLAG_LIST, .out = &allow, .help = "inbound: allowed client ID or prefix/* (repeatable)"},
         {.name = "workers", .type = SC_FLAG_INT, .out = &workers, .help = "worker threads (default 2)", .min = 1, .max = 256},
         {.name = "connect-timeout", .type = SC_FLAG_DURATION, .out = &connect_ms, .help = "upstream connect timeout (10s)"},
         {.name = "handshake-timeout", .type = SC_FLAG_DURATION, .out = &hs_ms, .help = "TLS handshake timeout (10s)"},
         {.name = "idle-timeout", .type = SC_FLAG_DURATION, .out = &idle_ms, .help = "close after no bytes for this long (1h)"},
+        {.name = "max-connection-age", .type = SC_FLAG_DURATION, .out = &max_age_ms, .help = "end connections older than this gracefully (half-close, then close; default off)"},
         {.name = "drain-timeout", .type = SC_FLAG_DURATION, .out = &drain_ms, .help = "SIGTERM grace period (25s)"},
         {.name = "log-level", .type = SC_FLAG_STRING, .out = &log_level, .help = "debug|info|warn|error (info)"},
         {.name = "log-format", .type = SC_FLAG_STRING, .out = &log_format, .help = "text|json (text)"},
@@ -221,11 +488,14 @@ int sc_cmd_tunnel(int argc, char **argv)
     };
     size_t nflags = sizeof(flags) / sizeof(flags[0]);
     char err[512];
+    char my_id[SC_SPIFFE_ID_MAX + 1];
     const char *why = NULL;
     int rc = 2;
-    struct sockaddr_storage listen_sa, target_sa, admin_sa;
+    struct sockaddr_storage listen_sa, target_sa;
     enum sc_dir dir;
     SSL_CTX *ctx = NULL;
+    char *trust_pem = NULL;
+    size_t trust_len = 0;
 
     if (t == NULL) {
         return 1;
@@ -263,6 +533,57 @@ int sc_cmd_tunnel(int argc, char **argv)
         fprintf(stderr, "seam-sidecar tunnel: --log-format \"%s\" is not text|json\n", log_format);
         goto out;
     }
+    if (cp == NULL) {
+        if (cp_trust != NULL || token_file != NULL || spiffe_id != NULL || td != NULL ||
+            ns != NULL || sa != NULL || cert_ttl_ms != 0 || cp_name != NULL) {
+            fprintf(stderr, "seam-sidecar tunnel: --control-plane-trust, --control-plane-name, "
+                            "--token-file, --spiffe-id, --trust-domain, --namespace, "
+                            "--service-account and --cert-ttl need --control-plane\n");
+            goto out;
+        }
+        // File certificates: all three files.
+        const char *missing = t->cert_file == NULL ? "--cert (or SEAM_CERT)"
+                              : t->key_file == NULL ? "--key (or SEAM_KEY)"
+                              : t->trust_file == NULL ? "--trust (or SEAM_TRUST)"
+                                                      : NULL;
+        if (missing != NULL) {
+            fprintf(stderr, "seam-sidecar tunnel %s: missing required flag %s: give --cert, --key "
+                            "and --trust, or --control-plane to take certificates from its CA\n",
+                    argv[0], missing);
+            goto out;
+        }
+    } else {
+        if (t->cert_file != NULL || t->key_file != NULL) {
+            fprintf(stderr, "seam-sidecar tunnel: --cert/--key and --control-plane exclude each "
+                            "other (the control plane's CA issues the certificate)\n");
+            goto out;
+        }
+        if (cp_trust == NULL) {
+            fprintf(stderr, "seam-sidecar tunnel: --control-plane needs --control-plane-trust "
+                            "(PEM root(s) of the control plane's TLS certificate)\n");
+            goto out;
+        }
+        if (token_file == NULL) {
+            fprintf(stderr, "seam-sidecar tunnel: --control-plane needs --token-file (the "
+                            "bearer token the CA authenticates us with)\n");
+            goto out;
+        }
+        if (resolve_identity(spiffe_id, td, ns, sa, my_id, sizeof(my_id)) != 0) {
+            goto out;
+        }
+        if (cert_ttl_ms != 0 && cert_ttl_ms < 1000) {
+            fprintf(stderr, "seam-sidecar tunnel: --cert-ttl must be at least 1s\n");
+            goto out;
+        }
+        if (t->trust_file == NULL) {
+            t->trust_file = cp_trust;
+        }
+        trust_pem = read_file(t->trust_file, &trust_len, err, sizeof(err));
+        if (trust_pem == NULL) {
+            fprintf(stderr, "seam-sidecar tunnel: trust bundle: %s\n", err);
+            goto out;
+        }
+    }
     if (sc_parse_hostport(listen, true, &listen_sa, &why) != 0) {
         fprintf(stderr, "seam-sidecar tunnel: --listen \"%s\": %s\n", listen, why ? why : "invalid");
         goto out;
@@ -271,7 +592,7 @@ int sc_cmd_tunnel(int argc, char **argv)
         fprintf(stderr, "seam-sidecar tunnel: --target \"%s\": %s\n", target, why ? why : "invalid");
         goto out;
     }
-    if (admin != NULL && sc_parse_hostport(admin, true, &admin_sa, &why) != 0) {
+    if (admin != NULL && sc_parse_hostport(admin, true, &t->admin_sa, &why) != 0) {
         fprintf(stderr, "seam-sidecar tunnel: --admin \"%s\": %s\n", admin, why ? why : "invalid");
         goto out;
     }
@@ -312,7 +633,6 @@ int sc_cmd_tunnel(int argc, char **argv)
     sc_log_setup((enum sc_log_level)level,
                  strcmp(log_format, "json") == 0 ? SC_LOG_JSON : SC_LOG_TEXT);
 
-    // The first snapshot: a bad file is fatal at start (nothing to keep).
     t->allow.num_patterns = allow.num;
     t->allow.patterns = allow.items;
     t->opts.is_server = dir == SC_DIR_INBOUND;
@@ -320,18 +640,11 @@ int sc_cmd_tunnel(int argc, char **argv)
     t->opts.allow = dir == SC_DIR_INBOUND ? &t->allow : NULL;
     t->opts.allow_tls12 = tls12;
     t->drain_ms = drain_ms;
-    snapshot_ids(t, t->ids);
-    ctx = sc_tls_ctx_new_files(&t->opts, t->cert_file, t->key_file, t->trust_file, err,
-                               sizeof(err));
-    if (ctx == NULL) {
-        fprintf(stderr, "seam-sidecar tunnel: %s\n", err);
-        rc = 1;
-        goto out;
-    }
-
-    signal(SIGPIPE, SIG_IGN);
-    uv_loop_init(&t->loop);
-    struct sc_proxy_config cfg = {
+    t->listen_arg = listen;
+    t->target_arg = target;
+    t->admin_arg = admin;
+    t->have_admin = admin != NULL;
+    t->cfg = (struct sc_proxy_config){
         .dir = dir,
         .listen = listen_sa,
         .target = target_sa,
@@ -340,30 +653,52 @@ int sc_cmd_tunnel(int argc, char **argv)
         .handshake_timeout_ms = hs_ms,
         .idle_timeout_ms = idle_ms,
         .sni = sni,
+        .max_connection_age_ms = max_age_ms,
     };
-    int r = sc_proxy_start(&cfg, ctx, &t->loop, on_proxy_done, t, &t->proxy);
-    if (r != 0) {
-        fprintf(stderr, "seam-sidecar tunnel: cannot listen on %s: %s\n", listen, uv_strerror(r));
-        rc = 1;
-        goto out_loop;
-    }
-    if (admin != NULL) {
-        struct sc_admin_hooks hooks = {
-            .ctx = t,
-            .num_workers = sc_proxy_num_workers(t->proxy),
-            .worker_stats = sc_proxy_worker_stats(t->proxy),
-            .ready = admin_ready,
-            .drain = admin_drain,
-            .quit = admin_quit,
-            .cert_path = t->cert_file,
-            .trust_path = t->trust_file,
-        };
-        r = sc_admin_start(&t->loop, (struct sockaddr *)&admin_sa, &hooks, &t->admin);
-        if (r != 0) {
-            // The workers are running: drain them (nothing is connected yet).
-            fprintf(stderr, "seam-sidecar tunnel: cannot start admin on %s: %s\n", admin,
-                    uv_strerror(r));
+    snapshot_ids(t, t->ids);
+    if (cp == NULL) {
+        // The first snapshot: a bad file is fatal at start (nothing to keep).
+        ctx = sc_tls_ctx_new_files(&t->opts, t->cert_file, t->key_file, t->trust_file, err,
+                                   sizeof(err));
+        if (ctx == NULL) {
+            fprintf(stderr, "seam-sidecar tunnel: %s\n", err);
             rc = 1;
+            goto out;
+        }
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_init(&t->loop);
+    if (cp != NULL) {
+        struct cc_channel_config ccfg = {
+            .target = cp,
+            .authority = cp_name,
+            .trust_file = cp_trust,
+            .token_file = token_file,
+            .connect_timeout_ms = connect_ms,
+        };
+        t->ch = cc_channel_new(&t->loop, &ccfg, err, sizeof(err));
+        if (t->ch == NULL) {
+            fprintf(stderr, "seam-sidecar tunnel: --control-plane %s: %s\n", cp, err);
+            rc = 2;
+            goto out_loop;
+        }
+        cc_channel_set_debug_name(t->ch, "ca");
+        struct sc_identity_config icfg = {
+            .loop = &t->loop,
+            .ca_channel = t->ch,
+            .spiffe_id = my_id,
+            .cert_ttl_s = (int64_t)((cert_ttl_ms + 999) / 1000),
+            .new_root_grace_ms = SC_NEW_ROOT_GRACE_MS,
+            .trust_pem = trust_pem,
+            .trust_len = trust_len,
+        };
+        t->identity = sc_identity_new(&icfg, err, sizeof(err));
+        if (t->identity == NULL ||
+            sc_identity_add_listener(t->identity, on_identity, t) != 0) {
+            fprintf(stderr, "seam-sidecar tunnel: %s\n", t->identity == NULL ? err : "out of memory");
+            rc = 2;
+            goto out_loop;
         }
     }
     uv_signal_init(&t->loop, &t->sigterm);
@@ -375,36 +710,31 @@ int sc_cmd_tunnel(int argc, char **argv)
     uv_signal_start(&t->sigint, on_sigterm, SIGINT);
     uv_signal_start(&t->sighup, on_sighup, SIGHUP);
     uv_timer_start(&t->watch, on_watch, SC_WATCH_MS, SC_WATCH_MS);
-    if (rc == 1) {
-        start_drain(t, "startup_error");
+    if (t->identity != NULL) {
+        sc_info("sidecar.waiting_for_certificate", "mode=tunnel dir=%s id=%s control_plane=%s",
+                dir == SC_DIR_INBOUND ? "inbound" : "outbound", my_id, cp);
+        sc_identity_start(t->identity);
     } else {
-        char la[64];
-        struct sockaddr_storage bound = listen_sa;
-        if (bound.ss_family == AF_INET6) {
-            ((struct sockaddr_in6 *)&bound)->sin6_port =
-                htons((uint16_t)sc_proxy_listen_port(t->proxy));
-        } else {
-            ((struct sockaddr_in *)&bound)->sin_port =
-                htons((uint16_t)sc_proxy_listen_port(t->proxy));
-        }
-        char id[SC_SPIFFE_ID_MAX + 1] = "-";
-        sc_tls_ctx_leaf_id(ctx, id, sizeof(id));
-        sc_info("sidecar.ready", "mode=tunnel dir=%s listen=%s workers=%d target=%s id=%s",
-                dir == SC_DIR_INBOUND ? "inbound" : "outbound",
-                sc_format_addr((struct sockaddr *)&bound, la, sizeof(la)), (int)workers, target,
-                id);
-        rc = 0;
+        start_serving(t, ctx);
     }
     uv_run(&t->loop, UV_RUN_DEFAULT);
     sc_proxy_free(t->proxy);
+    rc = t->rc;
 
 out_loop:
+    if (t->identity != NULL || t->ch != NULL) {
+        // Start-up failed after the channel was made.
+        sc_identity_free(t->identity);
+        cc_channel_free(t->ch);
+        uv_run(&t->loop, UV_RUN_DEFAULT);
+    }
     if (uv_loop_close(&t->loop) != 0) {
         uv_run(&t->loop, UV_RUN_DEFAULT);
         uv_loop_close(&t->loop);
     }
 out:
     SSL_CTX_free(ctx);
+    free(trust_pem);
     sc_strlist_cleanup(&allow);
     free(t);
     return rc;
