@@ -493,13 +493,12 @@ def test_control_plane_starts_with_the_manifest_args(tmp_path):
         host = "seam-control-plane.seam-system.svc"
         r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{cp.grpc_port}", "-alpn", "h2",
                             "-servername", host, "-verify_hostname", host, "-CAfile", str(cp.ca),
-                            "-verify_return_error", "-brief"],
+                            "-verify_return_error"],
                            input=b"", capture_output=True, timeout=20)
-        text = (r.stdout + r.stderr).decode(errors="replace")  # the server's h2 SETTINGS are binary
+        text = (r.stdout + r.stderr).decode(errors="replace")  # may hold binary h2 frames
         assert r.returncode == 0, text
-        assert r.stdout[3:4] == b"\x04", text  # the server's first bytes: an HTTP/2 SETTINGS frame
-        assert "Verification: OK" in text and "Protocol version: TLSv1.3" in text, text
-        assert "Verified peername: seam-control-plane.seam-system.svc" in text, text
+        assert "Verify return code: 0 (ok)" in text and "TLSv1.3" in text, text
+        assert "ALPN protocol: h2" in text, text  # negotiated in the handshake: gRPC's HTTP/2
     finally:
         rc = cp.stop()
     assert rc == 0, cp.log.read_text()
