@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "sc/err.h"
+#include "sc/limits.h"
 #include "sc/log.h"
 #include "sc/parse.h"
 #include "sc/tls.h"
@@ -553,6 +554,11 @@ void sc_conn__accept(struct sc_worker *w)
     int r = sc_stream_accept(c->down, (uv_stream_t *)&w->listener);
     if (r != 0) {
         SC_STAT_ADD(w->stats.accept_errors, 1);
+        c->state = SC_CONN_CLOSING;
+        sc_stream_close(c->down, on_stream_closed);
+        return;
+    }
+    if (sc_limits_admit_conn(w, c->down) != 0) { // counted and logged by limits.c
         c->state = SC_CONN_CLOSING;
         sc_stream_close(c->down, on_stream_closed);
         return;
