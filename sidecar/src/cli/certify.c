@@ -39,15 +39,6 @@ struct cp_flags {
     char id_buf[SC_SPIFFE_ID_MAX + 1];
 };
 
-static int skip_name(int *argc, char ***argv)
-{
-    if (*argc > 0 && (*argv)[0][0] != '-') {
-        (*argc)--;
-        (*argv)++;
-    }
-    return 0;
-}
-
 // resolve_identity builds the SPIFFE ID from --spiffe-id or the three parts.
 static int resolve_identity(struct cp_flags *f, const char *cmd, bool required)
 {
@@ -103,8 +94,10 @@ static int setup_log(const struct cp_flags *f, const char *cmd)
     return 0;
 }
 
+// make_channel opens the control-plane channel both commands talk over, named
+// |debug_name| in the logs.
 static struct cc_channel *make_channel(uv_loop_t *loop, const struct cp_flags *f, const char *cmd,
-                                       uint64_t keepalive_ms)
+                                       uint64_t keepalive_ms, const char *debug_name)
 {
     char err[512];
     struct cc_channel_config cfg = {
@@ -118,8 +111,94 @@ static struct cc_channel *make_channel(uv_loop_t *loop, const struct cp_flags *f
     struct cc_channel *ch = cc_channel_new(loop, &cfg, err, sizeof(err));
     if (ch == NULL) {
         fprintf(stderr, "%s: %s\n", cmd, err);
+        return NULL;
     }
+    cc_channel_set_debug_name(ch, debug_name);
     return ch;
+}
+
+// The flags a command adds to the shared ones, at most this many.
+#define CP_OWN_FLAGS_MAX 8
+
+// parse_cp_flags parses the arguments of command |cmd| (argv[0] skipped if it
+// is the subcommand name) against the shared control-plane and identity flags
+// (into |f|), the command's own flags |own| and --timeout / --log-level, in
+// that order. It then resolves the identity (required if |id_required|) and
+// sets up logging. Returns -1 to go on, or the exit code: 0 after printing
+// |usage| and the flag list for --help, 2 after a message on bad flags.
+static int parse_cp_flags(const char *cmd, const char *usage, struct cp_flags *f,
+                          const struct sc_flag *own, size_t num_own, const char *timeout_help,
+                          bool id_required, int argc, char **argv)
+{
+    struct sc_flag flags[8 + CP_OWN_FLAGS_MAX + 2] = {
+        {.name = "control-plane",
+         .type = SC_FLAG_STRING,
+         .out = &f->control_plane,
+         .help = "control plane HOST:PORT",
+         .required = true},
+        {.name = "control-plane-trust",
+         .type = SC_FLAG_STRING,
+         .out = &f->trust,
+         .help = "PEM root(s) the control plane's TLS certificate must chain to",
+         .required = true},
+        {.name = "control-plane-name",
+         .type = SC_FLAG_STRING,
+         .out = &f->server_name,
+         .help = "name checked in the control plane's certificate and sent as SNI (default: host "
+                 "of --control-plane)"},
+        {.name = "token-file",
+         .type = SC_FLAG_STRING,
+         .out = &f->token_file,
+         .help = "bearer token file (re-read per call)"},
+        {.name = "spiffe-id",
+         .type = SC_FLAG_STRING,
+         .out = &f->spiffe_id,
+         .help = "our SPIFFE ID"},
+        {.name = "trust-domain",
+         .type = SC_FLAG_STRING,
+         .out = &f->trust_domain,
+         .help = "trust domain (with --namespace and --service-account)"},
+        {.name = "namespace",
+         .type = SC_FLAG_STRING,
+         .out = &f->ns,
+         .help = "Kubernetes namespace"},
+        {.name = "service-account",
+         .type = SC_FLAG_STRING,
+         .out = &f->sa,
+         .help = "Kubernetes service account"},
+    };
+    size_t n = 8;
+    if (num_own > CP_OWN_FLAGS_MAX) {
+        abort(); // a programming error, not input
+    }
+    memcpy(&flags[n], own, num_own * sizeof(*own));
+    n += num_own;
+    flags[n++] = (struct sc_flag){
+        .name = "timeout", .type = SC_FLAG_DURATION, .out = &f->timeout_ms, .help = timeout_help};
+    flags[n++] = (struct sc_flag){.name = "log-level",
+                                  .type = SC_FLAG_STRING,
+                                  .out = &f->log_level,
+                                  .help = "debug|info|warn|error (default warn)"};
+
+    char err[512];
+    if (argc > 0 && argv[0][0] != '-') {
+        argc--;
+        argv++;
+    }
+    int prc = sc_flags_parse(flags, n, argc, argv, err, sizeof(err));
+    if (prc == 1) {
+        printf("%s\n", usage);
+        sc_flags_usage(stdout, flags, n);
+        return 0;
+    }
+    if (prc < 0) {
+        fprintf(stderr, "%s: %s (see --help)\n", cmd, err);
+        return 2;
+    }
+    if (resolve_identity(f, cmd, id_required) != 0 || setup_log(f, cmd) != 0) {
+        return 2;
+    }
+    return -1;
 }
 
 // close_loop closes every handle left on |loop| and the loop itself.
@@ -270,36 +349,7 @@ int sc_cmd_certify(int argc, char **argv)
     struct cp_flags f = {.log_level = "warn", .timeout_ms = 30000};
     uint64_t ttl_ms = 0;
     const char *out_dir = NULL;
-    struct sc_flag flags[] = {
-        {.name = "control-plane",
-         .type = SC_FLAG_STRING,
-         .out = &f.control_plane,
-         .help = "control plane HOST:PORT",
-         .required = true},
-        {.name = "control-plane-trust",
-         .type = SC_FLAG_STRING,
-         .out = &f.trust,
-         .help = "PEM root(s) the control plane's TLS certificate must chain to",
-         .required = true},
-        {.name = "control-plane-name",
-         .type = SC_FLAG_STRING,
-         .out = &f.server_name,
-         .help = "name checked in the control plane's certificate and sent as SNI (default: host "
-                 "of --control-plane)"},
-        {.name = "token-file",
-         .type = SC_FLAG_STRING,
-         .out = &f.token_file,
-         .help = "bearer token file (re-read per call)"},
-        {.name = "spiffe-id", .type = SC_FLAG_STRING, .out = &f.spiffe_id, .help = "our SPIFFE ID"},
-        {.name = "trust-domain",
-         .type = SC_FLAG_STRING,
-         .out = &f.trust_domain,
-         .help = "trust domain (with --namespace and --service-account)"},
-        {.name = "namespace", .type = SC_FLAG_STRING, .out = &f.ns, .help = "Kubernetes namespace"},
-        {.name = "service-account",
-         .type = SC_FLAG_STRING,
-         .out = &f.sa,
-         .help = "Kubernetes service account"},
+    const struct sc_flag own[] = {
         {.name = "ttl",
          .type = SC_FLAG_DURATION,
          .out = &ttl_ms,
@@ -308,37 +358,23 @@ int sc_cmd_certify(int argc, char **argv)
          .type = SC_FLAG_STRING,
          .out = &out_dir,
          .help = "write cert.pem, chain.pem, root.pem and key.pem (0600) here"},
-        {.name = "timeout",
-         .type = SC_FLAG_DURATION,
-         .out = &f.timeout_ms,
-         .help = "deadline of the call and of connecting (default 30s)"},
-        {.name = "log-level",
-         .type = SC_FLAG_STRING,
-         .out = &f.log_level,
-         .help = "debug|info|warn|error (default warn)"},
     };
-    const size_t nflags = sizeof(flags) / sizeof(flags[0]);
-    char err[512];
-    skip_name(&argc, &argv);
-    int prc = sc_flags_parse(flags, nflags, argc, argv, err, sizeof(err));
-    if (prc == 1) {
-        printf("usage: seam-sidecar certify --control-plane HOST:PORT --control-plane-trust FILE "
-               "--token-file FILE (--spiffe-id ID | --trust-domain D --namespace NS "
-               "--service-account SA) [--ttl DURATION] [--out-dir DIR]\n");
-        sc_flags_usage(stdout, flags, nflags);
-        return 0;
-    }
-    if (prc < 0) {
-        fprintf(stderr, "certify: %s (see --help)\n", err);
-        return 2;
-    }
-    if (resolve_identity(&f, "certify", true) != 0 || setup_log(&f, "certify") != 0) {
-        return 2;
+    int rc =
+        parse_cp_flags("certify",
+                       "usage: seam-sidecar certify --control-plane HOST:PORT "
+                       "--control-plane-trust FILE --token-file FILE (--spiffe-id ID | "
+                       "--trust-domain D --namespace NS --service-account SA) [--ttl "
+                       "DURATION] [--out-dir DIR]",
+                       &f, own, sizeof(own) / sizeof(own[0]),
+                       "deadline of the call and of connecting (default 30s)", true, argc, argv);
+    if (rc >= 0) {
+        return rc;
     }
     if (f.timeout_ms == 0) {
         fprintf(stderr, "certify: --timeout must be positive\n");
         return 2;
     }
+    char err[512];
     X509_STORE *trust = cc_ca_load_trust(f.trust, err, sizeof(err));
     if (trust == NULL) {
         fprintf(stderr, "certify: %s\n", err);
@@ -346,13 +382,12 @@ int sc_cmd_certify(int argc, char **argv)
     }
     uv_loop_t loop;
     uv_loop_init(&loop);
-    struct cc_channel *ch = make_channel(&loop, &f, "certify", 0);
+    struct cc_channel *ch = make_channel(&loop, &f, "certify", 0, "ca");
     if (ch == NULL) {
         X509_STORE_free(trust);
         uv_loop_close(&loop);
         return 2;
     }
-    cc_channel_set_debug_name(ch, "ca");
     struct certify_state st = {.loop = &loop, .out_dir = out_dir, .exit_code = 1};
     struct cc_ca_request req = {
         .spiffe_id = f.spiffe_id,
@@ -466,38 +501,7 @@ int sc_cmd_config_watch(int argc, char **argv)
     struct watch_state w = {0};
     const char *cluster = NULL;
     uint64_t backoff_initial = 1000, backoff_max = 30000, keepalive = 0;
-    struct sc_flag flags[] = {
-        {.name = "control-plane",
-         .type = SC_FLAG_STRING,
-         .out = &f.control_plane,
-         .help = "control plane HOST:PORT",
-         .required = true},
-        {.name = "control-plane-trust",
-         .type = SC_FLAG_STRING,
-         .out = &f.trust,
-         .help = "PEM root(s) of the control plane's TLS certificate",
-         .required = true},
-        {.name = "control-plane-name",
-         .type = SC_FLAG_STRING,
-         .out = &f.server_name,
-         .help = "name checked in the control plane's certificate / SNI"},
-        {.name = "token-file",
-         .type = SC_FLAG_STRING,
-         .out = &f.token_file,
-         .help = "bearer token file"},
-        {.name = "spiffe-id",
-         .type = SC_FLAG_STRING,
-         .out = &f.spiffe_id,
-         .help = "node SPIFFE ID"},
-        {.name = "trust-domain",
-         .type = SC_FLAG_STRING,
-         .out = &f.trust_domain,
-         .help = "trust domain"},
-        {.name = "namespace", .type = SC_FLAG_STRING, .out = &f.ns, .help = "namespace"},
-        {.name = "service-account",
-         .type = SC_FLAG_STRING,
-         .out = &f.sa,
-         .help = "service account"},
+    const struct sc_flag own[] = {
         {.name = "cluster", .type = SC_FLAG_STRING, .out = &cluster, .help = "node cluster name"},
         {.name = "reject-version",
          .type = SC_FLAG_LIST,
@@ -522,44 +526,25 @@ int sc_cmd_config_watch(int argc, char **argv)
          .type = SC_FLAG_DURATION,
          .out = &keepalive,
          .help = "PING after this much silence (default off)"},
-        {.name = "timeout",
-         .type = SC_FLAG_DURATION,
-         .out = &f.timeout_ms,
-         .help = "connect + handshake timeout (default 10s)"},
-        {.name = "log-level",
-         .type = SC_FLAG_STRING,
-         .out = &f.log_level,
-         .help = "debug|info|warn|error (default warn)"},
     };
-    const size_t nflags = sizeof(flags) / sizeof(flags[0]);
-    char err[512];
-    skip_name(&argc, &argv);
-    int prc = sc_flags_parse(flags, nflags, argc, argv, err, sizeof(err));
-    if (prc == 1) {
-        printf("usage: seam-sidecar config-watch --control-plane HOST:PORT --control-plane-trust "
-               "FILE [...]\n");
-        sc_flags_usage(stdout, flags, nflags);
-        return 0;
-    }
-    if (prc < 0) {
-        fprintf(stderr, "config-watch: %s (see --help)\n", err);
+    int rc = parse_cp_flags("config-watch",
+                            "usage: seam-sidecar config-watch --control-plane HOST:PORT "
+                            "--control-plane-trust FILE [...]",
+                            &f, own, sizeof(own) / sizeof(own[0]),
+                            "connect + handshake timeout (default 10s)", false, argc, argv);
+    if (rc >= 0) {
         sc_strlist_cleanup(&w.reject);
-        return 2;
-    }
-    if (resolve_identity(&f, "config-watch", false) != 0 || setup_log(&f, "config-watch") != 0) {
-        sc_strlist_cleanup(&w.reject);
-        return 2;
+        return rc;
     }
     uv_loop_t loop;
     uv_loop_init(&loop);
     w.loop = &loop;
-    w.ch = make_channel(&loop, &f, "config-watch", keepalive);
+    w.ch = make_channel(&loop, &f, "config-watch", keepalive, "config");
     if (w.ch == NULL) {
         uv_loop_close(&loop);
         sc_strlist_cleanup(&w.reject);
         return 2;
     }
-    cc_channel_set_debug_name(w.ch, "config");
     struct cc_config_opts o = {
         .node_id = f.spiffe_id,
         .cluster = cluster,
