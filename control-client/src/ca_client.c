@@ -20,6 +20,7 @@
 
 #include "istio/v1/auth/ca.pb-c.h"
 #include "sc/err.h"
+#include "sc/pem.h"
 #include "sc/spiffe.h"
 
 const char *cc_ca_error_name(enum cc_ca_error e)
@@ -51,30 +52,7 @@ const char *cc_ca_error_name(enum cc_ca_error e)
 
 EVP_PKEY *cc_ca_new_key(void)
 {
-    EVP_PKEY *pkey = NULL;
-    EVP_PKEY_CTX *kctx = EVP_PKEY_CTX_new_id(EVP_PKEY_EC, NULL);
-    if (kctx == NULL || !EVP_PKEY_keygen_init(kctx) ||
-        !EVP_PKEY_CTX_set_ec_paramgen_curve_nid(kctx, NID_X9_62_prime256v1) ||
-        !EVP_PKEY_keygen(kctx, &pkey)) {
-        pkey = NULL;
-    }
-    EVP_PKEY_CTX_free(kctx);
-    return pkey;
-}
-
-static char *bio_to_string(BIO *mem)
-{
-    const uint8_t *data;
-    size_t len;
-    if (!BIO_mem_contents(mem, &data, &len)) {
-        return NULL;
-    }
-    char *out = malloc(len + 1);
-    if (out != NULL) {
-        memcpy(out, data, len);
-        out[len] = '\0';
-    }
-    return out;
+    return sc_pem_new_p256_key();
 }
 
 char *cc_ca_make_csr(EVP_PKEY *key, const char *spiffe_id)
@@ -105,7 +83,7 @@ char *cc_ca_make_csr(EVP_PKEY *key, const char *spiffe_id)
         !PEM_write_bio_X509_REQ(mem, req)) {
         goto out_free;
     }
-    out = bio_to_string(mem);
+    out = sc_pem_bio_string(mem);
 
 out_free:
     BIO_free(mem);
@@ -126,7 +104,7 @@ char *cc_ca_key_pem(EVP_PKEY *key)
     }
     char *out = NULL;
     if (PEM_write_bio_PKCS8PrivateKey(mem, key, NULL, NULL, 0, NULL, NULL)) {
-        out = bio_to_string(mem);
+        out = sc_pem_bio_string(mem);
     }
     // Wipe the BIO's copy of the key before freeing it.
     const uint8_t *data;
@@ -308,7 +286,7 @@ static int parse_chain(struct cc_ca_result *res, Istio__V1__Auth__IstioCertifica
             return -1;
         }
     }
-    res->chain_pem = bio_to_string(pem);
+    res->chain_pem = sc_pem_bio_string(pem);
     BIO_free(pem);
     return 0;
 }

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "sc/log.h"
+#include "sc/pem.h"
 #include "sc/spiffe.h"
 
 #define CP_ROOT_DAYS 3650
@@ -44,26 +45,6 @@ struct cp_ca {
     unsigned root_seq;           // names generated roots
 };
 
-static char *x509_pem(X509 *x)
-{
-    BIO *mem = BIO_new(BIO_s_mem());
-    char *out = NULL;
-    const uint8_t *data;
-    size_t len;
-    if (mem == NULL || !PEM_write_bio_X509(mem, x) || !BIO_mem_contents(mem, &data, &len)) {
-        goto out;
-    }
-    out = malloc(len + 1);
-    if (out == NULL) {
-        abort();
-    }
-    memcpy(out, data, len);
-    out[len] = '\0';
-out:
-    BIO_free(mem);
-    return out;
-}
-
 static void rebuild_root_pems(struct cp_ca *ca)
 {
     if (ca->root_pems != NULL) {
@@ -78,22 +59,12 @@ static void rebuild_root_pems(struct cp_ca *ca)
         abort();
     }
     for (size_t i = 0; i < n; i++) {
-        ca->root_pems[i] = x509_pem(sk_X509_value(ca->roots, i));
+        ca->root_pems[i] = sc_pem_cert(sk_X509_value(ca->roots, i));
+        if (ca->root_pems[i] == NULL) {
+            abort(); // out of memory: the list must stay complete
+        }
     }
     ca->gen++;
-}
-
-static EVP_PKEY *gen_p256(void)
-{
-    EVP_PKEY *pkey = NULL;
-    EVP_PKEY_CTX *kctx = EVP_PKEY_CTX_new_id(EVP_PKEY_EC, NULL);
-    if (kctx == NULL || !EVP_PKEY_keygen_init(kctx) ||
-        !EVP_PKEY_CTX_set_ec_paramgen_curve_nid(kctx, NID_X9_62_prime256v1) ||
-        !EVP_PKEY_keygen(kctx, &pkey)) {
-        pkey = NULL;
-    }
-    EVP_PKEY_CTX_free(kctx);
-    return pkey;
 }
 
 static int set_random_serial(X509 *x)
@@ -182,7 +153,7 @@ out:
 // two roots are trusted during a rotation).
 static int make_root(struct cp_ca *ca, X509 **out_cert, EVP_PKEY **out_key)
 {
-    EVP_PKEY *key = gen_p256();
+    EVP_PKEY *key = sc_pem_new_p256_key();
     X509 *x = X509_new();
     X509_NAME *name = X509_NAME_new();
     char cn[320];
@@ -503,10 +474,10 @@ static char **chain_pems(struct cp_ca *ca, X509 *leaf, size_t *out_num)
     if (out == NULL) {
         abort();
     }
-    out[0] = x509_pem(leaf);
-    out[1] = x509_pem(ca->sign_cert);
+    out[0] = sc_pem_cert(leaf);
+    out[1] = sc_pem_cert(ca->sign_cert);
     for (size_t i = 0; i < sk_X509_num(ca->sign_chain); i++) {
-        out[2 + i] = x509_pem(sk_X509_value(ca->sign_chain, i));
+        out[2 + i] = sc_pem_cert(sk_X509_value(ca->sign_chain, i));
     }
     for (size_t i = 0; i < n; i++) {
         if (out[i] == NULL) {
@@ -616,7 +587,7 @@ out:
 int cp_ca_issue_server(struct cp_ca *ca, const char *const *dns, size_t num_dns,
                        char **out_chain_pem, EVP_PKEY **out_key)
 {
-    EVP_PKEY *key = gen_p256();
+    EVP_PKEY *key = sc_pem_new_p256_key();
     if (key == NULL || num_dns == 0) {
         EVP_PKEY_free(key);
         return -1;
@@ -674,7 +645,7 @@ int cp_ca_write_roots(const struct cp_ca *ca, const char *path)
         }
     }
     if (!server_root_in_bundle) {
-        char *p = x509_pem(ca->server_root);
+        char *p = sc_pem_cert(ca->server_root);
         if (p != NULL) {
             fputs(p, f);
             free(p);

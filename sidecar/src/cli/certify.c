@@ -22,6 +22,7 @@
 #include "cc/config_client.h"
 #include "sc/flags.h"
 #include "sc/log.h"
+#include "sc/pem.h"
 #include "sc/spiffe.h"
 
 // Flags shared by both commands.
@@ -258,26 +259,6 @@ static int write_file(const char *dir, const char *name, const char *data, size_
     return 0;
 }
 
-static char *certs_pem(STACK_OF(X509) * chain, size_t from, size_t to)
-{
-    BIO *b = BIO_new(BIO_s_mem());
-    if (b == NULL) {
-        return NULL;
-    }
-    for (size_t i = from; i < to; i++) {
-        PEM_write_bio_X509(b, sk_X509_value(chain, i));
-    }
-    const uint8_t *data;
-    size_t len;
-    char *out = NULL;
-    if (BIO_mem_contents(b, &data, &len) && (out = malloc(len + 1)) != NULL) {
-        memcpy(out, data, len);
-        out[len] = '\0';
-    }
-    BIO_free(b);
-    return out;
-}
-
 static int write_out_dir(const char *dir, struct cc_ca_result *res)
 {
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
@@ -288,8 +269,8 @@ static int write_out_dir(const char *dir, struct cc_ca_result *res)
     // cert.pem is what tunnel --cert takes: the leaf and intermediates. The
     // last element is the root when the chain has more than one certificate.
     size_t cert_end = n > 1 ? n - 1 : n;
-    char *cert = certs_pem(res->chain, 0, cert_end);
-    char *root = certs_pem(res->chain, n - 1, n);
+    char *cert = sc_pem_certs(res->chain, 0, cert_end);
+    char *root = sc_pem_certs(res->chain, n - 1, n);
     char *key = cc_ca_key_pem(res->key);
     int rc = -1;
     if (cert == NULL || root == NULL || key == NULL) {
