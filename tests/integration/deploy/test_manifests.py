@@ -345,7 +345,16 @@ def test_control_plane_deployment():
     assert vols["ca"]["secret"]["secretName"] == "seam-ca"
     assert vols["ca"]["secret"]["defaultMode"] == 0o440
     assert vols["mesh"]["configMap"]["name"] == "seam-mesh"
-    assert "mesh.yaml" in load("control-plane/mesh-configmap.yaml")[0]["data"]
+    mesh = yaml.safe_load(load("control-plane/mesh-configmap.yaml")[0]["data"]["mesh.yaml"])
+    # The mesh names the example Service by its pinned ClusterIP and port, with the
+    # SPIFFE ID of the pods behind it; that port is STRICT for the example namespaces.
+    web = load("app/service.yaml")[0]
+    ep = mesh["services"][0]["endpoints"][0]
+    assert ep["address"] == web["spec"]["clusterIP"] and ep["port"] == web["spec"]["ports"][0]["port"]
+    assert ep["spiffe_id"] == "spiffe://cluster.local/ns/seam-demo/sa/web"
+    assert mesh["inbound"][0] == {"port": 8080, "mode": "STRICT", "allow": [
+        "spiffe://cluster.local/ns/seam-demo/*", "spiffe://cluster.local/ns/seam-classic/*"]}
+    assert mesh["trust_domain"] == args["--trust-domain"]
     svc = load("control-plane/service.yaml")[0]
     names = {p["name"] for p in c["ports"]}
     assert {p["targetPort"] for p in svc["spec"]["ports"]} <= names
@@ -616,6 +625,10 @@ def test_sidecar_runs_with_the_manifest_env(tmp_path):
         _, certs = http_get(admin, "/certs")
         assert "spiffe://cluster.local/ns/seam-demo/sa/web" in certs, certs
         assert "PRIVATE KEY" not in certs
+        # The mesh of the seam-mesh ConfigMap reached the sidecar through the config stream.
+        _, config = http_get(admin, "/config")
+        assert "10.96.100.10" in config and "spiffe://cluster.local/ns/seam-classic/*" in config, config
+        assert '"endpoints_skipped":0' in config.replace(" ", ""), config
         rc = stop(side_proc, side_log)
         side_proc = None
         assert rc == 0, slog.read_text()
