@@ -17,46 +17,13 @@
 
 #include "admin/admin_int.h"
 #include "sc/admin.h"
-
-static char pki[256];
-
-static int setup_pki(void **state)
-{
-    const char *src = getenv("SEAM_SOURCE_DIR");
-    if (src == NULL) {
-        src = "/work/main"; // ctest sets SEAM_SOURCE_DIR
-    }
-    snprintf(pki, sizeof(pki), "/tmp/seam-admin-certs-XXXXXX");
-    if (mkdtemp(pki) == NULL) {
-        return -1;
-    }
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "bash '%s/tests/certs/gen.sh' '%s' >/dev/null 2>&1", src, pki);
-    int rc = system(cmd);
-    return WIFEXITED(rc) && WEXITSTATUS(rc) == 0 ? 0 : -1;
-}
-
-static int teardown_pki(void **state)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", pki);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static const char *path(const char *name)
-{
-    static char buf[4][512];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(buf[i], sizeof(buf[i]), "%s/%s", pki, name);
-    return buf[i];
-}
+#include "pki.h"
 
 static void test_file_certs_json(void **state)
 {
     struct sc_admin_buf b;
     sc_admin_buf_init(&b);
-    sc_admin__file_certs_json(&b, path("server.pem"), path("ca.pem"));
+    sc_admin__file_certs_json(&b, test_pki_path("server.pem"), test_pki_path("ca.pem"));
     const char *t = b.data;
     assert_non_null(strstr(t, "{\"source\":\"files\",\"leaf\":{\"spiffe_id\":"
                               "\"spiffe://cluster.local/ns/default/sa/server\",\"serial\":\""));
@@ -67,12 +34,12 @@ static void test_file_certs_json(void **state)
     sc_admin_buf_cleanup(&b);
 
     // A chain file: leaf first, then the intermediate.
-    sc_admin__file_certs_json(&b, path("chained-chain.pem"), path("ca.pem"));
+    sc_admin__file_certs_json(&b, test_pki_path("chained-chain.pem"), test_pki_path("ca.pem"));
     assert_non_null(strstr(b.data, "\"chain\":[{"));
     sc_admin_buf_cleanup(&b);
 
     // A key file (no CERTIFICATE block) and a missing file: an error, no key bytes.
-    sc_admin__file_certs_json(&b, path("server.key"), path("missing.pem"));
+    sc_admin__file_certs_json(&b, test_pki_path("server.key"), test_pki_path("missing.pem"));
     assert_non_null(strstr(b.data, "\"leaf\":null"));
     assert_non_null(strstr(b.data, "\"roots\":[]"));
     assert_non_null(strstr(b.data, "\"error\":"));
@@ -84,20 +51,20 @@ static void test_file_certs_json(void **state)
 static void test_cert_valid(void **state)
 {
     int64_t now = (int64_t)time(NULL);
-    assert_true(sc_admin__file_cert_valid(path("server.pem"), now));
-    assert_false(sc_admin__file_cert_valid(path("expired.pem"), now));
-    assert_false(sc_admin__file_cert_valid(path("notyet.pem"), now));
-    assert_false(sc_admin__file_cert_valid(path("missing.pem"), now));
-    assert_false(sc_admin__file_cert_valid(path("server.key"), now));
+    assert_true(sc_admin__file_cert_valid(test_pki_path("server.pem"), now));
+    assert_false(sc_admin__file_cert_valid(test_pki_path("expired.pem"), now));
+    assert_false(sc_admin__file_cert_valid(test_pki_path("notyet.pem"), now));
+    assert_false(sc_admin__file_cert_valid(test_pki_path("missing.pem"), now));
+    assert_false(sc_admin__file_cert_valid(test_pki_path("server.key"), now));
     // Far in the future the server cert has expired too.
-    assert_false(sc_admin__file_cert_valid(path("server.pem"), now + 100LL * 365 * 86400));
+    assert_false(sc_admin__file_cert_valid(test_pki_path("server.pem"), now + 100LL * 365 * 86400));
 }
 
 static void test_cert_metrics(void **state)
 {
     struct sc_admin_buf b;
     sc_admin_buf_init(&b);
-    sc_admin__file_cert_metrics(&b, path("server.pem"), path("bundle-both.pem"));
+    sc_admin__file_cert_metrics(&b, test_pki_path("server.pem"), test_pki_path("bundle-both.pem"));
     const char *p = strstr(b.data, "seam_cert_expiry_timestamp_seconds{role=\"leaf\",spiffe_id=\""
                                    "spiffe://cluster.local/ns/default/sa/server\"} ");
     assert_non_null(p);
@@ -107,7 +74,7 @@ static void test_cert_metrics(void **state)
     sc_admin_buf_cleanup(&b);
 
     // The JSON "not_after_unix" and the metric agree.
-    sc_admin__file_certs_json(&b, path("server.pem"), NULL);
+    sc_admin__file_certs_json(&b, test_pki_path("server.pem"), NULL);
     const char *q = strstr(b.data, "\"not_after_unix\":");
     assert_non_null(q);
     assert_int_equal(strtoll(q + 17, NULL, 10), exp);
@@ -116,7 +83,7 @@ static void test_cert_metrics(void **state)
 
 static void test_cert_json_helper_and_family(void **state)
 {
-    FILE *f = fopen(path("twouri.pem"), "r");
+    FILE *f = fopen(test_pki_path("twouri.pem"), "r");
     assert_non_null(f);
     X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
     fclose(f);
@@ -151,5 +118,5 @@ int main(void)
         cmocka_unit_test(test_cert_metrics),
         cmocka_unit_test(test_cert_json_helper_and_family),
     };
-    return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
+    return cmocka_run_group_tests(tests, test_pki_setup, test_pki_teardown);
 }

@@ -17,38 +17,17 @@
 #include "sc/proxy.h"
 #include "sc/stream.h"
 #include "sc/tls.h"
+#include "pki.h"
 
 #define TD "spiffe://cluster.local"
 #define SERVER_ID TD "/ns/default/sa/server"
 
-static char pki[256];
-
-static int setup_pki(void **state)
-{
-    const char *src = getenv("SEAM_SOURCE_DIR");
-    snprintf(pki, sizeof(pki), "/tmp/seam-test-pump-XXXXXX");
-    if (mkdtemp(pki) == NULL) {
-        return -1;
-    }
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "bash %s/tests/certs/gen.sh %s >/dev/null 2>&1",
-             src ? src : "../..", pki);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static int teardown_pki(void **state)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", pki);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 static SSL_CTX *make_ctx(bool server, const char *name)
 {
     char c[512], k[512], t[512], err[512];
-    snprintf(c, sizeof(c), "%s/%s.pem", pki, name);
-    snprintf(k, sizeof(k), "%s/%s.key", pki, name);
-    snprintf(t, sizeof(t), "%s/ca.pem", pki);
+    snprintf(c, sizeof(c), "%s/%s.pem", test_pki_dir, name);
+    snprintf(k, sizeof(k), "%s/%s.key", test_pki_dir, name);
+    snprintf(t, sizeof(t), "%s/ca.pem", test_pki_dir);
     char *pat = (char *)TD "/ns/default/*";
     struct sc_allowlist al = {.num_patterns = 1, .patterns = &pat};
     struct sc_tls_opts o = {.is_server = server, .peer_id = server ? NULL : SERVER_ID,
@@ -522,5 +501,5 @@ int main(void)
         cmocka_unit_test(test_route_inbound_authorize),
         cmocka_unit_test(test_route_outbound),
     };
-    return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
+    return cmocka_run_group_tests(tests, test_pki_setup, test_pki_teardown);
 }

@@ -19,40 +19,19 @@
 #include "sc/stream.h"
 #include "sc/tls.h"
 #include "tls/tls_int.h"
+#include "pki.h"
 
 #define TD "spiffe://cluster.local"
 #define SERVER_ID TD "/ns/default/sa/server"
 #define CLIENT_ID TD "/ns/default/sa/client"
 
-static char pki_dir[256];
-
-static int setup_pki(void **state)
-{
-    const char *src = getenv("SEAM_SOURCE_DIR");
-    snprintf(pki_dir, sizeof(pki_dir), "/tmp/seam-test-stream-XXXXXX");
-    if (mkdtemp(pki_dir) == NULL) {
-        return -1;
-    }
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "bash %s/tests/certs/gen.sh %s >/dev/null 2>&1",
-             src ? src : "../..", pki_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static int teardown_pki(void **state)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", pki_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 static SSL_CTX *make_ctx(bool server, const char *name, const char *peer_id, const char *allow,
                          const char *trust)
 {
     char c[512], k[512], t[512], err[512];
-    snprintf(c, sizeof(c), "%s/%s.pem", pki_dir, name);
-    snprintf(k, sizeof(k), "%s/%s.key", pki_dir, name);
-    snprintf(t, sizeof(t), "%s/%s", pki_dir, trust ? trust : "ca.pem");
+    snprintf(c, sizeof(c), "%s/%s.pem", test_pki_dir, name);
+    snprintf(k, sizeof(k), "%s/%s.key", test_pki_dir, name);
+    snprintf(t, sizeof(t), "%s/%s", test_pki_dir, trust ? trust : "ca.pem");
     char *pat = (char *)allow;
     struct sc_allowlist al = {.num_patterns = 1, .patterns = &pat};
     struct sc_tls_opts o = {
@@ -322,9 +301,9 @@ static void test_tls_chained_client(void **state)
     if (h.client_ctx == NULL) {
         // chained-chain.pem has no matching .key file name: build it by hand.
         char c[512], k[512], t[512], err[256];
-        snprintf(c, sizeof(c), "%s/chained-chain.pem", pki_dir);
-        snprintf(k, sizeof(k), "%s/chained.key", pki_dir);
-        snprintf(t, sizeof(t), "%s/ca.pem", pki_dir);
+        snprintf(c, sizeof(c), "%s/chained-chain.pem", test_pki_dir);
+        snprintf(k, sizeof(k), "%s/chained.key", test_pki_dir);
+        snprintf(t, sizeof(t), "%s/ca.pem", test_pki_dir);
         struct sc_tls_opts o = {.is_server = false, .peer_id = SERVER_ID};
         h.client_ctx = sc_tls_ctx_new_files(&o, c, k, t, err, sizeof(err));
     }
@@ -572,5 +551,5 @@ int main(void)
         cmocka_unit_test(test_connect_refused),
         cmocka_unit_test(test_handshake_timeout),
     };
-    return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
+    return cmocka_run_group_tests(tests, test_pki_setup, test_pki_teardown);
 }

@@ -16,37 +16,16 @@
 
 #include "sc/spiffe.h"
 #include "sc/tls.h"
+#include "pki.h"
 
 #define TD "spiffe://cluster.local"
 #define SERVER_ID TD "/ns/default/sa/server"
 #define CLIENT_ID TD "/ns/default/sa/client"
 
-static char pki[256];
-
-static int setup_pki(void **state)
-{
-    const char *src = getenv("SEAM_SOURCE_DIR");
-    snprintf(pki, sizeof(pki), "/tmp/seam-test-verify-XXXXXX");
-    if (mkdtemp(pki) == NULL) {
-        return -1;
-    }
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "bash %s/tests/certs/gen.sh %s >/dev/null 2>&1",
-             src ? src : "../..", pki);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static int teardown_pki(void **state)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", pki);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 static char *slurp(const char *name, size_t *len)
 {
     char path[512];
-    snprintf(path, sizeof(path), "%s/%s", pki, name);
+    snprintf(path, sizeof(path), "%s/%s", test_pki_dir, name);
     FILE *f = fopen(path, "rb");
     assert_non_null(f);
     char *buf = malloc(1 << 16);
@@ -59,7 +38,7 @@ static char *slurp(const char *name, size_t *len)
 static X509 *load_leaf(const char *name, STACK_OF(X509) **out_inter)
 {
     char path[512];
-    snprintf(path, sizeof(path), "%s/%s", pki, name);
+    snprintf(path, sizeof(path), "%s/%s", test_pki_dir, name);
     FILE *f = fopen(path, "rb");
     assert_non_null(f);
     X509 *leaf = PEM_read_X509(f, NULL, NULL, NULL);
@@ -188,9 +167,9 @@ static SSL_CTX *ctx_files(bool server, const char *cert, const char *key, const 
                           char *err, size_t cap)
 {
     char c[512], k[512], t[512];
-    snprintf(c, sizeof(c), "%s/%s", pki, cert);
-    snprintf(k, sizeof(k), "%s/%s", pki, key);
-    snprintf(t, sizeof(t), "%s/%s", pki, trust);
+    snprintf(c, sizeof(c), "%s/%s", test_pki_dir, cert);
+    snprintf(k, sizeof(k), "%s/%s", test_pki_dir, key);
+    snprintf(t, sizeof(t), "%s/%s", test_pki_dir, trust);
     char *pat = (char *)TD "/*";
     struct sc_allowlist al = {.num_patterns = 1, .patterns = &pat};
     struct sc_tls_opts o = {.is_server = server, .peer_id = server ? NULL : SERVER_ID,
@@ -255,5 +234,5 @@ int main(void)
         cmocka_unit_test(test_root_rotation_bundle), cmocka_unit_test(test_exact_allow),
         cmocka_unit_test(test_ctx_building),        cmocka_unit_test(test_bad_policy),
     };
-    return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
+    return cmocka_run_group_tests(tests, test_pki_setup, test_pki_teardown);
 }
