@@ -23,6 +23,7 @@
 #include "sc/err.h"
 #include "sc/limits.h"
 #include "sc/log.h"
+#include "sc/mesh.h"
 #include "sc/parse.h"
 #include "sc/tls.h"
 
@@ -445,8 +446,12 @@ static void on_detect_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *b
     sc_stream_read_stop(s);
     uv_close((uv_handle_t *)&c->detect, on_detect_closed);
     c->state = SC_CONN_HANDSHAKE;
-    // A TLS client starts with a handshake record (content type 22).
-    if ((uint8_t)buf->base[0] == 0x16) {
+    // A TLS client starts with a ClientHello record (sc/mesh.h, fuzzed).
+    // With fewer bytes than the detector needs (rare: a ClientHello comes
+    // in one segment) the record type decides; TLS refuses the rest anyway.
+    enum sc_mesh_detect d =
+        sc_mesh_detect_client_hello((const uint8_t *)buf->base, (size_t)nread);
+    if (d == SC_DETECT_TLS || (d == SC_DETECT_NEED_MORE && (uint8_t)buf->base[0] == 0x16)) {
         count_open(c, SC_MODE_MTLS);
         c->tls = s;
         int r = sc_stream_start_tls_prefixed(s, w->ctx, true, NULL,
