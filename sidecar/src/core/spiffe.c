@@ -40,6 +40,19 @@ static size_t bounded_len(const char *s)
     return strnlen(s, SC_SPIFFE_ID_MAX + 1);
 }
 
+// bad_char_err explains a character a SPIFFE ID may not hold: the URL
+// features it never has by name, anything else as |otherwise|.
+static const char *bad_char_err(unsigned char c, const char *otherwise)
+{
+    if (c == '%') {
+        return "percent-encoding is not allowed";
+    }
+    if (c == '?' || c == '#') {
+        return "query and fragment are not allowed";
+    }
+    return otherwise;
+}
+
 // check_scheme_td validates "spiffe://<td>" at the start of |id| and sets
 // |*out_td_end| to the offset just after the trust domain.
 static bool check_scheme_td(const char *id, size_t len, size_t *out_td_end, const char **out_err)
@@ -66,14 +79,11 @@ static bool check_scheme_td(const char *id, size_t len, size_t *out_td_end, cons
                 set_err(out_err, "trust domain must not contain a port");
             } else if (c == '@') {
                 set_err(out_err, "trust domain must not contain userinfo");
-            } else if (c == '%') {
-                set_err(out_err, "percent-encoding is not allowed");
             } else if (c >= 'A' && c <= 'Z') {
                 set_err(out_err, "trust domain must be lowercase");
-            } else if (c == '?' || c == '#') {
-                set_err(out_err, "query and fragment are not allowed");
             } else {
-                set_err(out_err, "trust domain has a character outside [a-z0-9.-_]");
+                set_err(out_err,
+                        bad_char_err(c, "trust domain has a character outside [a-z0-9.-_]"));
             }
             return false;
         }
@@ -116,13 +126,7 @@ static bool check_path(const char *p, size_t len, bool allow_star_tail, bool *ou
                     *out_star = true;
                     return true;
                 }
-                if (c == '%') {
-                    set_err(out_err, "percent-encoding is not allowed");
-                } else if (c == '?' || c == '#') {
-                    set_err(out_err, "query and fragment are not allowed");
-                } else {
-                    set_err(out_err, "path has a character outside [a-zA-Z0-9.-_]");
-                }
+                set_err(out_err, bad_char_err(c, "path has a character outside [a-zA-Z0-9.-_]"));
                 return false;
             }
             i++;
