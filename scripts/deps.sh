@@ -19,6 +19,9 @@ PKGS=(
   # bench peers
   haproxy nginx libnginx-mod-stream stunnel4 wrk iperf3 util-linux linux-perf valgrind
 )
+# deploy/validate needs node + npm: this machine image ships them (nodesource);
+# elsewhere Debian's own packages serve.
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 need=()
 for p in "${PKGS[@]}"; do
   [[ "$p" == \#* ]] && continue
