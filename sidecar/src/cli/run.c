@@ -21,6 +21,7 @@
 #include "sc/admin.h"
 #include "sc/flags.h"
 #include "sc/identity.h"
+#include "sc/limits.h"
 #include "sc/log.h"
 #include "sc/mesh.h"
 #include "sc/parse.h"
@@ -528,7 +529,13 @@ int sc_cmd_run(int argc, char **argv)
          .out = &log_format,
          .help = "text|json (text)"},
     };
-    size_t nflags = sizeof(flags) / sizeof(flags[0]);
+    // Plus the data path's limits (--max-connections, --max-buffer-memory).
+    struct sc_limits limits;
+    sc_limits_defaults(&limits);
+    struct sc_flag all[sizeof(flags) / sizeof(flags[0]) + SC_LIMITS_NUM_FLAGS];
+    memcpy(all, flags, sizeof(flags));
+    sc_limits_flags(&limits, all + sizeof(flags) / sizeof(flags[0]));
+    size_t nflags = sizeof(all) / sizeof(all[0]);
     char err[512];
     const char *why = NULL;
     int rc = 2;
@@ -537,9 +544,9 @@ int sc_cmd_run(int argc, char **argv)
     if (r == NULL) {
         return 1;
     }
-    int pr = sc_flags_parse(flags, nflags, argc, argv, err, sizeof(err));
+    int pr = sc_flags_parse(all, nflags, argc, argv, err, sizeof(err));
     if (pr == 1) {
-        usage(stdout, flags, nflags);
+        usage(stdout, all, nflags);
         rc = 0;
         goto out;
     }
@@ -588,6 +595,7 @@ int sc_cmd_run(int argc, char **argv)
                 r->spiffe_id, why ? why : "invalid");
         goto out;
     }
+    sc_limits_set(&limits);
     sc_log_setup((enum sc_log_level)level,
                  strcmp(log_format, "json") == 0 ? SC_LOG_JSON : SC_LOG_TEXT);
 

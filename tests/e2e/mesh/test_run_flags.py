@@ -72,6 +72,8 @@ def test_missing_required_flag_is_named(sidecar, flag):
     (["--log-level", "loud"], "--log-level"),
     (["--detect-timeout", "soon"], "detect-timeout"),
     (["--unknown-flag", "1"], "unknown-flag"),
+    (["--max-connections", "many"], "--max-connections"),
+    (["--max-buffer-memory", "lots"], "--max-buffer-memory"),
 ])
 def test_bad_values_exit_2_naming_the_flag(sidecar, extra, needle):
     args = list(BASE)
@@ -91,7 +93,8 @@ def test_help_lists_flags_with_env_names(sidecar):
     r = run(sidecar, ["--help"])
     assert r.returncode == 0
     for name in ("SEAM_CONTROL_PLANE", "SEAM_POD_IP", "SEAM_OUTBOUND_PORT", "SEAM_INBOUND_PORT",
-                 "SEAM_WORKERS", "SEAM_DRAIN_TIMEOUT", "SEAM_TOKEN_FILE"):
+                 "SEAM_WORKERS", "SEAM_DRAIN_TIMEOUT", "SEAM_TOKEN_FILE",
+                 "SEAM_MAX_CONNECTIONS", "SEAM_MAX_BUFFER_MEMORY"):
         assert name in r.stdout, name
 
 
