@@ -327,12 +327,20 @@ size_t sc_stream_write_queue_size(const struct sc_stream *s)
     return s->tcp.write_queue_size;
 }
 
+bool sc_stream__read_skip(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf)
+{
+    if (nread == 0 || (s->flags & SC_STREAM_F_CLOSING)) {
+        sc_buf_release(buf->base);
+        return true;
+    }
+    return false;
+}
+
 // Plain TCP transport: bytes go straight between the socket and the user.
 static void on_plain_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct sc_stream *s = stream->data;
-    if (nread == 0 || (s->flags & SC_STREAM_F_CLOSING)) {
-        sc_buf_release(buf->base);
+    if (sc_stream__read_skip(s, nread, buf)) {
         return;
     }
     if (nread < 0) {

@@ -83,6 +83,11 @@ void sc_stream__tls_process(struct sc_stream *s);
 // sc_stream__alloc is the uv_alloc_cb of every stream (a pool buffer).
 void sc_stream__alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 
+// sc_stream__read_skip is the start of every transport's uv_read_cb: for a
+// read to ignore (nothing read, or the stream is closing) it gives |buf| back
+// to the pool and returns true.
+bool sc_stream__read_skip(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf);
+
 // sc_stream__uv_read sets whether uv_read_start is active on the socket.
 void sc_stream__uv_read(struct sc_stream *s, bool on, uv_read_cb read_cb);
 

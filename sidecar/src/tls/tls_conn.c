@@ -346,8 +346,7 @@ static void tls_process(struct sc_stream *s)
 static void on_tls_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct sc_stream *s = stream->data;
-    if (nread == 0 || (s->flags & SC_STREAM_F_CLOSING)) {
-        sc_buf_release(buf->base);
+    if (sc_stream__read_skip(s, nread, buf)) {
         return;
     }
     if (nread < 0) {
