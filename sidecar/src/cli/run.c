@@ -47,7 +47,7 @@ struct run {
     int workers;
     struct sc_tls_opts opts[2];
     struct sockaddr_storage listen[2];
-    uint64_t connect_ms, hs_ms, idle_ms, drain_ms, detect_ms;
+    uint64_t connect_ms, hs_ms, idle_ms, drain_ms, detect_ms, max_age_ms;
     char spiffe_id[SC_SPIFFE_ID_MAX + 1];
     bool started;
     bool draining;
@@ -78,6 +78,7 @@ static int start_proxy(struct run *r, enum sc_dir dir, SSL_CTX *ctx)
         .router = &sc_mesh_router,
         .route_snap = r->cfg,
         .detect_timeout_ms = r->detect_ms,
+        .max_connection_age_ms = r->max_age_ms,
     };
     int rc = sc_proxy_start(&pc, ctx, &r->loop, on_proxy_done, r, &r->proxy[dir]);
     if (rc == UV_EAFNOSUPPORT && pc.listen.ss_family == AF_INET6) {
@@ -432,7 +433,7 @@ int sc_cmd_run(int argc, char **argv)
     const char *cluster = NULL;
     int64_t out_port = 15001, in_port = 15006, workers = 2;
     uint64_t connect_ms = 10000, hs_ms = 10000, idle_ms = 3600000, drain_ms = 25000;
-    uint64_t detect_ms = 500;
+    uint64_t detect_ms = 500, max_age_ms = 0;
     struct sc_flag flags[] = {
         {.name = "control-plane",
          .type = SC_FLAG_STRING,
@@ -516,6 +517,11 @@ int sc_cmd_run(int argc, char **argv)
          .type = SC_FLAG_DURATION,
          .out = &drain_ms,
          .help = "SIGTERM grace period (25s)"},
+        {.name = "max-connection-age",
+         .type = SC_FLAG_DURATION,
+         .out = &max_age_ms,
+         .help =
+             "end connections older than this gracefully (half-close, then close; default off)"},
         {.name = "detect-timeout",
          .type = SC_FLAG_DURATION,
          .out = &detect_ms,
@@ -605,6 +611,7 @@ int sc_cmd_run(int argc, char **argv)
     r->idle_ms = idle_ms;
     r->drain_ms = drain_ms;
     r->detect_ms = detect_ms;
+    r->max_age_ms = max_age_ms;
     set_listen(&r->listen[SC_DIR_INBOUND], in_port);
     set_listen(&r->listen[SC_DIR_OUTBOUND], out_port);
     // Inbound: any valid SVID completes the handshake; the port's allow
