@@ -365,6 +365,18 @@ struct cc_call *cc_call_start(struct cc_channel *ch, const char *path, uint64_t 
     return call;
 }
 
+// call_resume_send wakes the DATA source of |call| if nghttp2 parked it
+// waiting for bytes (or for the end of the send side) and flushes the channel.
+static void call_resume_send(struct cc_call *call)
+{
+    struct cc_conn *c = call->conn;
+    if (call->deferred && c != NULL && c->h2 != NULL && call->stream_id > 0) {
+        call->deferred = false;
+        nghttp2_session_resume_data(c->h2, call->stream_id);
+    }
+    channel_kick(call->ch);
+}
+
 int cc_call_send_raw(struct cc_call *call, const uint8_t *msg, size_t len)
 {
     if (call->send_closed || call->finished || len > UINT32_MAX) {
@@ -388,12 +400,7 @@ int cc_call_send_raw(struct cc_call *call, const uint8_t *msg, size_t len)
         memcpy(call->out + call->out_len + CC_GRPC_PREFIX_LEN, msg, len);
     }
     call->out_len = need;
-    struct cc_conn *c = call->conn;
-    if (call->deferred && c != NULL && c->h2 != NULL && call->stream_id > 0) {
-        call->deferred = false;
-        nghttp2_session_resume_data(c->h2, call->stream_id);
-    }
-    channel_kick(call->ch);
+    call_resume_send(call);
     return 0;
 }
 
@@ -416,12 +423,7 @@ void cc_call_close_send(struct cc_call *call)
         return;
     }
     call->send_closed = true;
-    struct cc_conn *c = call->conn;
-    if (call->deferred && c != NULL && c->h2 != NULL && call->stream_id > 0) {
-        call->deferred = false;
-        nghttp2_session_resume_data(c->h2, call->stream_id);
-    }
-    channel_kick(call->ch);
+    call_resume_send(call);
 }
 
 void cc_call_cancel(struct cc_call *call, const char *message)
