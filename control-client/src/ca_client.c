@@ -118,21 +118,13 @@ char *cc_ca_key_pem(EVP_PKEY *key)
 
 X509_STORE *cc_ca_load_trust(const char *file, char *err, size_t err_len)
 {
-    BIO *bio = BIO_new_file(file, "r");
-    if (bio == NULL) {
-        snprintf(err, err_len, "cannot read trust file %s: %s", file, strerror(errno));
-        ERR_clear_error();
+    X509_STORE *store = X509_STORE_new();
+    int count = store != NULL ? sc_pem_add_trust_file(store, file) : 0;
+    if (count < 0) {
+        snprintf(err, err_len, "cannot read trust file %s: %s", file, strerror(-count));
+        X509_STORE_free(store);
         return NULL;
     }
-    X509_STORE *store = X509_STORE_new();
-    int count = 0;
-    X509 *x;
-    while (store != NULL && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
-        count += X509_STORE_add_cert(store, x) ? 1 : 0;
-        X509_free(x);
-    }
-    ERR_clear_error();
-    BIO_free(bio);
     if (count == 0) {
         snprintf(err, err_len, "trust file %s holds no PEM certificate", file);
         X509_STORE_free(store);

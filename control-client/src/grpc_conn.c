@@ -34,6 +34,8 @@
 
 #include "sc/err.h"
 #include "sc/log.h"
+#include "sc/pem.h"
+#include "sc/pem.h"
 #include "sc/stats.h"
 #include "sc/stream.h"
 
@@ -1159,23 +1161,12 @@ static void channel_process(struct cc_channel *ch)
 
 static int load_trust(SSL_CTX *ctx, const char *file, char *err, size_t err_len)
 {
-    BIO *bio = BIO_new_file(file, "r");
-    if (bio == NULL) {
+    int count = sc_pem_add_trust_file(SSL_CTX_get_cert_store(ctx), file);
+    if (count < 0) {
         snprintf(err, err_len, "cannot read control-plane trust file %s: %s", file,
-                 strerror(errno));
+                 strerror(-count));
         return -1;
     }
-    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-    int count = 0;
-    X509 *x;
-    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
-        if (X509_STORE_add_cert(store, x)) {
-            count++;
-        }
-        X509_free(x);
-    }
-    ERR_clear_error();
-    BIO_free(bio);
     if (count == 0) {
         snprintf(err, err_len, "control-plane trust file %s holds no PEM certificate", file);
         return -1;

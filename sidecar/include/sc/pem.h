@@ -27,4 +27,9 @@ char *sc_pem_cert(X509 *x);
 // concatenated, or NULL if any of them cannot be encoded.
 char *sc_pem_certs(const STACK_OF(X509) * chain, size_t from, size_t to);
 
+// sc_pem_add_trust_file adds every PEM certificate in |file| to |store|.
+// Returns how many were added (0: the file holds none), or -errno if the file
+// cannot be opened. The error queue is left empty.
+int sc_pem_add_trust_file(X509_STORE *store, const char *file);
+
 #endif

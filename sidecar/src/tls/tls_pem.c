@@ -1,11 +1,13 @@
 // tls_pem.c — PEM and key helpers (sc/pem.h).
 #include "sc/pem.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/bio.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/nid.h>
 #include <openssl/pem.h>
@@ -65,4 +67,25 @@ char *sc_pem_cert(X509 *x)
     }
     BIO_free(mem);
     return out;
+}
+
+int sc_pem_add_trust_file(X509_STORE *store, const char *file)
+{
+    BIO *bio = BIO_new_file(file, "r");
+    if (bio == NULL) {
+        int e = errno != 0 ? errno : EIO;
+        ERR_clear_error();
+        return -e;
+    }
+    int count = 0;
+    X509 *x;
+    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        if (X509_STORE_add_cert(store, x)) {
+            count++;
+        }
+        X509_free(x);
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    return count;
 }
