@@ -313,6 +313,31 @@ def test_config_change_applies_to_new_connections_without_restart(lab):
     set_mesh_and_wait(lab, mesh_yaml())  # back to the start for the next test
 
 
+def test_config_the_sidecar_cannot_use_is_nacked_and_the_old_one_stays(lab):
+    a, b = lab.pods["a"], lab.pods["b"]
+    nacks = count(b.sidecar, "config.nack") + count(b.sidecar, "mesh.config_refused")
+    version = json.loads(b.admin("/config"))["version"]
+    # Valid YAML for the control plane, but one endpoint with two identities.
+    bad = mesh_yaml().replace("inbound:", f"""  - name: impostor.default.svc.cluster.local
+    port: 8080
+    endpoints:
+      - address: 10.244.0.20
+        port: 8080
+        spiffe_id: {C}
+inbound:""", 1)
+    lab.set_mesh(bad)
+    meshlab.wait_for(lambda: count(b.sidecar, "config.nack") + count(b.sidecar,
+                     "mesh.config_refused") > nacks, 15, what="b's NACK")
+    cfg = json.loads(b.admin("/config"))
+    assert cfg["version"] == version and cfg["nacks"] >= 1, cfg
+    assert "two different SPIFFE IDs" in cfg["last_nack_error"], cfg
+    assert re.search(r'^seam_config_responses_total\{result="nack"\} [1-9]', b.admin("/metrics"),
+                     re.M)
+    out = a.call("10.244.0.20", 8080, "still-works")
+    assert out == "app@b:8080 got still-works from 127.0.0.1\n", out
+    set_mesh_and_wait(lab, mesh_yaml())
+
+
 def test_rotation_during_steady_traffic_drops_nothing(lab):
     a, b = lab.pods["a"], lab.pods["b"]
     rot_a = count(a.sidecar, "identity.cert_installed")
