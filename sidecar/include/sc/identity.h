@@ -141,7 +141,7 @@ int sc_identity_install_pem(struct sc_identity *id, const char *chain_pem, size_
 void sc_identity_renew_now(struct sc_identity *id);
 
 // sc_identity_ready reports whether a certificate is installed and valid
-// now (notBefore <= now < notAfter).
+// now (notBefore <= now <= notAfter, in seconds, as peers check it).
 bool sc_identity_ready(const struct sc_identity *id);
 
 // sc_identity_spiffe_id returns our SPIFFE ID (borrowed).

@@ -414,9 +414,11 @@ static void on_expiry(uv_timer_t *t)
     if (!id->have_cur || id->expired_reported) {
         return;
     }
-    int64_t now = wall_ms();
-    if (now < id->cur.not_after * 1000) {
-        uv_timer_start(&id->expiry, on_expiry, (uint64_t)(id->cur.not_after * 1000 - now), 0);
+    // notAfter is inclusive (RFC 5280 §4.1.2.5, second granularity): peers
+    // refuse the certificate from the next second on.
+    int64_t now = wall_ms(), end = (id->cur.not_after + 1) * 1000;
+    if (now < end) {
+        uv_timer_start(&id->expiry, on_expiry, (uint64_t)(end - now), 0);
         return;
     }
     id->expired_reported = true;
@@ -460,7 +462,7 @@ static void commit(struct sc_identity *id, struct cert *c, bool from_ca)
     uv_timer_stop(&id->renew);
     id->next_renewal = 0;
     schedule_renewal(id);
-    int64_t until = id->cur.not_after * 1000 - wall_ms();
+    int64_t until = (id->cur.not_after + 1) * 1000 - wall_ms();
     uv_timer_start(&id->expiry, on_expiry, until > 0 ? (uint64_t)until : 0, 0);
     sc_info("identity.cert_installed",
             "id=%s serial=%s source=%s not_before=%lld not_after=%lld lifetime_s=%lld "
@@ -913,8 +915,9 @@ bool sc_identity_ready(const struct sc_identity *id)
     if (!id->have_cur) {
         return false;
     }
+    // Both bounds inclusive, as X.509 validity (and peers' checks) are.
     int64_t now = wall_ms() / 1000;
-    return now >= id->cur.not_before && now < id->cur.not_after;
+    return now >= id->cur.not_before && now <= id->cur.not_after;
 }
 
 const char *sc_identity_spiffe_id(const struct sc_identity *id)
