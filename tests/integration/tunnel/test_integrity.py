@@ -11,8 +11,8 @@ import time
 import pytest
 
 from seamtest import free_port, wait_for
-from tunnelkit import (LOOP, SERVER_ID, Echo, addr, client_ctx, closed_by_peer, echo_roundtrip,
-                       events, run_threads, start_tunnel, tls_connect)
+from tunnelkit import (LOOP, SERVER_ID, Echo, OneConnServer, addr, client_ctx, closed_by_peer,
+                       echo_roundtrip, events, run_threads, start_tunnel, tls_connect)
 
 
 @pytest.fixture
@@ -129,36 +129,20 @@ def test_half_close_reply_after_fin(pki, procs):
     """A server that only answers after the client's FIN (like `wc`), over
     outbound -> inbound: the FIN must cross the tunnel while the other direction
     stays open."""
-    port = free_port()
-    lsock = socket.socket()
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind((LOOP, port))
-    lsock.listen(8)
-    lsock.settimeout(20)
+    def serve(c):
+        c.settimeout(20)
+        n = 0
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            n += len(d)
+        c.sendall(b"count=%d\n" % n)
+        c.shutdown(socket.SHUT_WR)
 
-    def serve():
-        try:
-            c, _ = lsock.accept()
-        except OSError:
-            return
-        with c:
-            c.settimeout(20)
-            n = 0
-            try:
-                while True:
-                    d = c.recv(65536)
-                    if not d:
-                        break
-                    n += len(d)
-                c.sendall(b"count=%d\n" % n)
-                c.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-
-    th = threading.Thread(target=serve, daemon=True)
-    th.start()
+    srv = OneConnServer(serve)
     try:
-        in_t = start_tunnel(procs, "inbound", addr(LOOP, port), pki)
+        in_t = start_tunnel(procs, "inbound", srv.target, pki)
         out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki)
         s = out_t.connect(timeout=20)
         s.sendall(b"x" * 100000)
@@ -168,7 +152,7 @@ def test_half_close_reply_after_fin(pki, procs):
         assert got == b"count=100000\n"
         assert closed
     finally:
-        lsock.close()
+        srv.close()
 
 
 def _closed_port():
@@ -250,38 +234,23 @@ def test_backpressure_slow_reader(pki, procs):
     sidecars' memory does not grow with it, and once the app reads again
     every byte arrives intact."""
     import select
-    port = free_port()
-    lsock = socket.socket()
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind((LOOP, port))
-    lsock.listen(8)
-    lsock.settimeout(20)
     go = threading.Event()
     got = {"n": 0, "hash": hashlib.sha256(), "eof": False}
 
-    def sink():
-        try:
-            c, _ = lsock.accept()
-        except OSError:
-            return
-        with c:
-            go.wait(60)
-            c.settimeout(30)
-            try:
-                while True:
-                    d = c.recv(1 << 18)
-                    if not d:
-                        got["eof"] = True
-                        break
-                    got["n"] += len(d)
-                    got["hash"].update(d)
-            except OSError:
-                pass
+    def sink(c):
+        go.wait(60)
+        c.settimeout(30)
+        while True:
+            d = c.recv(1 << 18)
+            if not d:
+                got["eof"] = True
+                break
+            got["n"] += len(d)
+            got["hash"].update(d)
 
-    th = threading.Thread(target=sink, daemon=True)
-    th.start()
+    srv = OneConnServer(sink)
     try:
-        in_t = start_tunnel(procs, "inbound", addr(LOOP, port), pki)
+        in_t = start_tunnel(procs, "inbound", srv.target, pki)
         out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki)
         s = out_t.connect()
         rss0 = {t.proc.pid: _rss_kib(t.proc.pid) for t in (in_t, out_t)}
@@ -319,15 +288,15 @@ def test_backpressure_slow_reader(pki, procs):
             sent_hash.update(pending)
             sent += len(pending)
         s.shutdown(socket.SHUT_WR)
-        th.join(60)
-        assert not th.is_alive()
+        srv.thread.join(60)
+        assert not srv.thread.is_alive()
         s.close()
         assert got["eof"]
         assert got["n"] == sent
         assert got["hash"].hexdigest() == sent_hash.hexdigest()
     finally:
         go.set()
-        lsock.close()
+        srv.close()
 
 
 def test_connect_timeout(pki, procs):

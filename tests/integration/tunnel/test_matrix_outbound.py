@@ -7,13 +7,11 @@ the app's connection is closed within 5 s, the server never sees the app's
 bytes, and the sidecar logs exactly one
 `tls.handshake_failed dir=outbound reason=<specific> peer=<server addr>`.
 """
-import socket
-import threading
-
 import pytest
 
-from seamtest import free_port, wait_for
-from tunnelkit import LOOP, SERVER_ID, addr, closed_by_peer, hs_failures, start_s_server, start_tunnel
+from seamtest import wait_for
+from tunnelkit import (SERVER_ID, OneConnServer, addr, closed_by_peer, hs_failures, start_s_server,
+                       start_tunnel)
 
 # (case id, server cert, s_server protocol flag, reason, logged peer_id or None = don't check)
 CASES = [
@@ -66,40 +64,25 @@ def test_outbound_refuses(pki, procs, case, cert, proto, reason, peer_id):
 
 def test_outbound_plain_text_server(pki, procs):
     """A server that answers the ClientHello with plain text: not_tls."""
-    port = free_port()
-    lsock = socket.socket()
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind((LOOP, port))
-    lsock.listen(8)
-    lsock.settimeout(15)
     received = bytearray()
 
-    def serve():
-        try:
-            c, _ = lsock.accept()
-        except OSError:
-            return
-        with c:
-            c.settimeout(5)
-            try:
-                received.extend(c.recv(65536))
-                c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-                while True:
-                    d = c.recv(65536)
-                    if not d:
-                        break
-                    received.extend(d)
-            except OSError:
-                pass
+    def serve(c):
+        c.settimeout(5)
+        received.extend(c.recv(65536))
+        c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            received.extend(d)
 
-    th = threading.Thread(target=serve, daemon=True)
-    th.start()
+    srv = OneConnServer(serve, accept_timeout=15)
     try:
-        out_t = start_tunnel(procs, "outbound", addr(LOOP, port), pki)
-        f = _refused(out_t, addr(LOOP, port))[0]
+        out_t = start_tunnel(procs, "outbound", srv.target, pki)
+        f = _refused(out_t, srv.target)[0]
         assert f["dir"] == "outbound"
         assert f["reason"] == "not_tls", f["line"]
-        th.join(10)
+        srv.thread.join(10)
         assert SECRET not in bytes(received)
     finally:
-        lsock.close()
+        srv.close()

@@ -372,6 +372,38 @@ def run_threads(fns, timeout):
     return results
 
 
+class OneConnServer:
+    """A TCP listener on LOOP (free port) whose thread accepts one connection
+    within |accept_timeout| s and runs serve(conn) on it; an OSError ends
+    serve quietly (the test checks what serve recorded). close() stops the
+    listener; the connection is closed when serve returns."""
+
+    def __init__(self, serve, accept_timeout=20.0):
+        self.port = free_port()
+        self.target = addr(LOOP, self.port)
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind((LOOP, self.port))
+        self.lsock.listen(8)
+        self.lsock.settimeout(accept_timeout)
+        self.thread = threading.Thread(target=self._run, args=(serve,), daemon=True)
+        self.thread.start()
+
+    def _run(self, serve):
+        try:
+            c, _ = self.lsock.accept()
+        except OSError:
+            return
+        with c:
+            try:
+                serve(c)
+            except OSError:
+                pass
+
+    def close(self):
+        self.lsock.close()
+
+
 class TLSEchoServer:
     """An in-process mTLS echo server (Python ssl): requires a client cert from
     ca.pem, records each client's certificate (DER) and echoes until EOF.
