@@ -29,6 +29,15 @@ def _swap_identity(pki, name, d, base):
     _replace(os.path.join(pki, name + ".pem"), os.path.join(d, base + ".pem"))
 
 
+def _inbound_on_copied_server_identity(pki, procs, d):
+    """An inbound tunnel in front of an echo app whose cert/key are copies of
+    server.pem/server.key at d/id.pem and d/id.key (for the test to swap)."""
+    shutil.copyfile(os.path.join(pki, "server.pem"), os.path.join(d, "id.pem"))
+    shutil.copyfile(os.path.join(pki, "server.key"), os.path.join(d, "id.key"))
+    echo = Echo(procs)
+    return start_tunnel(procs, "inbound", echo.target, pki, cert=os.path.join(d, "id"))
+
+
 def _served_cert(pki, port):
     s = tls_connect(client_ctx(pki, "client"), LOOP, port)
     der = s.getpeercert(binary_form=True)
@@ -44,10 +53,7 @@ def _reload_problems(proc):
 
 def test_inbound_reload_keeps_open_connections(pki, procs, tmp_path):
     d = str(tmp_path)
-    shutil.copyfile(os.path.join(pki, "server.pem"), os.path.join(d, "id.pem"))
-    shutil.copyfile(os.path.join(pki, "server.key"), os.path.join(d, "id.key"))
-    echo = Echo(procs)
-    in_t = start_tunnel(procs, "inbound", echo.target, pki, cert=os.path.join(d, "id"))
+    in_t = _inbound_on_copied_server_identity(pki, procs, d)
 
     old = tls_connect(client_ctx(pki, "client"), LOOP, in_t.port)
     assert old.getpeercert(binary_form=True) == der_of(os.path.join(pki, "server.pem"))
@@ -163,10 +169,7 @@ def test_sighup_rereads_files(pki, procs, tmp_path):
     """SIGHUP re-reads cert/key/trust (contract) and does not end the process."""
     import signal
     d = str(tmp_path)
-    shutil.copyfile(os.path.join(pki, "server.pem"), os.path.join(d, "id.pem"))
-    shutil.copyfile(os.path.join(pki, "server.key"), os.path.join(d, "id.key"))
-    echo = Echo(procs)
-    in_t = start_tunnel(procs, "inbound", echo.target, pki, cert=os.path.join(d, "id"))
+    in_t = _inbound_on_copied_server_identity(pki, procs, d)
     old = tls_connect(client_ctx(pki, "client"), LOOP, in_t.port)
     assert echo_roundtrip(old, b"1") == b"1"
     _swap_identity(pki, "server2", d, "id")
