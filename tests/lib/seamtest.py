@@ -92,8 +92,9 @@ class Proc:
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
+        kw.setdefault("stdin", subprocess.DEVNULL)
         self.p = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, env=full_env, **kw)
+                                  env=full_env, **kw)
         self.pid = self.p.pid
 
     def log(self):

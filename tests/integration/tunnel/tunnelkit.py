@@ -186,23 +186,18 @@ class Echo:
             return json.load(f)
 
 
-class OpenSSLServer:
-    """`openssl s_server` with a stdin pipe (to send data to its client).
-
-    Quacks like seamtest.Proc so it can be stopped by the procs fixture."""
+class OpenSSLServer(seamtest.Proc):
+    """`openssl s_server` with a stdin pipe (to send data to its client); a
+    seamtest.Proc, so the procs fixture stops it."""
 
     def __init__(self, pki, cert, extra=(), verify=True, tls="-tls1_3"):
         self.port = free_port()
-        self.log_path = tmpfile("s_server-")
-        self._log = open(self.log_path, "wb")
         args = ["openssl", "s_server", "-accept", f"{LOOP}:{self.port}", tls,
                 "-cert", os.path.join(pki, cert + ".pem"), "-key", os.path.join(pki, cert + ".key"),
                 "-CAfile", os.path.join(pki, "ca.pem")]
         if verify:
             args += ["-Verify", "1"]
-        self.p = subprocess.Popen(args + list(extra), stdin=subprocess.PIPE,
-                                  stdout=self._log, stderr=subprocess.STDOUT)
-        self.pid = self.p.pid
+        super().__init__(args + list(extra), log_path=tmpfile("s_server-"), stdin=subprocess.PIPE)
         # s_server prints ACCEPT once it listens (no probe connection: it would
         # show up as a session in its output).
         wait_for(lambda: "ACCEPT" in self.log() or not self.alive(), 10, what="s_server ACCEPT")
@@ -213,11 +208,6 @@ class OpenSSLServer:
     @property
     def target(self):
         return addr(LOOP, self.port)
-
-    def log(self):
-        self._log.flush()
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
 
     def new_output(self):
         return self.log()[self.mark:]
@@ -230,23 +220,13 @@ class OpenSSLServer:
         self.p.stdin.write(data)
         self.p.stdin.flush()
 
-    def alive(self):
-        return self.p.poll() is None
-
     def stop(self, sig=signal.SIGTERM, timeout=10.0):
-        if self.alive():
-            os.kill(self.pid, sig)
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.p.wait(5)
+        rc = super().stop(sig, timeout)
         try:
             self.p.stdin.close()
         except OSError:
             pass
-        self._log.close()
-        return self.p.returncode
+        return rc
 
 
 def start_s_server(procs, pki, cert="server", **kw):
