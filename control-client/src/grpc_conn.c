@@ -1214,6 +1214,19 @@ static int split_target(const char *target, char **out_host, char **out_port)
     return 0;
 }
 
+// channel_destroy frees |ch| and what it owns (its timer is closed or was
+// never started).
+static void channel_destroy(struct cc_channel *ch)
+{
+    SSL_CTX_free(ch->ctx);
+    free(ch->host);
+    free(ch->port);
+    free(ch->authority);
+    free(ch->token_file);
+    free(ch->name);
+    free(ch);
+}
+
 struct cc_channel *cc_channel_new(uv_loop_t *loop, const struct cc_channel_config *cfg, char *err,
                                   size_t err_len)
 {
@@ -1268,13 +1281,7 @@ struct cc_channel *cc_channel_new(uv_loop_t *loop, const struct cc_channel_confi
     return ch;
 
 out_free:
-    SSL_CTX_free(ch->ctx);
-    free(ch->host);
-    free(ch->port);
-    free(ch->authority);
-    free(ch->token_file);
-    free(ch->name);
-    free(ch);
+    channel_destroy(ch);
     return NULL;
 }
 
@@ -1286,14 +1293,7 @@ void cc_channel_set_debug_name(struct cc_channel *ch, const char *name)
 
 static void on_kick_closed(uv_handle_t *h)
 {
-    struct cc_channel *ch = h->data;
-    SSL_CTX_free(ch->ctx);
-    free(ch->host);
-    free(ch->port);
-    free(ch->authority);
-    free(ch->token_file);
-    free(ch->name);
-    free(ch);
+    channel_destroy(h->data);
 }
 
 void cc_channel_free(struct cc_channel *ch)
