@@ -141,6 +141,19 @@ static int free_port(uv_loop_t *loop, uv_tcp_t *keep)
     return ntohs(((struct sockaddr_in *)&got)->sin_port);
 }
 
+// local_channel opens a channel to 127.0.0.1:|port| that trusts the test CA.
+static struct cc_channel *local_channel(uv_loop_t *loop, int port)
+{
+    char target[64], err[512];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+    struct cc_channel_config cfg = {.target = target, .trust_file = g_trust};
+    struct cc_channel *ch = cc_channel_new(loop, &cfg, err, sizeof(err));
+    if (ch == NULL) {
+        fail_msg("cc_channel_new: %s", err);
+    }
+    return ch;
+}
+
 static void test_connection_refused(void **state)
 {
     uv_loop_t loop;
@@ -149,11 +162,7 @@ static void test_connection_refused(void **state)
     int port = free_port(&loop, &tmp);
     uv_close((uv_handle_t *)&tmp, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
-    char target[64], err[512];
-    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
-    struct cc_channel_config cfg = {.target = target, .trust_file = g_trust};
-    struct cc_channel *ch = cc_channel_new(&loop, &cfg, err, sizeof(err));
-    assert_non_null(ch);
+    struct cc_channel *ch = local_channel(&loop, port);
     struct result r1 = {0}, r2 = {0};
     cc_call_start(ch, "/a.B/C", 5000, NULL, on_close, &r1);
     cc_call_start(ch, "/a.B/D", 0, NULL, on_close, &r2);
@@ -194,11 +203,7 @@ static void test_deadline_and_cancel(void **state)
     int port = free_port(&loop, &s.server);
     s.server.data = &s;
     assert_int_equal(uv_listen((uv_stream_t *)&s.server, 8, on_silent_conn), 0);
-    char target[64], err[512];
-    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
-    struct cc_channel_config cfg = {.target = target, .trust_file = g_trust};
-    struct cc_channel *ch = cc_channel_new(&loop, &cfg, err, sizeof(err));
-    assert_non_null(ch);
+    struct cc_channel *ch = local_channel(&loop, port);
     struct result r1 = {0}, r2 = {0};
     cc_call_start(ch, "/a.B/C", 200, NULL, on_close, &r1);
     struct cc_call *c2 = cc_call_start(ch, "/a.B/D", 0, NULL, on_close, &r2);
