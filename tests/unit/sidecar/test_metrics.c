@@ -132,22 +132,23 @@ static void test_histogram_cumulative(void **state)
     assert_non_null(strstr(t, "# TYPE seam_tls_handshake_duration_seconds histogram\n"));
     assert_int_equal(count_lines_starting(t, "seam_tls_handshake_duration_seconds_bucket{"),
                      SC_HS_BUCKETS + 1);
-    snprintf(series, sizeof(series), "%s_bucket{le=\"0.0005\"}", n);
-    assert_float_equal(sample_value(t, series), 1, 0);
-    snprintf(series, sizeof(series), "%s_bucket{le=\"0.001\"}", n);
-    assert_float_equal(sample_value(t, series), 1, 0);
-    snprintf(series, sizeof(series), "%s_bucket{le=\"0.0025\"}", n);
-    assert_float_equal(sample_value(t, series), 3, 0);
-    snprintf(series, sizeof(series), "%s_bucket{le=\"0.05\"}", n);
-    assert_float_equal(sample_value(t, series), 4, 0);
-    snprintf(series, sizeof(series), "%s_bucket{le=\"5\"}", n);
-    assert_float_equal(sample_value(t, series), 4, 0);
-    snprintf(series, sizeof(series), "%s_bucket{le=\"+Inf\"}", n);
-    assert_float_equal(sample_value(t, series), 5, 0);
-    snprintf(series, sizeof(series), "%s_count", n);
-    assert_float_equal(sample_value(t, series), 5, 0);
-    snprintf(series, sizeof(series), "%s_sum", n);
-    assert_float_equal(sample_value(t, series), 7.0443, 1e-9);
+    const struct {
+        const char *suffix;
+        double want, epsilon;
+    } samples[] = {
+        {"_bucket{le=\"0.0005\"}", 1, 0},
+        {"_bucket{le=\"0.001\"}", 1, 0},
+        {"_bucket{le=\"0.0025\"}", 3, 0},
+        {"_bucket{le=\"0.05\"}", 4, 0},
+        {"_bucket{le=\"5\"}", 4, 0},
+        {"_bucket{le=\"+Inf\"}", 5, 0},
+        {"_count", 5, 0},
+        {"_sum", 7.0443, 1e-9},
+    };
+    for (size_t i = 0; i < sizeof(samples) / sizeof(samples[0]); i++) {
+        snprintf(series, sizeof(series), "%s%s", n, samples[i].suffix);
+        assert_float_equal(sample_value(t, series), samples[i].want, samples[i].epsilon);
+    }
 
     // Buckets never decrease, in le order, and +Inf comes last, then _sum, _count.
     const char *p = strstr(t, "seam_tls_handshake_duration_seconds_bucket{");
