@@ -21,6 +21,7 @@
 #include "cc/ca_client.h"
 #include "cc/config_client.h"
 #include "sc/certify.h"
+#include "sc/pem.h"
 
 static EVP_PKEY *g_ca_key;
 static X509 *g_ca;
@@ -70,13 +71,8 @@ static X509 *make_cert(EVP_PKEY *pub, EVP_PKEY *signer_key, X509 *issuer, const 
 
 static char *pem_of(X509 *x)
 {
-    BIO *b = BIO_new(BIO_s_mem());
-    PEM_write_bio_X509(b, x);
-    const uint8_t *d;
-    size_t n;
-    BIO_mem_contents(b, &d, &n);
-    char *out = strndup((const char *)d, n);
-    BIO_free(b);
+    char *out = sc_pem_cert(x);
+    assert_non_null(out);
     return out;
 }
 

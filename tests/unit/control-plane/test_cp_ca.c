@@ -15,17 +15,14 @@
 #include <openssl/x509v3.h>
 
 #include "cp_ca.h"
+#include "sc/pem.h"
 
 #define ID "spiffe://td.test/ns/a/sa/b"
 
 static EVP_PKEY *p256(void)
 {
-    EVP_PKEY *pkey = NULL;
-    EVP_PKEY_CTX *k = EVP_PKEY_CTX_new_id(EVP_PKEY_EC, NULL);
-    assert_true(EVP_PKEY_keygen_init(k));
-    assert_true(EVP_PKEY_CTX_set_ec_paramgen_curve_nid(k, NID_X9_62_prime256v1));
-    assert_true(EVP_PKEY_keygen(k, &pkey));
-    EVP_PKEY_CTX_free(k);
+    EVP_PKEY *pkey = sc_pem_new_p256_key();
+    assert_non_null(pkey);
     return pkey;
 }
 
