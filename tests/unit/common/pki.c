@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 
+#include "sc/spiffe.h"
+#include "sc/tls.h"
+
 char test_pki_dir[256];
 
 int test_pki_setup(void **state)
@@ -40,4 +43,21 @@ const char *test_pki_path(const char *name)
     i = (i + 1) % 8;
     snprintf(buf[i], sizeof(buf[i]), "%s/%s", test_pki_dir, name);
     return buf[i];
+}
+
+SSL_CTX *test_pki_ctx(bool server, const char *name, const char *peer_id, const char *allow,
+                      const char *trust, char *err, size_t err_cap)
+{
+    char c[512], k[512], t[512];
+    snprintf(c, sizeof(c), "%s/%s.pem", test_pki_dir, name);
+    snprintf(k, sizeof(k), "%s/%s.key", test_pki_dir, name);
+    snprintf(t, sizeof(t), "%s/%s", test_pki_dir, trust ? trust : "ca.pem");
+    char *pat = (char *)allow;
+    struct sc_allowlist al = {.num_patterns = 1, .patterns = &pat};
+    struct sc_tls_opts o = {
+        .is_server = server,
+        .peer_id = peer_id,
+        .allow = allow ? &al : NULL,
+    };
+    return sc_tls_ctx_new_files(&o, c, k, t, err, err_cap);
 }

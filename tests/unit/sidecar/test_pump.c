@@ -24,15 +24,9 @@
 
 static SSL_CTX *make_ctx(bool server, const char *name)
 {
-    char c[512], k[512], t[512], err[512];
-    snprintf(c, sizeof(c), "%s/%s.pem", test_pki_dir, name);
-    snprintf(k, sizeof(k), "%s/%s.key", test_pki_dir, name);
-    snprintf(t, sizeof(t), "%s/ca.pem", test_pki_dir);
-    char *pat = (char *)TD "/ns/default/*";
-    struct sc_allowlist al = {.num_patterns = 1, .patterns = &pat};
-    struct sc_tls_opts o = {.is_server = server, .peer_id = server ? NULL : SERVER_ID,
-                            .allow = server ? &al : NULL};
-    SSL_CTX *ctx = sc_tls_ctx_new_files(&o, c, k, t, err, sizeof(err));
+    char err[512];
+    SSL_CTX *ctx = test_pki_ctx(server, name, server ? NULL : SERVER_ID,
+                                server ? TD "/ns/default/*" : NULL, NULL, err, sizeof(err));
     if (ctx == NULL) {
         fail_msg("ctx: %s", err);
     }

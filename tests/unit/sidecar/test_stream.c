@@ -28,18 +28,8 @@
 static SSL_CTX *make_ctx(bool server, const char *name, const char *peer_id, const char *allow,
                          const char *trust)
 {
-    char c[512], k[512], t[512], err[512];
-    snprintf(c, sizeof(c), "%s/%s.pem", test_pki_dir, name);
-    snprintf(k, sizeof(k), "%s/%s.key", test_pki_dir, name);
-    snprintf(t, sizeof(t), "%s/%s", test_pki_dir, trust ? trust : "ca.pem");
-    char *pat = (char *)allow;
-    struct sc_allowlist al = {.num_patterns = 1, .patterns = &pat};
-    struct sc_tls_opts o = {
-        .is_server = server,
-        .peer_id = peer_id,
-        .allow = allow ? &al : NULL,
-    };
-    SSL_CTX *ctx = sc_tls_ctx_new_files(&o, c, k, t, err, sizeof(err));
+    char err[512];
+    SSL_CTX *ctx = test_pki_ctx(server, name, peer_id, allow, trust, err, sizeof(err));
     if (ctx == NULL) {
         fprintf(stderr, "ctx: %s\n", err);
     }
