@@ -97,12 +97,20 @@ def try_roundtrip(port, payload=b"ping", timeout=5.0):
         return False
 
 
-def pair(procs, pki, in_extra=(), out_extra=(), echo=None):
+def pair(procs, pki, in_extra=(), out_extra=(), echo=None, env=None):
     """echo app <- inbound tunnel <- outbound tunnel; returns (echo, in_t, out_t)."""
     echo = echo or Echo(procs)
-    in_t = start_tunnel(procs, "inbound", echo.target, pki, extra=list(in_extra))
-    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, extra=list(out_extra))
+    in_t = start_tunnel(procs, "inbound", echo.target, pki, extra=list(in_extra), env=env)
+    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, extra=list(out_extra),
+                         env=env)
     return echo, in_t, out_t
+
+
+def small_quarantine_env():
+    """In ASan builds freed memory sits in a 256 MiB quarantine and shows up as
+    RSS; tests that bound RSS shrink it (no effect on other builds)."""
+    opts = os.environ.get("ASAN_OPTIONS", "")
+    return {"ASAN_OPTIONS": (opts + ":" if opts else "") + "quarantine_size_mb=4"}
 
 
 def sample_max(fn, secs, interval=0.2):

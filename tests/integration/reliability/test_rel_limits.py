@@ -14,9 +14,11 @@ from relkit import (LOOP, Echo, addr, admin_metric, client_ctx, closed_by_peer, 
 from seamtest import free_port, wait_for
 
 
-def _refused_at_once(pki, port):
+def _refused_at_once(pki, port, timeout=1.5):
+    """Connects without starting TLS: a refused connection is closed at once;
+    an admitted one waits (for the handshake) past |timeout|."""
     raw = socket.create_connection((LOOP, port), timeout=5)
-    closed, got = closed_by_peer(raw, 5)
+    closed, got = closed_by_peer(raw, timeout)
     raw.close()
     return closed and got == b""
 

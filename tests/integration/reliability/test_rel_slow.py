@@ -7,7 +7,8 @@ import socket
 import threading
 import time
 
-from relkit import (LOOP, addr, admin_metric, echo_roundtrip, pair, rss_bytes, sample_max)
+from relkit import (LOOP, addr, admin_metric, echo_roundtrip, pair, rss_bytes, sample_max,
+                    small_quarantine_env)
 from seamtest import free_port, wait_for
 
 N_SLOW = 1000
@@ -68,7 +69,7 @@ def test_1000_stalled_handshakes_time_out_without_blocking_others(pki, procs):
 def test_client_that_stops_reading_is_bounded(pki, procs):
     """The app echoes everything; the client sends but never reads. Backpressure
     must stop the client's writes instead of seam buffering them."""
-    echo, in_t, out_t = pair(procs, pki)
+    echo, in_t, out_t = pair(procs, pki, env=small_quarantine_env())
     base = rss_bytes(in_t.proc.pid) + rss_bytes(out_t.proc.pid)
     s = out_t.connect(timeout=5)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
