@@ -2,7 +2,8 @@
 
 - private key bytes (PEM body, the raw scalar in hex) never appear in the
   sidecars' logs or in any admin endpoint's output, and the sidecar writes no
-  file (only the log it was given is open for writing);
+  file (only the log it was given is open for writing); `certify` writes a
+  key only with --out-dir (0600) and never prints one;
 - mutating admin endpoints refuse non-loopback clients: the sidecar runs in a
   network namespace this test creates (veth pair, as root) with --admin
   0.0.0.0:P, and a client outside connects to the namespace's address;
@@ -24,6 +25,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import uuid
 
@@ -274,3 +276,30 @@ def test_admin_mutations_refused_from_non_loopback(pki, procs):
             p.stop()
         ip("link", "del", host_if, check=False)
         ip("netns", "del", ns, check=False)
+
+
+def test_certify_writes_a_key_only_with_out_dir(pki, procs, tmp_path):
+    """`seam-sidecar certify` prints the certificate's facts; the private key
+    goes nowhere (not stdout, stderr or the working directory) unless
+    --out-dir is given, and then only into a 0600 file."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "identity"))
+    import idkit
+    cp = idkit.ControlPlane(procs, tmp_path, ttl="1h")
+    wait_for(lambda: os.path.exists(cp.root), 10, what="control plane root file")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    base = [seamtest.binary("seam-sidecar"), "certify", "--control-plane",
+            f"127.0.0.1:{cp.port}", "--control-plane-trust", cp.root,
+            "--token-file", cp.token_files["in"], "--spiffe-id", idkit.ID_IN]
+    r = subprocess.run(base, cwd=cwd, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "PRIVATE KEY" not in r.stdout + r.stderr
+    assert list(cwd.iterdir()) == []
+    out = tmp_path / "out"
+    r = subprocess.run(base + ["--out-dir", str(out)], cwd=cwd, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "PRIVATE KEY" not in r.stdout + r.stderr
+    key = out / "key.pem"
+    assert key.exists() and (key.stat().st_mode & 0o077) == 0, oct(key.stat().st_mode)
+    assert "PRIVATE KEY" in key.read_text()
