@@ -212,7 +212,9 @@ struct sc_mesh_config *sc_mesh_config_new(const Seam__V1__Snapshot *snap, const 
             p->allow.num_patterns++;
         }
     }
-    qsort(c->ports, c->num_ports, sizeof(*c->ports), port_cmp);
+    if (c->num_ports > 1) { // qsort's base must not be NULL, even for 0 items
+        qsort(c->ports, c->num_ports, sizeof(*c->ports), port_cmp);
+    }
     for (size_t i = 1; i < c->num_ports; i++) {
         if (c->ports[i].port == c->ports[i - 1].port) {
             snprintf(err, err_cap, "inbound port %u listed twice", c->ports[i].port);
@@ -263,7 +265,9 @@ struct sc_mesh_config *sc_mesh_config_new(const Seam__V1__Snapshot *snap, const 
             }
         }
     }
-    qsort(c->endpoints, c->num_endpoints, sizeof(*c->endpoints), endpoint_cmp);
+    if (c->num_endpoints > 1) {
+        qsort(c->endpoints, c->num_endpoints, sizeof(*c->endpoints), endpoint_cmp);
+    }
     for (size_t i = 1; i < c->num_endpoints; i++) {
         if (endpoint_cmp(&c->endpoints[i], &c->endpoints[i - 1]) == 0 &&
             !sc_spiffe_id_equal(c->endpoints[i].spiffe_id, c->endpoints[i - 1].spiffe_id)) {

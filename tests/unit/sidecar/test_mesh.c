@@ -350,6 +350,38 @@ static void test_refcount_and_json(void **state)
     sc_mesh_config_unref(NULL);
 }
 
+static void test_empty_snapshot(void **state)
+{
+    // Only a trust bundle: no port, no service (UBSan: no qsort of NULL).
+    struct fixture f;
+    fixture_init(&f);
+    f.snap.n_inbound_ports = 0;
+    f.snap.inbound_ports = NULL;
+    f.snap.n_services = 0;
+    f.snap.services = NULL;
+    f.snap.default_inbound_mode = SEAM__V1__INBOUND_MODE__INBOUND_MODE_UNSPECIFIED;
+    f.snap.outbound_policy = SEAM__V1__OUTBOUND_POLICY__OUTBOUND_POLICY_UNSPECIFIED;
+    struct sc_mesh_config *c = build(&f);
+    assert_int_equal(c->num_ports, 0);
+    assert_int_equal(c->num_endpoints, 0);
+    assert_int_equal(c->default_mode, SC_MESH_PERMISSIVE);   // unset: PERMISSIVE
+    assert_int_equal(c->outbound_policy, SC_MESH_ALLOW_ANY); // unset: ALLOW_ANY
+    struct sockaddr_storage a = sa("10.244.0.20", 8080);
+    assert_null(sc_mesh_find_endpoint(c, (struct sockaddr *)&a));
+    assert_null(sc_mesh_port_rules(c, 8080));
+    assert_true(sc_mesh_authorize(c, 8080, "-"));
+    struct sc_route r;
+    memset(&r, 0, sizeof(r));
+    sc_mesh_route(c, SC_DIR_INBOUND, (struct sockaddr *)&a, &r);
+    assert_int_equal(r.kind, SC_ROUTE_DETECT);
+    struct sc_admin_buf b;
+    sc_admin_buf_init(&b);
+    sc_mesh_config_json(c, &b);
+    assert_non_null(strstr(b.data, "\"inbound_ports\":[],\"endpoints\":[]"));
+    sc_admin_buf_cleanup(&b);
+    sc_mesh_config_unref(c);
+}
+
 static void test_detect_client_hello(void **state)
 {
     static const uint8_t hello[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc};
@@ -383,6 +415,7 @@ int main(void)
         cmocka_unit_test(test_route_inbound),
         cmocka_unit_test(test_bad_snapshots_refused),
         cmocka_unit_test(test_refcount_and_json),
+        cmocka_unit_test(test_empty_snapshot),
         cmocka_unit_test(test_detect_client_hello),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
