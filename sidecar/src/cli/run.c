@@ -198,6 +198,12 @@ static int apply_config(const Seam__V1__Snapshot *snap, const char *version, cha
             sc_proxy_publish_route(r->proxy[d], c);
         }
     }
+    if (c->num_skipped > 0) {
+        // Interception only knows addresses: a host name can never match.
+        sc_warn("mesh.endpoints_skipped",
+                "version=%s count=%zu reason=host_name (list endpoint IP addresses)", c->version,
+                c->num_skipped);
+    }
     sc_info("mesh.config_applied",
             "version=%s outbound_policy=%s default_mode=%s ports=%zu endpoints=%zu roots=%zu",
             c->version, sc_mesh_policy_name(c->outbound_policy), sc_mesh_mode_name(c->default_mode),
