@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sc/log.h"
@@ -428,10 +429,13 @@ static X509 *issue_leaf(struct cp_ca *ca, EVP_PKEY *pub, int san_type, const cha
     if (x == NULL) {
         return NULL;
     }
+    // One clock reading for both ends: the lifetime is exactly |ttl_s| even
+    // when a second boundary passes between the two calls.
+    time_t now = time(NULL);
     if (!X509_set_version(x, X509_VERSION_3) || set_random_serial(x) != 0 ||
         !X509_set_issuer_name(x, X509_get_subject_name(ca->sign_cert)) ||
-        !X509_gmtime_adj(X509_getm_notBefore(x), 0) ||
-        !X509_gmtime_adj(X509_getm_notAfter(x), (long)ttl_s) || !X509_set_pubkey(x, pub)) {
+        !X509_time_adj(X509_getm_notBefore(x), 0, &now) ||
+        !X509_time_adj(X509_getm_notAfter(x), (long)ttl_s, &now) || !X509_set_pubkey(x, pub)) {
         goto out_fail;
     }
     // Never outlive the issuer.
