@@ -181,6 +181,11 @@ class MeshLab:
     def setup_network(self, pods):
         """pods: list of (name, index, k8s namespace, service account)."""
         n = self.node
+        # Left over by a killed run that had our PID (names carry it): ours to remove.
+        existing = run(["ip", "netns", "list"]).stdout.split()
+        for name in [n] + [f"{self.tag}-{p[0]}" for p in pods]:
+            if name in existing:
+                run(["ip", "netns", "del", name], check=False)
         run(["ip", "netns", "add", n])
         run(["ip", "-n", n, "link", "set", "lo", "up"])
         run(["ip", "-n", n, "link", "add", "br0", "type", "bridge"])
