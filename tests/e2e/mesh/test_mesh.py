@@ -216,6 +216,12 @@ def test_destination_outside_the_mesh_passes_through(lab):
     out = a.call("10.244.0.1", 7070, "hello-outside")
     # Plain passthrough from a's sidecar: the server sees a's pod address.
     assert out == "outside:7070 got hello-outside from 10.244.0.10\n", out
+    # A dead destination: the app's connection ends promptly, never hangs.
+    t0 = time.monotonic()
+    out = a.call("10.244.0.1", 7071, "anyone-there", timeout=8)
+    assert "got anyone-there" not in out and time.monotonic() - t0 < 5, out
+    meshlab.wait_for(lambda: re.search(r"conn.upstream_failed dir=outbound target=10\.244\.0\.1:7071",
+                                       a.sidecar.log()), 10, what="a's upstream failure")
 
 
 def test_permissive_accepts_plain_strict_refuses_it(lab):
