@@ -144,14 +144,20 @@ static bool check_path(const char *p, size_t len, bool allow_star_tail, bool *ou
     return true;
 }
 
-bool sc_spiffe_id_valid(const char *id, size_t len, const char **out_err)
+// check_id_td is check_scheme_td for an ID that may be missing (NULL).
+static bool check_id_td(const char *id, size_t len, size_t *out_td_end, const char **out_err)
 {
-    size_t td_end;
     if (id == NULL) {
         set_err(out_err, "SPIFFE ID is missing");
         return false;
     }
-    if (!check_scheme_td(id, len, &td_end, out_err)) {
+    return check_scheme_td(id, len, out_td_end, out_err);
+}
+
+bool sc_spiffe_id_valid(const char *id, size_t len, const char **out_err)
+{
+    size_t td_end;
+    if (!check_id_td(id, len, &td_end, out_err)) {
         return false;
     }
     if (td_end == len) {
@@ -164,11 +170,7 @@ bool sc_spiffe_id_valid(const char *id, size_t len, const char **out_err)
 bool sc_spiffe_td_id_valid(const char *id, size_t len, const char **out_err)
 {
     size_t td_end;
-    if (id == NULL) {
-        set_err(out_err, "SPIFFE ID is missing");
-        return false;
-    }
-    if (!check_scheme_td(id, len, &td_end, out_err)) {
+    if (!check_id_td(id, len, &td_end, out_err)) {
         return false;
     }
     if (td_end != len) {
