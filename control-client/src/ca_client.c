@@ -183,8 +183,13 @@ enum cc_ca_error cc_ca_validate_chain(STACK_OF(X509) * chain, X509_STORE *trust,
         snprintf(msg, msg_len, "issued certificate does not carry our public key");
         return CC_CA_WRONG_KEY;
     }
-    if (X509_check_ca(leaf)) {
-        snprintf(msg, msg_len, "issued certificate is a CA certificate, not a leaf");
+    // The SVID leaf rules (PROTOCOLS.md §3), as the data-path verifier applies
+    // them: X509_check_ca() alone misses a CA:TRUE certificate whose keyUsage
+    // lacks keyCertSign, so test the basicConstraints flag and the key usage.
+    uint32_t ku = X509_get_key_usage(leaf);
+    if ((X509_get_extension_flags(leaf) & EXFLAG_CA) ||
+        (ku != UINT32_MAX && (ku & (KU_KEY_CERT_SIGN | KU_CRL_SIGN)))) {
+        snprintf(msg, msg_len, "issued certificate is a CA certificate or may sign, not a leaf");
         return CC_CA_NOT_LEAF;
     }
     // Intermediates come from the response; roots only from our trust store.

@@ -35,10 +35,12 @@ static void add_ext(X509 *x, int nid, const char *val)
     X509_EXTENSION_free(ext);
 }
 
-// make_cert issues a certificate for |pub| signed by |signer_key| (self-signed
-// CA when |issuer| is NULL), valid from now+|from_s| to now+|to_s|.
-static X509 *make_cert(EVP_PKEY *pub, EVP_PKEY *signer_key, X509 *issuer, const char *uri,
-                       long from_s, long to_s, bool ca)
+// make_cert_ext issues a certificate for |pub| signed by |signer_key|
+// (self-signed CA when |issuer| is NULL), valid from now+|from_s| to
+// now+|to_s|, with the given basicConstraints and keyUsage values and, when
+// |uri| is not NULL, one critical URI SAN.
+static X509 *make_cert_ext(EVP_PKEY *pub, EVP_PKEY *signer_key, X509 *issuer, const char *uri,
+                           long from_s, long to_s, bool ca, const char *bc, const char *ku)
 {
     X509 *x = X509_new();
     assert_non_null(x);
@@ -55,18 +57,28 @@ static X509 *make_cert(EVP_PKEY *pub, EVP_PKEY *signer_key, X509 *issuer, const 
     X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : name);
     X509_NAME_free(name);
     X509_set_pubkey(x, pub);
-    if (ca) {
-        add_ext(x, NID_basic_constraints, "critical,CA:TRUE");
-        add_ext(x, NID_key_usage, "critical,keyCertSign,cRLSign");
-    } else {
-        add_ext(x, NID_basic_constraints, "critical,CA:FALSE");
-        add_ext(x, NID_key_usage, "critical,digitalSignature");
+    add_ext(x, NID_basic_constraints, bc);
+    add_ext(x, NID_key_usage, ku);
+    if (uri != NULL) {
         char san[512];
         snprintf(san, sizeof(san), "critical,URI:%s", uri);
         add_ext(x, NID_subject_alt_name, san);
     }
     assert_true(X509_sign(x, signer_key, EVP_sha256()) > 0);
     return x;
+}
+
+// make_cert issues a CA (keyCertSign, cRLSign) or a leaf (digitalSignature
+// with one URI SAN) certificate; see make_cert_ext.
+static X509 *make_cert(EVP_PKEY *pub, EVP_PKEY *signer_key, X509 *issuer, const char *uri,
+                       long from_s, long to_s, bool ca)
+{
+    if (ca) {
+        return make_cert_ext(pub, signer_key, issuer, NULL, from_s, to_s, true,
+                             "critical,CA:TRUE", "critical,keyCertSign,cRLSign");
+    }
+    return make_cert_ext(pub, signer_key, issuer, uri, from_s, to_s, false, "critical,CA:FALSE",
+                         "critical,digitalSignature");
 }
 
 static char *pem_of(X509 *x)
@@ -305,6 +317,22 @@ static void test_chain_validation(void **state)
     X509 *rogue_ca = make_cert(rogue_key, rogue_key, NULL, NULL, -60, 3600, true);
     X509 *rogue = make_cert(key, rogue_key, rogue_ca, id, -10, 600, false);
     assert_int_equal(check(rogue, key, id, store, msg), CC_CA_UNTRUSTED);
+
+    // A CA:TRUE certificate is never a leaf, even without keyCertSign
+    // (X509_check_ca alone would let it through), and neither is a CA:FALSE
+    // one that may sign certificates or CRLs.
+    X509 *ca_no_kcs = make_cert_ext(key, g_ca_key, g_ca, id, -10, 600, false, "critical,CA:TRUE",
+                                    "critical,digitalSignature");
+    assert_int_equal(check(ca_no_kcs, key, id, store, msg), CC_CA_NOT_LEAF);
+    X509 *kcs = make_cert_ext(key, g_ca_key, g_ca, id, -10, 600, false, "critical,CA:FALSE",
+                              "critical,digitalSignature,keyCertSign");
+    assert_int_equal(check(kcs, key, id, store, msg), CC_CA_NOT_LEAF);
+    X509 *crl = make_cert_ext(key, g_ca_key, g_ca, id, -10, 600, false, "critical,CA:FALSE",
+                              "critical,digitalSignature,cRLSign");
+    assert_int_equal(check(crl, key, id, store, msg), CC_CA_NOT_LEAF);
+    X509_free(ca_no_kcs);
+    X509_free(kcs);
+    X509_free(crl);
 
     STACK_OF(X509) *empty = sk_X509_new_null();
     assert_int_equal(cc_ca_validate_chain(empty, store, id, key, 0, msg, sizeof(msg)),
