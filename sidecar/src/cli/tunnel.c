@@ -23,6 +23,7 @@
 #include "sc/admin.h"
 #include "sc/flags.h"
 #include "sc/identity.h"
+#include "sc/limits.h"
 #include "sc/log.h"
 #include "sc/parse.h"
 #include "sc/proxy.h"
@@ -457,6 +458,10 @@ int sc_cmd_tunnel(int argc, char **argv)
     uint64_t connect_ms = 10000, hs_ms = 10000, idle_ms = 3600000, drain_ms = 25000;
     uint64_t cert_ttl_ms = 0, max_age_ms = 0;
     bool tls12 = false;
+    struct sc_limits limits;
+    struct sc_flag limit_flags[SC_LIMITS_NUM_FLAGS];
+    sc_limits_defaults(&limits);
+    sc_limits_flags(&limits, limit_flags); // --max-connections, --max-buffer-memory
     struct sc_flag flags[] = {
         {.name = "listen", .type = SC_FLAG_STRING, .out = &listen, .help = "address to accept on (HOST:PORT)", .required = true},
         {.name = "target", .type = SC_FLAG_STRING, .out = &target, .help = "address to connect to (HOST:PORT)", .required = true},
@@ -485,6 +490,8 @@ int sc_cmd_tunnel(int argc, char **argv)
         {.name = "admin", .type = SC_FLAG_STRING, .out = &admin, .help = "admin/metrics server address (HOST:PORT)"},
         {.name = "sni", .type = SC_FLAG_STRING, .out = &sni, .help = "outbound: TLS server name to send"},
         {.name = "allow-tls12", .type = SC_FLAG_BOOL, .out = &tls12, .help = "also accept TLS 1.2 (default: TLS 1.3 only)"},
+        limit_flags[0],
+        limit_flags[1],
     };
     size_t nflags = sizeof(flags) / sizeof(flags[0]);
     char err[512];
@@ -522,6 +529,7 @@ int sc_cmd_tunnel(int argc, char **argv)
         fprintf(stderr, "seam-sidecar tunnel %s: %s\n", argv[0], err);
         goto out;
     }
+    sc_limits_set(&limits);
     // Cross-flag checks, each naming the flag and the bad value.
     int level = sc_log_parse_level(log_level);
     if (level < 0) {
