@@ -2,9 +2,9 @@
 refuse new work — the connection is accepted and closed at once, counted in
 seam_connections_refused_total and logged (limits.refused, rate-limited) —
 while the connections already open keep working; once under the limit,
-connections are accepted again. Set here through SEAM_MAX_CONNECTIONS /
-SEAM_MAX_BUFFER_MEMORY (the --max-connections / --max-buffer-memory
-environment names)."""
+connections are accepted again. Set through --max-connections and the
+environment names SEAM_MAX_CONNECTIONS / SEAM_MAX_BUFFER_MEMORY; bad values
+are refused with exit code 2."""
 import socket
 import threading
 import time
@@ -27,7 +27,7 @@ def test_max_connections_per_worker(pki, procs):
     echo = Echo(procs)
     admin = free_port()
     t = start_tunnel(procs, "inbound", echo.target, pki, workers=1,
-                     extra=["--admin", addr(LOOP, admin)], env={"SEAM_MAX_CONNECTIONS": "5"})
+                     extra=["--admin", addr(LOOP, admin), "--max-connections", "5"])
     ctx = client_ctx(pki, "client")
     held = [tls_connect(ctx, LOOP, t.port) for _ in range(5)]
     try:
@@ -115,3 +115,15 @@ def test_max_buffer_memory(pki, procs):
         hog.close()
     wait_for(lambda: _works(ctx, t.port), 10, interval=0.2, what="accepted again")
     assert (admin_metric(admin, "seam_connections_refused_total") or 0) >= 1
+
+
+def test_bad_limit_flags_exit_2(pki):
+    import subprocess
+    import seamtest
+    base = [seamtest.binary("seam-sidecar"), "tunnel", "inbound", "--listen", "127.0.0.1:1",
+            "--target", "127.0.0.1:2", "--cert", f"{pki}/server.pem", "--key", f"{pki}/server.key",
+            "--trust", f"{pki}/ca.pem", "--allow", "spiffe://cluster.local/ns/default/*"]
+    for flag, bad in (("--max-connections", "-1"), ("--max-connections", "many"),
+                      ("--max-buffer-memory", "12qq")):
+        r = subprocess.run(base + [flag, bad], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 2 and flag in r.stderr, (flag, bad, r.returncode, r.stderr)
