@@ -32,7 +32,8 @@
 #                                         # -> bench/raw/profile/ (see NOTES.md);
 #                                         # PROFILE_CALLGRAPH=dwarf adds inclusive costs
 #
-# seam binary: $SEAM_BIN, else the build dir $SEAM_BUILD_DIR, else
+# seam binary: $SEAM_BIN (SEAM_REV: free text naming its revision, shown in
+# the report), else the build dir $SEAM_BUILD_DIR, else
 # build-bench/ (a Release build the full run (re)builds itself) / build/
 # (--smoke looks in build/ first: CI's scripts/test.sh builds it).
 #
@@ -470,9 +471,11 @@ export -f peer_seam peer_haproxy peer_haproxy_l4 peer_haproxy_l7 peer_nginx peer
 export ALLOW_ID
 
 seam_note() {
-  local v; v=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo "?")
-  local b=${SEAM_BIN:-not built}
-  echo "seam $v (${b#$REPO/}), tunnel mode, --workers 1 per proxy, libuv + BoringSSL"
+  local v b=${SEAM_BIN:-not built}
+  v=$("$b" version 2>/dev/null | head -1)
+  [[ "$b" == "$REPO/"* ]] && v="$v, tree $(git -C "$REPO" describe --always --dirty 2>/dev/null)"
+  [ -n "${SEAM_REV:-}" ] && v="$v, $SEAM_REV"
+  echo "${v:-seam} (${b#$REPO/}), tunnel mode, --workers 1 per proxy, libuv + BoringSSL"
 }
 add_peer seam       l4 peer_seam       peer_seam       "$(seam_note)"
 add_peer haproxy    l4 peer_haproxy_l4 peer_haproxy_l4 "$(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1,3) mode tcp, nbthread 1"
@@ -600,7 +603,7 @@ cpu_end() {
   R[$pfx.foreign]=$(foreign_cpu "$WORK/foreign.before" "$WORK/foreign.after")
   FOREIGN_TOTAL=$(awk -v a="${FOREIGN_TOTAL:-0}" -v b="${R[$pfx.foreign]}" 'BEGIN{printf "%.1f", a+b}')
 }
-median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else { m=(a[NR/2]+a[NR/2+1])/2; if (m==int(m)) printf "%d\n", m; else printf "%.4g\n", m } }'; }
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else { m=(a[NR/2]+a[NR/2+1])/2; if (m==int(m)) printf "%d\n", m; else printf "%.10g\n", m } }'; }
 minmax() { tr ' ' '\n' | awk 'NF' | sort -g | awk 'NR==1{m=$1} {x=$1} END{ if (NR>1) printf "%s-%s", m, x; else print "" }'; }
 steal_snap() { # -> "steal total" ticks summed over the CPUs in $1 (e.g. "1" or "0,2")
   awk -v l=",$1," '$1 ~ /^cpu[0-9]+$/ { n=substr($1,4); if (index(l, ","n",")) { s+=$9; for (i=2;i<=NF;i++) t+=$i } } END{ print s+0, t+0 }' /proc/stat
