@@ -54,6 +54,8 @@ struct sc_worker_stats {
     uint64_t refused_limit;                        // new work refused by a limit
     uint64_t accept_errors;                        // accept() failed (e.g. EMFILE)
     uint64_t loop_lag_us;                          // gauge: last measured loop lag
+    uint64_t heartbeat_ns;                         // uv_hrtime() of the worker's last tick;
+                                                   // 0 while its loop is not running
 } __attribute__((aligned(64)));
 
 #define SC_STAT_ADD(field, n) __atomic_fetch_add(&(field), (n), __ATOMIC_RELAXED)

@@ -213,17 +213,30 @@ static bool admin_ready(struct sc_admin *a)
     return true;
 }
 
-// admin_live: the main loop answered, so it turns; workers must have a
-// bounded loop lag, and the hook (if any) must agree.
+// admin_live: the main loop answered, so it turns; every running worker must
+// have ticked recently (its heartbeat) with a bounded loop lag, and the hook
+// (if any) must agree. A worker blocked in a system call stops ticking, so
+// its last lag value alone would look fine.
 static bool admin_live(struct sc_admin *a, char *why, size_t cap)
 {
     uint64_t max =
         a->hooks.max_worker_lag_us ? a->hooks.max_worker_lag_us : DEFAULT_MAX_WORKER_LAG_US;
+    uint64_t now_ns = uv_hrtime();
     for (int w = 0; w < a->hooks.num_workers; w++) {
         struct sc_worker_stats *s = a->hooks.worker_stats ? a->hooks.worker_stats[w] : NULL;
-        if (s != NULL && SC_STAT_GET(s->loop_lag_us) > max) {
+        if (s == NULL) {
+            continue;
+        }
+        if (SC_STAT_GET(s->loop_lag_us) > max) {
             snprintf(why, cap, "worker %d loop lag %.3fs above %.3fs\n", w,
                      (double)SC_STAT_GET(s->loop_lag_us) / 1e6, (double)max / 1e6);
+            return false;
+        }
+        // One tick period (1 s) plus the lag bound: no tick for longer is a stall.
+        uint64_t hb = SC_STAT_GET(s->heartbeat_ns);
+        if (hb != 0 && now_ns > hb && (now_ns - hb) / 1000 > max + 1000000) {
+            snprintf(why, cap, "worker %d has not ticked for %.3fs\n", w,
+                     (double)(now_ns - hb) / 1e9);
             return false;
         }
     }

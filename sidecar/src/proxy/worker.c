@@ -99,6 +99,7 @@ static void on_tick(uv_timer_t *t)
         SC_STAT_SET(w->stats.loop_lag_us, lag);
     }
     w->last_tick = now;
+    SC_STAT_SET(w->stats.heartbeat_ns, now);
     bool force = w->draining && uv_now(&w->loop) >= w->drain_deadline;
     sc_conn__sweep(w, force);
 }
@@ -106,7 +107,11 @@ static void on_tick(uv_timer_t *t)
 static void worker_main(void *arg)
 {
     struct sc_worker *w = arg;
+    // The heartbeat tells liveness this loop turns; a worker stuck in a
+    // blocking call stops refreshing it (its lag gauge would just freeze).
+    SC_STAT_SET(w->stats.heartbeat_ns, uv_hrtime());
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    SC_STAT_SET(w->stats.heartbeat_ns, 0); // finished (drained): nothing to watch
     SSL_CTX_free(w->ctx);
     w->ctx = NULL;
     SSL_CTX_free(atomic_exchange(&w->pending_ctx, NULL));

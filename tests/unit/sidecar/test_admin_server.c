@@ -240,6 +240,15 @@ static void test_endpoints(void **state)
     assert_non_null(strstr(body_of(resp), "worker 1"));
     SC_STAT_SET(f->stats[1].loop_lag_us, 100);
     assert_int_equal(get(f->port, "GET", "/healthz/live", resp, sizeof(resp)), 200);
+    // A worker that stopped ticking (blocked) is not live, even with a small
+    // last lag; one that ticked just now is; 0 means "not running".
+    SC_STAT_SET(f->stats[0].heartbeat_ns, uv_hrtime() - 10ull * 1000000000ull);
+    assert_int_equal(get(f->port, "GET", "/healthz/live", resp, sizeof(resp)), 503);
+    assert_non_null(strstr(body_of(resp), "worker 0 has not ticked"));
+    SC_STAT_SET(f->stats[0].heartbeat_ns, uv_hrtime());
+    assert_int_equal(get(f->port, "GET", "/healthz/live", resp, sizeof(resp)), 200);
+    SC_STAT_SET(f->stats[0].heartbeat_ns, 0);
+    assert_int_equal(get(f->port, "GET", "/healthz/live", resp, sizeof(resp)), 200);
 
     assert_int_equal(get(f->port, "GET", "/certs", resp, sizeof(resp)), 200);
     assert_non_null(strstr(resp, "Content-Type: application/json\r\n"));
