@@ -9,18 +9,20 @@
 #   SOAK_SECS=600 SOAK_ROTATE=10 SOAK_SAMPLE=10 SOAK_OUT=bench/SOAK.md
 #   SOAK_KEEPALIVE=20 SOAK_NEWCONN=3 SOAK_BULK_MIB=4
 #
-# Rotation: with `tunnel --control-plane` support the sidecars would take
-# 10-second certificates from seam-control-plane (--cert-ttl); until the CLI
-# has it, each sidecar's certificate AND key are re-issued by the test CA into
-# its --cert/--key files (atomic rename) every SOAK_ROTATE secs, which the
-# sidecar picks up through its file watch (tls.reloaded). Loopback only, ports
-# picked at run time, every process ended by its PID. Not part of CI.
+# Rotation (SOAK_MODE): "cp" — the sidecars take SOAK_ROTATE-second
+# certificates from seam-control-plane (`tunnel --control-plane`, CA
+# --cert-ttl), renewed by the identity manager at about half their life;
+# "files" — each sidecar's certificate AND key are re-issued by the test CA
+# every SOAK_ROTATE secs and swapped in like a Kubernetes Secret volume
+# (..data symlink), picked up by the file watch (tls.reloaded). "auto"
+# (default): cp if the binaries support it. Loopback only, ports picked at
+# run time, every process ended by its PID. Not part of CI.
 set -euo pipefail
 src="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-${SEAM_BUILD_DIR:-$src/build}}"
 export SOAK_SECS="${SOAK_SECS:-600}" SOAK_ROTATE="${SOAK_ROTATE:-10}" SOAK_SAMPLE="${SOAK_SAMPLE:-10}"
 export SOAK_OUT="${SOAK_OUT:-$src/bench/SOAK.md}" SOAK_KEEPALIVE="${SOAK_KEEPALIVE:-20}"
-export SOAK_NEWCONN="${SOAK_NEWCONN:-3}" SOAK_BULK_MIB="${SOAK_BULK_MIB:-4}"
+export SOAK_NEWCONN="${SOAK_NEWCONN:-3}" SOAK_BULK_MIB="${SOAK_BULK_MIB:-4}" SOAK_MODE="${SOAK_MODE:-auto}"
 export SEAM_BUILD_DIR="$build" SEAM_SOURCE_DIR="$src"
 [ -x "$build/sidecar/seam-sidecar" ] || { echo "soak.sh: $build/sidecar/seam-sidecar not built" >&2; exit 2; }
 exec python3 - <<'PY'
@@ -34,6 +36,8 @@ SECS = int(os.environ["SOAK_SECS"]); ROTATE = int(os.environ["SOAK_ROTATE"])
 SAMPLE = int(os.environ["SOAK_SAMPLE"]); OUT = os.environ["SOAK_OUT"]
 KEEP = int(os.environ["SOAK_KEEPALIVE"]); NEWC = int(os.environ["SOAK_NEWCONN"])
 BULK = int(os.environ["SOAK_BULK_MIB"]) << 20
+MODE = os.environ["SOAK_MODE"]
+ID_IN, ID_OUT = "spiffe://cluster.local/ns/default/sa/server", "spiffe://cluster.local/ns/default/sa/client"
 LOOP = "127.0.0.1"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 work = tempfile.mkdtemp(prefix="seam-soak-")
@@ -165,23 +169,53 @@ rows = []
 rc = 0
 try:
     pki = seamtest.gen_pki(os.path.join(work, "pki"))
-    issue("in", "spiffe://cluster.local/ns/default/sa/server")
-    issue("out", "spiffe://cluster.local/ns/default/sa/client")
     sc = seamtest.binary("seam-sidecar")
+    if MODE == "auto":
+        helptext = subprocess.run([sc, "tunnel", "--help"], capture_output=True, text=True).stdout
+        try:
+            seamtest.binary("seam-control-plane")
+            MODE = "cp" if "--control-plane" in helptext else "files"
+        except FileNotFoundError:
+            MODE = "files"
     echo_port, in_port, out_port = seamtest.free_port(), seamtest.free_port(), seamtest.free_port()
     echo = procs.start([sys.executable, os.path.join(src, "tests/integration/tunnel/echo_app.py"),
                         "--listen", f"{LOOP}:{echo_port}", "--stats", os.path.join(work, "echo.json")],
                        log_path=os.path.join(work, "echo.log"))
     echo.wait_log("echo.ready")
-    common = ["--trust", f"{pki}/ca.pem", "--log-level", "info", "--drain-timeout", "10s"]
+    common = ["--log-level", "info", "--drain-timeout", "10s"]
+    if MODE == "cp":
+        cp_port = seamtest.free_port()
+        with open(f"{work}/mesh.yaml", "w") as f:
+            f.write("trust_domain: cluster.local\nservices: []\n")
+        with open(f"{work}/tokens.yaml", "w") as f:
+            f.write(f"tok-in: {ID_IN}\ntok-out: {ID_OUT}\n")
+        for n in ("in", "out"):
+            with open(f"{work}/token-{n}", "w") as f:
+                f.write(f"tok-{n}\n")
+        procs.start([seamtest.binary("seam-control-plane"), "--listen", f"{LOOP}:{cp_port}",
+                     "--mesh", f"{work}/mesh.yaml", "--tokens", f"{work}/tokens.yaml",
+                     "--cert-ttl", f"{ROTATE}s", "--root-out", f"{work}/root.pem",
+                     "--ca-cert", f"{pki}/ca.pem", "--ca-key", f"{pki}/ca.key", "--log-level", "warn"],
+                    log_path=os.path.join(work, "cp.log"))
+        seamtest.wait_for(lambda: os.path.exists(f"{work}/root.pem"), 15, what="control plane root")
+        ident = {n: ["--control-plane", f"{LOOP}:{cp_port}", "--control-plane-trust", f"{work}/root.pem",
+                     "--token-file", f"{work}/token-{n}", "--spiffe-id", ID_IN if n == "in" else ID_OUT,
+                     "--cert-ttl", f"{ROTATE}s"] for n in ("in", "out")}
+        rotation_event = "identity.cert_installed"
+    else:
+        issue("in", ID_IN)
+        issue("out", ID_OUT)
+        ident = {n: ["--cert", f"{work}/{n}/tls.crt", "--key", f"{work}/{n}/tls.key",
+                     "--trust", f"{pki}/ca.pem"] for n in ("in", "out")}
+        rotation_event = "tls.reloaded"
     inb = procs.start([sc, "tunnel", "inbound", "--listen", f"{LOOP}:{in_port}", "--target",
-                       f"{LOOP}:{echo_port}", "--cert", f"{work}/in/tls.crt", "--key", f"{work}/in/tls.key",
-                       "--allow", "spiffe://cluster.local/ns/default/*"] + common,
-                      log_path=os.path.join(work, "inbound.log"))
+                       f"{LOOP}:{echo_port}", "--allow", "spiffe://cluster.local/ns/default/*"]
+                      + ident["in"] + common, log_path=os.path.join(work, "inbound.log"))
     outb = procs.start([sc, "tunnel", "outbound", "--listen", f"{LOOP}:{out_port}", "--target",
-                        f"{LOOP}:{in_port}", "--cert", f"{work}/out/tls.crt", "--key", f"{work}/out/tls.key",
-                        "--peer-id", "spiffe://cluster.local/ns/default/sa/server"] + common,
+                        f"{LOOP}:{in_port}", "--peer-id", ID_IN] + ident["out"] + common,
                        log_path=os.path.join(work, "outbound.log"))
+    for p in (inb, outb):
+        p.wait_log("sidecar.ready", timeout=30)
     seamtest.wait_port(LOOP, in_port); seamtest.wait_port(LOOP, out_port)
     threads = [threading.Thread(target=keepalive, args=(out_port, i), daemon=True) for i in range(KEEP)]
     threads += [threading.Thread(target=newconn, args=(out_port,), daemon=True) for _ in range(NEWC)]
@@ -206,10 +240,15 @@ try:
             if now - t0 >= SECS:
                 break
         if now >= next_rot:
-            issue("in", "spiffe://cluster.local/ns/default/sa/server")
-            issue("out", "spiffe://cluster.local/ns/default/sa/client")
-            with lock:
-                stats["rotations"] += 1
+            if MODE == "files":
+                issue("in", ID_IN)
+                issue("out", ID_OUT)
+                with lock:
+                    stats["rotations"] += 1
+            else:
+                with lock:
+                    stats["rotations"] = min(inb.log().count(rotation_event),
+                                             outb.log().count(rotation_event))
             next_rot += ROTATE
         if not (inb.alive() and outb.alive()):
             fail("a sidecar exited")
@@ -218,9 +257,11 @@ try:
     stop.set()
     for t in threads:
         t.join(70)
-    reloads = [p.log().count("tls.reloaded") for p in (inb, outb)]
-    if min(reloads) < stats["rotations"] * 0.9:
-        fail(f"only {reloads} reloads for {stats['rotations']} rotations")
+    reloads = [p.log().count(rotation_event) for p in (inb, outb)]
+    want = SECS / ROTATE * 0.9
+    if min(reloads) < want:
+        fail(f"only {reloads} certificate installs in {SECS} s (want >= {want:.0f} each)")
+    stats["rotations"] = min(reloads)
     errs = [p.log().count(" ERROR ") for p in (inb, outb)]
     exits = [p.stop() for p in (outb, inb)]
     if stats["failures"] or any(exits):
@@ -232,11 +273,15 @@ try:
                 f"on a shared 2-core machine.\n\n"
                 f"Traffic through app → outbound → inbound → echo: {KEEP} keep-alive connections "
                 f"(1 KiB echo every 100 ms), {NEWC} loops of new connections (2 KiB echo each), one bulk "
-                f"loop ({BULK >> 20} MiB echoed, SHA-256 checked, every second). Certificates and keys of "
-                f"both sidecars re-issued every {ROTATE} s (a Kubernetes-style `..data` symlink swap picked up by the sidecars' file watch; "
-                f"`tunnel --control-plane` was not in the CLI yet). RSS and fds from /proc every {SAMPLE} s.\n\n"
+                f"loop ({BULK >> 20} MiB echoed, SHA-256 checked, every second). "
+                + (f"Both sidecars take {ROTATE}-second certificates from seam-control-plane (`tunnel "
+                   f"--control-plane`, CA `--cert-ttl {ROTATE}s`), renewed at about half their life. "
+                   if MODE == "cp" else
+                   f"Certificates and keys of both sidecars re-issued every {ROTATE} s (a Kubernetes-style "
+                   f"`..data` symlink swap picked up by the sidecars' file watch). ")
+                + f"RSS and fds from /proc every {SAMPLE} s.\n\n"
                 f"**Result: {'PASS' if rc == 0 else 'FAIL'}** — failures: {stats['failures']}, "
-                f"rotations: {stats['rotations']}, reloads logged (in/out): {reloads[0]}/{reloads[1]}, "
+                f"rotations: {stats['rotations']}, certificates installed (`{rotation_event}`, in/out): {reloads[0]}/{reloads[1]}, "
                 f"ERROR lines (in/out): {errs[0]}/{errs[1]}, exit codes after SIGTERM (out/in): "
                 f"{exits[0]}/{exits[1]}; keep-alive round trips {stats['keepalive_rt']}, new connections "
                 f"{stats['new_conns']}, bulk {stats['bulk_bytes'] >> 20} MiB.\n\n"
