@@ -235,7 +235,8 @@ def test_admin_mutations_refused_from_non_loopback(pki, procs):
     tag = uuid.uuid4().hex[:6]
     ns, host_if, ns_if = f"seamrel{tag}", f"srh{tag}", f"srn{tag}"
     o2, o3 = int(tag[:2], 16), int(tag[2:4], 16) & 0xFC
-    host_ip, ns_ip = f"10.{200 + o2 % 50}.{o3}.1", f"10.{200 + o2 % 50}.{o3}.2"
+    # 10.200-239.x.x/30: clear of the mesh e2e range (10.244.0.0/24)
+    host_ip, ns_ip = f"10.{200 + o2 % 40}.{o3}.1", f"10.{200 + o2 % 40}.{o3}.2"
 
     def ip(*a, check=True):
         return subprocess.run(["ip", *a], check=check, capture_output=True, text=True)
