@@ -29,18 +29,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FUZZ_NOW ((time_t)1893456000) // 2030-01-01, inside every seed's validity
 
 // A throw-away root and leaf made for this target only (tests/fuzz/README.md).
-static const char root_pem[] =
-    "-----BEGIN CERTIFICATE-----\n"
-    "MIIBmjCCAUCgAwIBAgIBATAKBggqhkjOPQQDAjAjMQ0wCwYDVQQKDARmdXp6MRIw\n"
-    "EAYDVQQDDAlmdXp6IHJvb3QwIBcNMjYxMTI3MDkyNzI3WhgPMjEyNjExMDMwOTI3\n"
-    "MjdaMCMxDTALBgNVBAoMBGZ1enoxEjAQBgNVBAMMCWZ1enogcm9vdDBZMBMGByqG\n"
-    "SM49AgEGCCqGSM49AwEHA0IABBtTkMucVHxZYyYMQcbG76PXXd8Y47b3Wm2a4TUK\n"
-    "7koFmAFLIui/m16rrftUEv1ACAfvE50Zxm6TOeNNQs8vjfKjYzBhMB0GA1UdDgQW\n"
-    "BBS8Zh9xoVKL+3A57NeFFjR62OO1AzAfBgNVHSMEGDAWgBS8Zh9xoVKL+3A57NeF\n"
-    "FjR62OO1AzAPBgNVHRMBAf8EBTADAQH/MA4GA1UdDwEB/wQEAwIBBjAKBggqhkjO\n"
-    "PQQDAgNIADBFAiEAiMlmyxx+Pzuiw/UFHwdc00FYaGHWY/plva8JLf2Pb0ECIAwq\n"
-    "RAhcY70Twry4MMJhrNE+OCnCruqp+e/jLzPlJpji\n"
-    "-----END CERTIFICATE-----\n";
+static const char root_pem[] = "-----BEGIN CERTIFICATE-----\n"
+                               "MIIBmjCCAUCgAwIBAgIBATAKBggqhkjOPQQDAjAjMQ0wCwYDVQQKDARmdXp6MRIw\n"
+                               "EAYDVQQDDAlmdXp6IHJvb3QwIBcNMjYxMTI3MDkyNzI3WhgPMjEyNjExMDMwOTI3\n"
+                               "MjdaMCMxDTALBgNVBAoMBGZ1enoxEjAQBgNVBAMMCWZ1enogcm9vdDBZMBMGByqG\n"
+                               "SM49AgEGCCqGSM49AwEHA0IABBtTkMucVHxZYyYMQcbG76PXXd8Y47b3Wm2a4TUK\n"
+                               "7koFmAFLIui/m16rrftUEv1ACAfvE50Zxm6TOeNNQs8vjfKjYzBhMB0GA1UdDgQW\n"
+                               "BBS8Zh9xoVKL+3A57NeFFjR62OO1AzAfBgNVHSMEGDAWgBS8Zh9xoVKL+3A57NeF\n"
+                               "FjR62OO1AzAPBgNVHRMBAf8EBTADAQH/MA4GA1UdDwEB/wQEAwIBBjAKBggqhkjO\n"
+                               "PQQDAgNIADBFAiEAiMlmyxx+Pzuiw/UFHwdc00FYaGHWY/plva8JLf2Pb0ECIAwq\n"
+                               "RAhcY70Twry4MMJhrNE+OCnCruqp+e/jLzPlJpji\n"
+                               "-----END CERTIFICATE-----\n";
 
 static const char leaf_key_pem[] =
     "-----BEGIN EC PRIVATE KEY-----\n"

@@ -27,8 +27,8 @@
 #define SC_LIMITS_FD_HEADROOM 32
 
 // Defaults (documented in sidecar/README.md "Limits" and docs/SECURITY.md).
-#define SC_LIMITS_DEFAULT_MAX_CONNS 10000                   // per worker
-#define SC_LIMITS_DEFAULT_MAX_BUFFER ((uint64_t)64 << 20)   // 64 MiB in all
+#define SC_LIMITS_DEFAULT_MAX_CONNS 10000                 // per worker
+#define SC_LIMITS_DEFAULT_MAX_BUFFER ((uint64_t)64 << 20) // 64 MiB in all
 
 struct sc_limits {
     uint64_t max_conns_per_worker; // open connections per worker; 0: no limit

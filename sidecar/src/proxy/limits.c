@@ -19,9 +19,9 @@
 static _Atomic uint64_t g_max_conns = SC_LIMITS_DEFAULT_MAX_CONNS;
 static _Atomic uint64_t g_max_buffer = SC_LIMITS_DEFAULT_MAX_BUFFER;
 static _Atomic uint64_t g_refused;
-static _Atomic uint64_t g_unlogged;      // refusals since the last log line
-static _Atomic uint64_t g_last_log_ns;   // CLOCK_MONOTONIC of the last log line
-static atomic_bool g_explicit;           // sc_limits_set was called
+static _Atomic uint64_t g_unlogged;    // refusals since the last log line
+static _Atomic uint64_t g_last_log_ns; // CLOCK_MONOTONIC of the last log line
+static atomic_bool g_explicit;         // sc_limits_set was called
 static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
 
 // env_init applies SEAM_MAX_CONNECTIONS / SEAM_MAX_BUFFER_MEMORY when no
@@ -41,8 +41,8 @@ static void env_init(void)
         if (*end == '\0' && v[0] != '-') {
             atomic_store(&g_max_conns, (uint64_t)x);
         } else {
-            sc_error("limits.bad_env", "SEAM_MAX_CONNECTIONS=%s is not a number (keeping %llu)",
-                     v, (unsigned long long)atomic_load(&g_max_conns));
+            sc_error("limits.bad_env", "SEAM_MAX_CONNECTIONS=%s is not a number (keeping %llu)", v,
+                     (unsigned long long)atomic_load(&g_max_conns));
         }
     }
     v = getenv("SEAM_MAX_BUFFER_MEMORY");
