@@ -198,7 +198,10 @@ find_seam() {
   local dirs=("$REPO/build-bench" "$REPO/build")
   [ "$SMOKE" = 1 ] && dirs=("$REPO/build" "$REPO/build-bench")   # CI: scripts/test.sh builds build/
   for d in ${SEAM_BUILD_DIR:-} "${dirs[@]}"; do
-    [ -x "$d/sidecar/seam-sidecar" ] && { SEAM_BIN=$d/sidecar/seam-sidecar; return 0; }
+    [ -x "$d/sidecar/seam-sidecar" ] || continue
+    # a stale build without the tunnel command is skipped
+    "$d/sidecar/seam-sidecar" tunnel --help 2>&1 | grep -q -- --listen && { SEAM_BIN=$d/sidecar/seam-sidecar; return 0; }
+    log "skipping $d/sidecar/seam-sidecar: no 'tunnel' command (stale build?)"
   done
   log "no seam-sidecar binary found; building build-bench/"
   { cmake -S "$REPO" -B "$REPO/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null &&
