@@ -125,3 +125,32 @@ def sample_max(fn, secs, interval=0.2):
 
 def free_port_str(host=LOOP):
     return addr(host, seamtest.free_port(host))
+
+
+# A mesh with one service and one inbound port, for tests that run
+# `seam-sidecar run`. (With no inbound port at all,
+# sidecar/src/mesh/mesh_config.c calls qsort(NULL, 0, ...) and UBSan aborts
+# sanitizer builds there — reported; not these tests' subject.)
+MESH = """trust_domain: cluster.local
+services:
+  - name: web.default.svc.cluster.local
+    port: 8080
+    endpoints:
+      - address: 127.0.0.1
+        port: 8080
+        spiffe_id: spiffe://cluster.local/ns/default/sa/in
+inbound:
+  - port: 8080
+    mode: STRICT
+    allow:
+      - spiffe://cluster.local/ns/default/*
+"""
+
+
+def use_mesh_with_a_port(cp):
+    """Gives an idkit.ControlPlane MESH and restarts it (same port, same CA)."""
+    with open(cp.mesh + ".tmp", "w") as f:
+        f.write(MESH)
+    os.replace(cp.mesh + ".tmp", cp.mesh)
+    cp.proc.stop()
+    cp.start()

@@ -14,27 +14,11 @@ import time
 import pytest
 
 import seamtest
-from relkit import LOOP, addr, cpu_seconds, http, metric
+from relkit import LOOP, addr, cpu_seconds, http, metric, use_mesh_with_a_port
 from seamtest import free_port, wait_for
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "identity"))
 import idkit  # noqa: E402
-
-
-MESH = """trust_domain: cluster.local
-services:
-  - name: web.default.svc.cluster.local
-    port: 8080
-    endpoints:
-      - address: 127.0.0.1
-        port: 8080
-        spiffe_id: spiffe://cluster.local/ns/default/sa/in
-inbound:
-  - port: 8080
-    mode: STRICT
-    allow:
-      - spiffe://cluster.local/ns/default/*
-"""
 
 
 def _metrics(port):
@@ -51,14 +35,7 @@ def test_run_survives_control_plane_kill_without_hot_loop(pki, procs, tmp_path):
     cp = idkit.ControlPlane(procs, tmp_path, ttl="1h",
                             ca=(os.path.join(pki, "ca.pem"), os.path.join(pki, "ca.key")))
     wait_for(lambda: os.path.exists(cp.root), 10, what="control plane root file")
-    # A mesh with one service and one inbound port. (With no inbound port at
-    # all, sidecar/src/mesh/mesh_config.c calls qsort(NULL, 0, ...): UBSan
-    # aborts sanitizer builds there — reported, not this test's subject.)
-    with open(cp.mesh + ".tmp", "w") as f:
-        f.write(MESH)
-    os.replace(cp.mesh + ".tmp", cp.mesh)
-    cp.proc.stop()
-    cp.start()
+    use_mesh_with_a_port(cp)  # see relkit.MESH
     admin = free_port()
     p = procs.start([sc, "run", "--control-plane", f"127.0.0.1:{cp.port}",
                      "--control-plane-trust", cp.root, "--token-file", cp.token_files["in"],

@@ -34,7 +34,7 @@ import pytest
 import seamtest
 from relkit import (CLIENT_ID, LOOP, SERVER_ID, Echo, addr, admin_metric, client_ctx,
                     closed_by_peer, echo_roundtrip, events, http, pair, proc_status,
-                    start_tunnel, tls_connect)
+                    start_tunnel, tls_connect, use_mesh_with_a_port)
 from seamtest import free_port, wait_for
 from upstream import FakeUpstream
 
@@ -304,3 +304,49 @@ def test_certify_writes_a_key_only_with_out_dir(pki, procs, tmp_path):
     key = out / "key.pem"
     assert key.exists() and (key.stat().st_mode & 0o077) == 0, oct(key.stat().st_mode)
     assert "PRIVATE KEY" in key.read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv to start the sidecar as uid 1337")
+def test_mesh_sidecar_runs_as_uid_1337_without_capabilities(pki, procs, tmp_path):
+    """`seam-sidecar run` (mesh mode) started as the pod spec starts it
+    (1337:1337, every capability dropped, no_new_privs) gets its certificate
+    and config, becomes ready, and holds no capability."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "identity"))
+    import idkit
+    cp = idkit.ControlPlane(procs, tmp_path, ttl="1h",
+                            ca=(os.path.join(pki, "ca.pem"), os.path.join(pki, "ca.key")))
+    wait_for(lambda: os.path.exists(cp.root), 10, what="control plane root file")
+    use_mesh_with_a_port(cp)
+    top = tempfile.mkdtemp(prefix="seam-rel-1337-run-")
+    try:
+        os.chmod(top, 0o755)
+        root, tok = os.path.join(top, "root.pem"), os.path.join(top, "token")
+        shutil.copy(cp.root, root)
+        shutil.copy(cp.token_files["in"], tok)
+        for p in (root, tok):
+            os.chown(p, 1337, 1337)
+            os.chmod(p, 0o400)
+        admin = free_port()
+        pre = ["setpriv", "--reuid=1337", "--regid=1337", "--clear-groups", "--inh-caps=-all",
+               "--bounding-set=-all", "--no-new-privs"]
+        p = procs.start(pre + [seamtest.binary("seam-sidecar"), "run", "--control-plane",
+                               f"127.0.0.1:{cp.port}", "--control-plane-trust", root,
+                               "--token-file", tok, "--namespace", "default",
+                               "--service-account", "in", "--pod-ip", "127.0.0.1",
+                               "--outbound-port", str(free_port()),
+                               "--inbound-port", str(free_port()),
+                               "--admin", addr(LOOP, admin), "--drain-timeout", "2s"])
+        wait_for(lambda: http(admin, "/healthz/ready")[0] == 200, 30, interval=0.2,
+                 what="run ready as uid 1337")
+        st = proc_status(p.pid)
+        assert st["Uid"].split() == ["1337"] * 4, st["Uid"]
+        assert st["Gid"].split() == ["1337"] * 4, st["Gid"]
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert int(st[cap], 16) == 0, f"{cap}={st[cap]}"
+        p.send_signal(signal.SIGTERM)
+        assert p.p.wait(15) == 0, p.log()[-2000:]
+    finally:
+        for q in list(procs.items):
+            q.stop()
+        shutil.rmtree(top, ignore_errors=True)
