@@ -9,6 +9,7 @@
 
 // SC_TLS_VCACHE_SIZE is how many verified peer chains a policy remembers.
 #define SC_TLS_VCACHE_SIZE 64
+#define SC_TLS_SESSION_CACHE_SIZE 32 // client tickets kept per TLS snapshot
 
 // A verified chain: path validation and the SVID checks passed for these
 // exact certificate bytes; good until the earliest notAfter in the chain.
@@ -32,12 +33,16 @@ struct sc_tls_policy {
     struct sc_tls_vcache_entry cache[SC_TLS_VCACHE_SIZE];
     unsigned cache_next;       // round-robin replacement
     uint64_t cache_hits;
-    // Client contexts: TLS sessions to resume, by expected peer ID and SNI.
+    // Client contexts: TLS sessions to resume, keyed by expected peer ID and
+    // SNI. A ring of the newest tickets, several per destination: TLS 1.3
+    // tickets are single-use and each connection brings one, so with
+    // concurrent new connections one slot per destination would leave most
+    // of them without a ticket.
     struct {
         char *key;
         SSL_SESSION *sess;
-    } sessions[16];
-    unsigned sess_next;
+    } sessions[SC_TLS_SESSION_CACHE_SIZE];
+    unsigned sess_next; // next slot to fill (oldest entry)
 };
 
 // sc_tls__on_new_session stores a session ticket the server sent (client

@@ -667,17 +667,9 @@ int sc_tls__on_new_session(SSL *ssl, SSL_SESSION *sess)
     }
     size_t n = sizeof(p->sessions) / sizeof(p->sessions[0]);
     uv_mutex_lock(&p->cache_lock);
-    size_t slot = n;
-    for (size_t i = 0; i < n; i++) {
-        if (p->sessions[i].key != NULL && strcmp(p->sessions[i].key, key) == 0) {
-            slot = i; // the newest ticket for a destination replaces the older one
-            break;
-        }
-    }
-    if (slot == n) {
-        slot = p->sess_next;
-        p->sess_next = (p->sess_next + 1) % n;
-    }
+    // The ring's oldest entry makes room, whatever its destination.
+    size_t slot = p->sess_next;
+    p->sess_next = (p->sess_next + 1) % n;
     free(p->sessions[slot].key);
     SSL_SESSION_free(p->sessions[slot].sess);
     p->sessions[slot].key = k;
@@ -700,7 +692,9 @@ void sc_tls__before_handshake(SSL *ssl)
     SSL_SESSION *sess = NULL;
     size_t n = sizeof(p->sessions) / sizeof(p->sessions[0]);
     uv_mutex_lock(&p->cache_lock);
-    for (size_t i = 0; i < n; i++) {
+    // Newest first: walk back from the slot filled last.
+    for (size_t k = 1; k <= n; k++) {
+        size_t i = (p->sess_next + n - k) % n;
         if (p->sessions[i].key != NULL && strcmp(p->sessions[i].key, key) == 0) {
             sess = p->sessions[i].sess;
             if (SSL_SESSION_should_be_single_use(sess)) {
