@@ -341,6 +341,8 @@ peer_seam() {
   unset $(compgen -v SEAM_) 2>/dev/null
   local common=(--listen "$LISTEN_ADDR:$LISTEN_PORT" --target "$UPSTREAM_ADDR:$UPSTREAM_PORT"
                 --cert "$CERT" --key "$KEY" --trust "$CA" --workers 1 --log-level warn --drain-timeout 1s)
+  # seam resumes between its own proxies by default; the full-handshake rows turn it off.
+  [ "${TLS_RESUME}" = 0 ] && common+=(--no-tls-resumption)
   if [ "$ROLE" = outbound ]; then
     exec "$bin" tunnel outbound "${common[@]}" --peer-id "$PEER_ID"
   else

@@ -33,6 +33,8 @@ struct sc_tls_opts {
     bool alpn_required;         // server: refuse clients that do not offer |alpn| (gRPC)
     bool allow_tls12;           // also accept TLS 1.2 (default: TLS 1.3 only)
     bool no_client_cert;        // server: do not request a client certificate (gRPC CA server)
+    bool no_resumption;         // no session resumption: the server issues no tickets,
+                                // the client keeps no sessions (every handshake is full)
 };
 
 // sc_tls_ctx_new_pem builds an SSL_CTX from PEM text: |cert_pem| (leaf first,

@@ -458,6 +458,7 @@ int sc_cmd_tunnel(int argc, char **argv)
     uint64_t connect_ms = 10000, hs_ms = 10000, idle_ms = 3600000, drain_ms = 25000;
     uint64_t cert_ttl_ms = 0, max_age_ms = 0;
     bool tls12 = false;
+    bool no_resume = false;
     struct sc_limits limits;
     struct sc_flag limit_flags[SC_LIMITS_NUM_FLAGS];
     sc_limits_defaults(&limits);
@@ -490,6 +491,7 @@ int sc_cmd_tunnel(int argc, char **argv)
         {.name = "admin", .type = SC_FLAG_STRING, .out = &admin, .help = "admin/metrics server address (HOST:PORT)"},
         {.name = "sni", .type = SC_FLAG_STRING, .out = &sni, .help = "outbound: TLS server name to send"},
         {.name = "allow-tls12", .type = SC_FLAG_BOOL, .out = &tls12, .help = "also accept TLS 1.2 (default: TLS 1.3 only)"},
+        {.name = "no-tls-resumption", .type = SC_FLAG_BOOL, .out = &no_resume, .help = "full handshakes only: no session tickets issued or kept (default: resumption on)"},
         limit_flags[0],
         limit_flags[1],
     };
@@ -647,6 +649,7 @@ int sc_cmd_tunnel(int argc, char **argv)
     t->opts.peer_id = peer_id;
     t->opts.allow = dir == SC_DIR_INBOUND ? &t->allow : NULL;
     t->opts.allow_tls12 = tls12;
+    t->opts.no_resumption = no_resume;
     t->drain_ms = drain_ms;
     t->listen_arg = listen;
     t->target_arg = target;

@@ -119,7 +119,10 @@ SSL_CTX *sc_tls_ctx_new_pem(const struct sc_tls_opts *opts, const char *cert_pem
         // re-checked against the policy and its expiry after the handshake
         // (tls_conn.c, sc_tls__verify_resumed); and sessions live at most 1 h.
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
-        SSL_CTX_set_num_tickets(ctx, 1);
+        SSL_CTX_set_num_tickets(ctx, opts->no_resumption ? 0 : 1);
+        if (opts->no_resumption) {
+            SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+        }
         SSL_CTX_set_timeout(ctx, 3600);
         SSL_CTX_set_session_psk_dhe_timeout(ctx, 3600);
         SSL_CTX_set_session_id_context(ctx, (const uint8_t *)"seam", 4);
@@ -133,8 +136,13 @@ SSL_CTX *sc_tls_ctx_new_pem(const struct sc_tls_opts *opts, const char *cert_pem
         // verifier runs again on resumption, so a cached session never
         // outlives the peer's certificate or the policy.
         SSL_CTX_set_reverify_on_resume(ctx, 1);
-        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
-        SSL_CTX_sess_set_new_cb(ctx, sc_tls__on_new_session);
+        if (opts->no_resumption) {
+            SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+        } else {
+            SSL_CTX_set_session_cache_mode(ctx,
+                                           SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+            SSL_CTX_sess_set_new_cb(ctx, sc_tls__on_new_session);
+        }
     }
     if (!SSL_CTX_set_ex_data(ctx, sc_tls__ctx_policy_index(), policy)) {
         snprintf(err, err_cap, "cannot attach the policy");

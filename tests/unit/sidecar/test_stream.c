@@ -434,6 +434,57 @@ static void test_tls_resumption(void **state)
     SSL_CTX_free(cctx);
 }
 
+// no_resumption_ctx is make_ctx's context with session resumption off.
+static SSL_CTX *no_resumption_ctx(bool server)
+{
+    char err[512];
+    const char *c = test_pki_path(server ? "server.pem" : "client.pem");
+    const char *k = test_pki_path(server ? "server.key" : "client.key");
+    const char *t = test_pki_path("ca.pem");
+    char *pat = (char *)TD "/ns/default/*";
+    struct sc_allowlist al = {.num_patterns = 1, .patterns = &pat};
+    struct sc_tls_opts o = {
+        .is_server = server,
+        .peer_id = server ? NULL : SERVER_ID,
+        .allow = server ? &al : NULL,
+        .no_resumption = true,
+    };
+    SSL_CTX *ctx = sc_tls_ctx_new_files(&o, c, k, t, err, sizeof(err));
+    if (ctx == NULL) {
+        fprintf(stderr, "ctx: %s\n", err);
+    }
+    return ctx;
+}
+
+// --no-tls-resumption: with it on either side, every handshake is full (the
+// bench's full-handshake rows rely on it), and peers are still verified.
+static void test_tls_no_resumption(void **state)
+{
+    for (int side = 0; side < 2; side++) {
+        SSL_CTX *sctx = side == 0 ? no_resumption_ctx(true)
+                                  : make_ctx(true, "server", NULL, TD "/ns/default/*", NULL);
+        SSL_CTX *cctx = side == 1 ? no_resumption_ctx(false)
+                                  : make_ctx(false, "client", SERVER_ID, NULL, NULL);
+        assert_non_null(sctx);
+        assert_non_null(cctx);
+        for (int i = 0; i < 3; i++) {
+            struct harness h = {.shutdown_after_echo = true};
+            SSL_CTX_up_ref(sctx);
+            SSL_CTX_up_ref(cctx);
+            h.server_ctx = sctx;
+            h.client_ctx = cctx;
+            run_echo(&h, 100);
+            assert_int_equal(h.srv_hs_status, 0);
+            assert_int_equal(h.received, 100);
+            assert_string_equal(h.srv_peer_id, CLIENT_ID);
+            assert_int_equal(h.cli_reused, 0);
+            assert_int_equal(h.srv_reused, 0);
+        }
+        SSL_CTX_free(sctx);
+        SSL_CTX_free(cctx);
+    }
+}
+
 // ---- connect failures ----------------------------------------------------
 
 static int connect_status = 1;
@@ -541,6 +592,7 @@ int main(void)
         cmocka_unit_test(test_tls_client_id_mismatch),
         cmocka_unit_test(test_tls_verify_cache),
         cmocka_unit_test(test_tls_resumption),
+        cmocka_unit_test(test_tls_no_resumption),
         cmocka_unit_test(test_connect_refused),
         cmocka_unit_test(test_handshake_timeout),
     };
