@@ -8,12 +8,16 @@
 //   force, /config, /certs, control-plane metrics); SIGTERM drain.
 // The listeners start once the sidecar is ready; before that an
 // intercepted connection is refused by the kernel (nothing listens).
+#include <errno.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <netinet/in.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "cc/config_client.h"
@@ -28,6 +32,51 @@
 #include "sc/proxy.h"
 #include "sc/spiffe.h"
 #include "sc/tls.h"
+
+// drop_privileges runs the rest of the process as |uid|:|gid| with no
+// supplementary groups when it was started as root. It is not optional:
+// seam-init exempts only the proxy uid's traffic from capture, so a sidecar
+// running as root would have its own upstream connections redirected back
+// into itself. The capability bounding set is emptied and no_new_privs set
+// first (what the pod spec's "drop ALL" and allowPrivilegeEscalation: false
+// give); setuid() from root then clears the rest. Started as any
+// other user it does nothing (the pod spec already chose the user). Returns
+// 0, or -1 with a message naming the failing step.
+static int drop_privileges(uid_t uid, gid_t gid)
+{
+    if (geteuid() != 0) {
+        return 0;
+    }
+    if (uid == 0) {
+        sc_warn("sidecar.running_as_root",
+                "proxy-uid 0: not dropping root; seam-init's exemption of the proxy uid does not "
+                "match this process, so never run it this way behind interception");
+        return 0;
+    }
+    for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++) {
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+            fprintf(stderr, "seam-sidecar run: cannot drop capability %d from the bounding set: %s\n",
+                    cap, strerror(errno));
+            return -1;
+        }
+    }
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+        fprintf(stderr, "seam-sidecar run: cannot set no_new_privs: %s\n", strerror(errno));
+        return -1;
+    }
+    if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
+        fprintf(stderr, "seam-sidecar run: cannot drop root to uid %u gid %u: %s\n",
+                (unsigned)uid, (unsigned)gid, strerror(errno));
+        return -1;
+    }
+    // Make sure there is no way back (a partial drop must not go unnoticed).
+    if (setuid(0) == 0 || geteuid() != uid || getegid() != gid) {
+        fprintf(stderr, "seam-sidecar run: root privileges still reachable after the drop\n");
+        return -1;
+    }
+    sc_info("sidecar.privileges_dropped", "uid=%u gid=%u", (unsigned)uid, (unsigned)gid);
+    return 0;
+}
 
 int sc_cmd_run(int argc, char **argv); // main.c declares it weak
 
@@ -438,6 +487,7 @@ int sc_cmd_run(int argc, char **argv)
     const char *admin = "0.0.0.0:15020", *log_level = "info", *log_format = "text";
     const char *cluster = NULL;
     int64_t out_port = 15001, in_port = 15006, workers = 2;
+    int64_t proxy_uid = 1337, proxy_gid = 0;
     uint64_t connect_ms = 10000, hs_ms = 10000, idle_ms = 3600000, drain_ms = 25000;
     uint64_t detect_ms = 500, max_age_ms = 0;
     struct sc_flag flags[] = {
@@ -501,6 +551,19 @@ int sc_cmd_run(int argc, char **argv)
          .type = SC_FLAG_STRING,
          .out = &admin,
          .help = "admin/metrics address (0.0.0.0:15020)"},
+        {.name = "proxy-uid",
+         .type = SC_FLAG_INT,
+         .out = &proxy_uid,
+         .help = "started as root: run as this uid (1337; seam-init exempts its traffic; "
+                 "0: stay root, only where nothing is intercepted, e.g. tests)",
+         .min = 0,
+         .max = 2147483647},
+        {.name = "proxy-gid",
+         .type = SC_FLAG_INT,
+         .out = &proxy_gid,
+         .help = "started as root: run as this gid (default: the proxy uid)",
+         .min = 1,
+         .max = 2147483647},
         {.name = "workers",
          .type = SC_FLAG_INT,
          .out = &workers,
@@ -610,6 +673,10 @@ int sc_cmd_run(int argc, char **argv)
     sc_limits_set(&limits);
     sc_log_setup((enum sc_log_level)level,
                  strcmp(log_format, "json") == 0 ? SC_LOG_JSON : SC_LOG_TEXT);
+    if (drop_privileges((uid_t)proxy_uid, (gid_t)(proxy_gid > 0 ? proxy_gid : proxy_uid)) != 0) {
+        rc = 1;
+        goto out;
+    }
 
     r->workers = (int)workers;
     r->connect_ms = connect_ms;

@@ -109,7 +109,8 @@ def test_env_configures_and_not_ready_without_control_plane(sidecar, tmp_path):
     env = clean_env(SEAM_CONTROL_PLANE=f"127.0.0.1:{free_port()}",
                     SEAM_CONTROL_PLANE_TRUST=str(trust), SEAM_NAMESPACE="default",
                     SEAM_SERVICE_ACCOUNT="web", SEAM_ADMIN="127.0.0.1:1",
-                    SEAM_OUTBOUND_PORT=str(free_port()), SEAM_INBOUND_PORT=str(free_port()))
+                    SEAM_OUTBOUND_PORT=str(free_port()), SEAM_INBOUND_PORT=str(free_port()),
+                    SEAM_PROXY_UID="0")  # root-only temp files, no interception: stay root
     # The flag wins over SEAM_ADMIN.
     p = subprocess.Popen([sidecar, "run", "--admin", f"127.0.0.1:{admin}"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -617,6 +617,9 @@ def test_sidecar_runs_with_the_manifest_env(tmp_path):
         env["SEAM_ADMIN"] = f"127.0.0.1:{admin}"
         env["SEAM_OUTBOUND_PORT"] = str(outbound)  # 15001/15006 may be taken on this machine
         env["SEAM_INBOUND_PORT"] = str(inbound)
+        # The pod runs it as 1337 (securityContext); this test runs as root
+        # with root-only temp files and no interception, so it stays root.
+        env["SEAM_PROXY_UID"] = "0"
         slog = tmp_path / "sidecar.log"
         side_log = open(slog, "wb")
         side_proc = subprocess.Popen([sidecar] + seam["args"], env=env, stdout=side_log,

@@ -42,7 +42,9 @@ def test_run_survives_control_plane_kill_without_hot_loop(pki, procs, tmp_path):
                      "--namespace", "default", "--service-account", "in",
                      "--pod-ip", "127.0.0.1", "--outbound-port", str(free_port()),
                      "--inbound-port", str(free_port()), "--admin", addr(LOOP, admin),
-                     "--drain-timeout", "2s"],
+                     "--drain-timeout", "2s",
+                     # root-only temp files, no interception: stay root
+                     "--proxy-uid", "0"],
                     log_path=str(tmp_path / "run.log"))
     try:
         wait_for(lambda: http(admin, "/healthz/ready")[0] == 200, 30, interval=0.2,

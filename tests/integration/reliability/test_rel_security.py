@@ -229,6 +229,47 @@ def _run_as_1337(pki, procs, top):
         assert echo_roundtrip(s, b"as 1337") == b"as 1337"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the drop from root is what is tested")
+def test_run_started_as_root_drops_to_1337(pki, procs):
+    """seam-init exempts only uid 1337's traffic, so `run` started as root
+    must become 1337:1337 itself, with no groups and no capabilities, before
+    it opens anything (here it has no control plane: it keeps retrying)."""
+    top = tempfile.mkdtemp(prefix="seam-rel-drop-")
+    try:
+        os.chmod(top, 0o755)
+        trust = os.path.join(top, "ca.pem")
+        shutil.copy(os.path.join(pki, "ca.pem"), trust)
+        os.chmod(trust, 0o644)
+        admin = free_port()
+        p = procs.start([seamtest.binary("seam-sidecar"), "run",
+                         "--control-plane", f"127.0.0.1:{free_port()}",
+                         "--control-plane-trust", trust, "--namespace", "default",
+                         "--service-account", "web", "--admin", addr(LOOP, admin),
+                         "--outbound-port", str(free_port()), "--inbound-port", str(free_port())])
+        p.wait_log("sidecar.privileges_dropped", timeout=10)
+        st = proc_status(p.pid)
+        assert st["Uid"].split() == ["1337"] * 4, st["Uid"]
+        assert st["Gid"].split() == ["1337"] * 4, st["Gid"]
+        assert st["Groups"].strip() == "", st["Groups"]
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert int(st[cap], 16) == 0, f"{cap}={st[cap]}"
+        assert st.get("NoNewPrivs") == "1"
+        assert p.alive(), p.log()
+        # The explicit opt-out keeps root (tests without interception only).
+        q = procs.start([seamtest.binary("seam-sidecar"), "run",
+                         "--control-plane", f"127.0.0.1:{free_port()}",
+                         "--control-plane-trust", trust, "--namespace", "default",
+                         "--service-account", "web", "--admin", addr(LOOP, free_port()),
+                         "--outbound-port", str(free_port()), "--inbound-port", str(free_port()),
+                         "--proxy-uid", "0"])
+        q.wait_log("sidecar.running_as_root", timeout=10)
+        assert proc_status(q.pid)["Uid"].split() == ["0"] * 4
+    finally:
+        for p in list(procs.items):
+            p.stop()
+        shutil.rmtree(top, ignore_errors=True)
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
                     reason="needs root and iproute2 to create a network namespace")
 def test_admin_mutations_refused_from_non_loopback(pki, procs):
