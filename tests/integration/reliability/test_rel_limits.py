@@ -105,7 +105,9 @@ def test_max_buffer_memory(pki, procs):
     th = threading.Thread(target=pump, daemon=True)
     th.start()
     try:
-        wait_for(lambda: _refused_at_once(pki, t.port), 20, interval=0.2,
+        # Pinning needs the kernel socket buffers on both legs filled first;
+        # that took > 20 s once in a loaded CI run (usually ~1 s).
+        wait_for(lambda: _refused_at_once(pki, t.port), 45, interval=0.2,
                  what="a refusal while buffers are pinned")
         ev = [e for e in events(t.proc, "limits.refused") if e.get("reason") == "max_buffer_memory"]
         assert ev, t.log()
