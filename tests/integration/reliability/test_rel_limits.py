@@ -87,8 +87,16 @@ def test_max_buffer_memory(pki, procs):
                      env={"SEAM_MAX_BUFFER_MEMORY": "64KiB"})
     ctx = client_ctx(pki, "client")
     assert _works(ctx, t.port)  # idle: no buffer held
-    hog = tls_connect(ctx, LOOP, t.port)
-    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    # The small receive buffer is set before connect, so the window the hog
+    # advertises is small from the SYN on. Shrinking it after the handshake
+    # left in-window segments from seam to be dropped (seen in CI: seam's
+    # retransmit timer backed off to 13 s and the hog never saw the window
+    # reopen, so nothing was ever pinned).
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(10)
+    raw.connect((LOOP, t.port))
+    hog = ctx.wrap_socket(raw)
     stop = threading.Event()
 
     def pump():
