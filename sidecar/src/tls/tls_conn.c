@@ -488,6 +488,10 @@ int sc_stream_start_tls_prefixed(struct sc_stream *s, SSL_CTX *ctx, bool is_serv
         sc_buf_release(buf);
         return SC_ETLS;
     }
+    // Nothing of the handshake configuration (our chain, key, curves,
+    // ALPN list) is needed once the connection is up: drop the SSL's copy
+    // then, so a held connection keeps only its keys and session.
+    SSL_set_shed_handshake_config(ssl, 1);
     BIO *bio = BIO_new(bio_method);
     if (bio == NULL) {
         goto out_free_ssl;

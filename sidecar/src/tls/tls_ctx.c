@@ -4,12 +4,14 @@
 #include "tls/tls_int.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include <openssl/err.h>
+#include <openssl/pool.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
@@ -31,6 +33,59 @@ static int on_alpn_select(SSL *ssl, const uint8_t **out, uint8_t *out_len, const
         return p->alpn_required ? SSL_TLSEXT_ERR_ALERT_FATAL : SSL_TLSEXT_ERR_NOACK;
     }
     return SSL_TLSEXT_ERR_OK;
+}
+
+static CRYPTO_BUFFER_POOL *g_cert_pool;
+
+static void init_cert_pool(void)
+{
+    g_cert_pool = CRYPTO_BUFFER_POOL_new();
+}
+
+// cert_buffer_pool is one process-wide pool of certificate bytes
+// (CRYPTO_BUFFER_POOL is thread-safe): every session from the same peer
+// shares one copy of its certificate instead of one per connection. Never
+// freed: contexts and sessions of every generation point into it.
+static CRYPTO_BUFFER_POOL *cert_buffer_pool(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init_cert_pool);
+    return g_cert_pool;
+}
+
+// set_chain_and_key installs |certs| (leaf first) and |key| as DER buffers
+// (the only way with TLS_with_buffers_method); BoringSSL checks that the key
+// matches the leaf.
+static int set_chain_and_key(SSL_CTX *ctx, STACK_OF(X509) *certs, EVP_PKEY *key, char *err,
+                             size_t err_cap)
+{
+    size_t n = sk_X509_num(certs);
+    CRYPTO_BUFFER *bufs[16];
+    if (n == 0 || n > sizeof(bufs) / sizeof(bufs[0])) {
+        snprintf(err, err_cap, "certificate: chain of %zu certificates (1..16 allowed)", n);
+        return -1;
+    }
+    size_t made = 0;
+    int rc = 0;
+    for (; made < n; made++) {
+        uint8_t *der = NULL;
+        int len = i2d_X509(sk_X509_value(certs, made), &der);
+        bufs[made] = len > 0 ? CRYPTO_BUFFER_new(der, (size_t)len, cert_buffer_pool()) : NULL;
+        OPENSSL_free(der);
+        if (bufs[made] == NULL) {
+            snprintf(err, err_cap, "certificate: unusable certificate %zu", made);
+            rc = -1;
+            break;
+        }
+    }
+    if (rc == 0 && !SSL_CTX_set_chain_and_key(ctx, bufs, n, key, NULL)) {
+        snprintf(err, err_cap, "key does not match the certificate");
+        rc = -1;
+    }
+    for (size_t i = 0; i < made; i++) {
+        CRYPTO_BUFFER_free(bufs[i]);
+    }
+    return rc;
 }
 
 SSL_CTX *sc_tls_ctx_new_pem(const struct sc_tls_opts *opts, const char *cert_pem,
@@ -80,11 +135,16 @@ SSL_CTX *sc_tls_ctx_new_pem(const struct sc_tls_opts *opts, const char *cert_pem
     policy->alpn_len = alpn_n + 1;
     policy->alpn_required = opts->alpn_required;
 
-    ctx = SSL_CTX_new(TLS_method());
+    // TLS_with_buffers_method: BoringSSL keeps certificates as DER bytes
+    // (CRYPTO_BUFFER) and never parses a peer chain into X509 objects on its
+    // own; our verifier works from the bytes (tls_verify.c). Parsed X509s
+    // were ~3.5 KiB of heap per held connection (massif, bench/NOTES.md §4).
+    ctx = SSL_CTX_new(TLS_with_buffers_method());
     if (ctx == NULL) {
         snprintf(err, err_cap, "SSL_CTX_new failed");
         goto out_free;
     }
+    SSL_CTX_set0_buffer_pool(ctx, cert_buffer_pool());
     if (!SSL_CTX_set_min_proto_version(ctx, opts->allow_tls12 ? TLS1_2_VERSION : TLS1_3_VERSION) ||
         !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) ||
         !SSL_CTX_set1_curves_list(ctx, "X25519:P-256") ||
@@ -92,20 +152,11 @@ SSL_CTX *sc_tls_ctx_new_pem(const struct sc_tls_opts *opts, const char *cert_pem
         snprintf(err, err_cap, "cannot set protocol parameters");
         goto out_free;
     }
-    if (!SSL_CTX_use_certificate(ctx, sk_X509_value(certs, 0))) {
-        snprintf(err, err_cap, "certificate: unusable leaf");
+    if (set_chain_and_key(ctx, certs, key, err, err_cap) != 0) {
         goto out_free;
     }
-    for (size_t i = 1; i < sk_X509_num(certs); i++) {
-        if (!SSL_CTX_add1_chain_cert(ctx, sk_X509_value(certs, i))) {
-            snprintf(err, err_cap, "certificate: unusable chain certificate %zu", i);
-            goto out_free;
-        }
-    }
-    if (!SSL_CTX_use_PrivateKey(ctx, key) || !SSL_CTX_check_private_key(ctx)) {
-        snprintf(err, err_cap, "key does not match the certificate");
-        goto out_free;
-    }
+    policy->leaf = sk_X509_value(certs, 0);
+    X509_up_ref(policy->leaf);
     int mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     if (opts->is_server && opts->no_client_cert) {
         mode = SSL_VERIFY_NONE;
@@ -241,9 +292,16 @@ SSL_CTX *sc_tls_ctx_new_files(const struct sc_tls_opts *opts, const char *cert_f
     return ctx;
 }
 
+// ctx_leaf returns our leaf certificate of |ctx| (kept in its policy).
+static X509 *ctx_leaf(const SSL_CTX *ctx)
+{
+    const struct sc_tls_policy *p = SSL_CTX_get_ex_data(ctx, sc_tls__ctx_policy_index());
+    return p != NULL ? p->leaf : NULL;
+}
+
 int64_t sc_tls_ctx_not_after(const SSL_CTX *ctx)
 {
-    X509 *leaf = SSL_CTX_get0_certificate(ctx);
+    X509 *leaf = ctx_leaf(ctx);
     if (leaf == NULL) {
         return 0;
     }
@@ -256,7 +314,7 @@ int64_t sc_tls_ctx_not_after(const SSL_CTX *ctx)
 
 bool sc_tls_ctx_leaf_id(const SSL_CTX *ctx, char *out, size_t cap)
 {
-    X509 *leaf = SSL_CTX_get0_certificate(ctx);
+    X509 *leaf = ctx_leaf(ctx);
     if (leaf == NULL || cap == 0) {
         return false;
     }

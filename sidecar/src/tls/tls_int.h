@@ -23,6 +23,7 @@ struct sc_tls_vcache_entry {
 // struct sc_tls_policy: what a context's verifier checks (sc/tls.h).
 struct sc_tls_policy {
     X509_STORE *bundle;        // trust bundle
+    X509 *leaf;                // our own leaf (expiry, ID); the SSL_CTX holds only its bytes
     char *peer_id;             // expected server ID (client contexts), or NULL
     struct sc_allowlist allow; // allowed client IDs (server contexts)
     bool allow_any;            // no allow-list given: any verified SVID

@@ -124,6 +124,7 @@ void sc_tls_policy_free(struct sc_tls_policy *p)
         return;
     }
     X509_STORE_free(p->bundle);
+    X509_free(p->leaf);
     for (size_t i = 0; i < SC_TLS_VCACHE_SIZE; i++) {
         free(p->cache[i].id);
     }

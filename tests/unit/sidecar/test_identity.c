@@ -357,7 +357,12 @@ static void tls_close(SSL *ssl)
 
 static void peer_serial(SSL *ssl, char *out, size_t cap)
 {
-    X509 *peer = SSL_get_peer_certificate(ssl);
+    // seam's contexts use TLS_with_buffers_method: the peer chain is DER
+    // bytes only (SSL_get_peer_certificate is always NULL there).
+    const STACK_OF(CRYPTO_BUFFER) *chain = SSL_get0_peer_certificates(ssl);
+    assert_non_null(chain);
+    assert_true(sk_CRYPTO_BUFFER_num(chain) > 0);
+    X509 *peer = X509_parse_from_buffer(sk_CRYPTO_BUFFER_value(chain, 0));
     assert_non_null(peer);
     BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(peer), NULL);
     char *hex = BN_bn2hex(bn);
