@@ -78,6 +78,11 @@ void *sc_stream_get_data(const struct sc_stream *s);
 // |server| into |s| (uv_accept), and sets TCP_NODELAY. Returns 0 or a UV_E*.
 int sc_stream_accept(struct sc_stream *s, uv_stream_t *server);
 
+// sc_stream_accept_inherited is sc_stream_accept for a listener that has
+// TCP_NODELAY set itself: Linux copies it to every accepted socket, so the
+// per-connection setsockopt is skipped.
+int sc_stream_accept_inherited(struct sc_stream *s, uv_stream_t *server);
+
 // sc_stream_connect starts a TCP connection to |addr|. |timeout_ms| (0 = no
 // limit) bounds it; |cb| runs once. Returns 0 or a UV_E* (|cb| will not run).
 int sc_stream_connect(struct sc_stream *s, const struct sockaddr *addr, uint64_t timeout_ms,

@@ -87,6 +87,11 @@ int sc_stream_accept(struct sc_stream *s, uv_stream_t *server)
     return r;
 }
 
+int sc_stream_accept_inherited(struct sc_stream *s, uv_stream_t *server)
+{
+    return uv_accept(server, (uv_stream_t *)&s->tcp);
+}
+
 char *sc_stream_peer_name(struct sc_stream *s, char *out, size_t cap)
 {
     struct sockaddr_storage ss;
