@@ -162,8 +162,8 @@ int sc_stream_connect(struct sc_stream *s, const struct sockaddr *addr, uint64_t
 void sc_stream__alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct sc_stream *s = h->data;
-    buf->base = sc_buf_get(s->pool);
-    buf->len = SC_BUF_READ_SIZE;
+    buf->base = sc_buf_get_sized(s->pool, (s->flags & SC_STREAM_F_BULK) != 0);
+    buf->len = sc_buf_size(buf->base) - SC_BUF_READ_RESERVE;
 }
 
 void sc_stream__uv_read(struct sc_stream *s, bool on, uv_read_cb read_cb)
@@ -337,6 +337,16 @@ bool sc_stream__read_skip(struct sc_stream *s, ssize_t nread, const uv_buf_t *bu
     if (nread == 0 || (s->flags & SC_STREAM_F_CLOSING)) {
         sc_buf_release(buf->base);
         return true;
+    }
+    // A read that fills its buffer means more was waiting: read the next
+    // ones into large buffers. One that does not fill a small buffer ends
+    // the bulk mode.
+    if (nread > 0) {
+        if ((size_t)nread >= sc_buf_size(buf->base) - SC_BUF_READ_RESERVE) {
+            s->flags |= SC_STREAM_F_BULK;
+        } else if ((size_t)nread < SC_BUF_READ_SIZE) {
+            s->flags &= ~SC_STREAM_F_BULK;
+        }
     }
     return false;
 }

@@ -23,6 +23,8 @@ enum sc_stream_tls_state {
 #define SC_STREAM_F_GOT_BYTES 0x100u  // TLS: first byte from the peer seen
 #define SC_STREAM_F_TLS_KICK 0x200u   // TLS: run the driver on the deferred turn
 #define SC_STREAM_F_HS_STARTED 0x400u // TLS: the first SSL_do_handshake ran
+#define SC_STREAM_F_BULK 0x800u       // the last read filled its buffer: read into large ones
+#define SC_STREAM_F_BIG_WRITE 0x1000u // TLS: this write is larger than a small buffer
 
 struct sc_stream {
     uv_tcp_t tcp;              // the connection; data = this stream

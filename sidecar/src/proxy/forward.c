@@ -73,9 +73,10 @@ static const char *dir_name(enum sc_dir d)
     return d == SC_DIR_INBOUND ? "inbound" : "outbound";
 }
 
-// conn_peer is the address of the TLS peer for logs, formatted on first use:
-// the happy path of a connection never needs it (one getpeername saved per
-// inbound connection).
+// conn_peer is the address of the TLS peer for logs. Inbound, it is read at
+// accept (getpeername fails once the client has gone, which is when the
+// close and failure lines are written); outbound, it is formatted from the
+// target on first use.
 static const char *conn_peer(struct sc_conn *c)
 {
     if (c->peer[0] != '\0') {
@@ -585,6 +586,9 @@ void sc_conn__accept(struct sc_worker *w)
         c->state = SC_CONN_CLOSING;
         sc_stream_close(c->down, on_stream_closed);
         return;
+    }
+    if (dir == SC_DIR_INBOUND) {
+        sc_stream_peer_name(c->down, c->peer, sizeof(c->peer));
     }
     if (p->cfg.router != NULL) {
         start_routed(c);

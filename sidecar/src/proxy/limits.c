@@ -184,7 +184,7 @@ int sc_limits_admit_conn(struct sc_worker *w, struct sc_stream *down)
         fd = -1;
     }
     uint64_t open = atomic_load_explicit(&w->num_conns, memory_order_relaxed);
-    uint64_t buf_bytes = (uint64_t)w->pool.num_out * SC_BUF_SIZE;
+    uint64_t buf_bytes = (uint64_t)w->pool.bytes_out;
     return sc_limits_admit(&w->stats, w->id, w->proxy->num_workers, fd, open, buf_bytes) ? -1 : 0;
 }
 

@@ -35,10 +35,12 @@ static int bio_write(BIO *b, const char *data, int len)
     size_t left = (size_t)len;
     while (left > 0) {
         if (s->out == NULL) {
-            s->out = sc_buf_get(s->pool);
+            s->out = sc_buf_get_sized(s->pool,
+                                      (s->flags & (SC_STREAM_F_BULK | SC_STREAM_F_BIG_WRITE)) != 0);
             s->out_len = 0;
         }
-        size_t n = SC_BUF_SIZE - s->out_len;
+        size_t cap = sc_buf_size(s->out);
+        size_t n = cap - s->out_len;
         if (n > left) {
             n = left;
         }
@@ -46,7 +48,7 @@ static int bio_write(BIO *b, const char *data, int len)
         s->out_len += n;
         data += n;
         left -= n;
-        if (s->out_len == SC_BUF_SIZE) {
+        if (s->out_len == cap) {
             // A full buffer goes to the socket now; ordering is kept by libuv.
             int r = flush_out(s, NULL, NULL);
             if (r != 0) {
@@ -236,13 +238,14 @@ static void read_plaintext(struct sc_stream *s)
 {
     while ((s->flags & SC_STREAM_F_READING) &&
            !(s->flags & (SC_STREAM_F_CLOSING | SC_STREAM_F_EOF_SENT))) {
-        char *pb = sc_buf_get(s->pool);
+        char *pb = sc_buf_get_sized(s->pool, (s->flags & SC_STREAM_F_BULK) != 0);
+        size_t cap = sc_buf_size(pb) - SC_BUF_READ_RESERVE;
         size_t n = 0;
         int r = 1;
         int err = SSL_ERROR_NONE;
-        while (n < SC_BUF_READ_SIZE) {
+        while (n < cap) {
             ERR_clear_error();
-            r = SSL_read(s->ssl, pb + n, (int)(SC_BUF_READ_SIZE - n));
+            r = SSL_read(s->ssl, pb + n, (int)(cap - n));
             if (r <= 0) {
                 err = SSL_get_error(s->ssl, r);
                 break;
@@ -415,6 +418,15 @@ static int tls_write(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
     if (s->tls_state != SC_STREAM_TLS_OPEN) {
         return SC_ESTATE;
     }
+    size_t total = 0;
+    for (unsigned i = 0; i < nbufs; i++) {
+        total += bufs[i].len;
+    }
+    // Ciphertext of a large write goes into large buffers: one socket write
+    // for the whole of it.
+    if (total > SC_BUF_READ_SIZE) {
+        s->flags |= SC_STREAM_F_BIG_WRITE;
+    }
     for (unsigned i = 0; i < nbufs; i++) {
         if (bufs[i].len == 0) {
             continue;
@@ -423,10 +435,12 @@ static int tls_write(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
         // The BIO never refuses bytes, so SSL_write takes everything at once.
         int r = SSL_write(s->ssl, bufs[i].base, (int)bufs[i].len);
         if (r <= 0 || (size_t)r != bufs[i].len) {
+            s->flags &= ~SC_STREAM_F_BIG_WRITE;
             sc_tls_log_errors("tls.write");
             return SC_ETLS;
         }
     }
+    s->flags &= ~SC_STREAM_F_BIG_WRITE;
     if (s->out_err != 0) {
         return s->out_err;
     }

@@ -77,7 +77,8 @@ def test_refusals_are_logged_rate_limited(pki, procs):
 
 
 def test_max_buffer_memory(pki, procs):
-    """64 KiB of buffers (two 32 KiB buffers) on one worker: a client that
+    """64 KiB of buffers on one worker (two small 32 KiB buffers, or one
+    large 128 KiB one once the stream reads in bulk mode): a client that
     sends but never reads pins buffers; new connections are refused until
     it goes away."""
     echo = Echo(procs)
