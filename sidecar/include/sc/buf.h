@@ -7,7 +7,7 @@
 //
 // Small buffers serve request/response traffic. A stream whose reads fill
 // whole buffers (a bulk transfer) switches to large ones: each read and write
-// syscall then moves 4x the bytes (bench/NOTES.md §3: -20 % kernel CPU per GB
+// syscall then moves 8x the bytes (bench/NOTES.md §6: -35 % kernel CPU per GB
 // through the sidecar pair), while a connection with small messages never
 // holds more than a small buffer.
 #ifndef SC_BUF_H
@@ -19,13 +19,13 @@
 // SC_BUF_SIZE is the usable size of a small buffer: two full TLS records.
 #define SC_BUF_SIZE (32 * 1024)
 
-// SC_BUF_LARGE_SIZE is the usable size of a large buffer: eight TLS records.
-#define SC_BUF_LARGE_SIZE (128 * 1024)
+// SC_BUF_LARGE_SIZE is the usable size of a large buffer: sixteen TLS records.
+#define SC_BUF_LARGE_SIZE (256 * 1024)
 
 // SC_BUF_READ_RESERVE is what a read leaves free at the end of a buffer so
 // that the bytes of one read, once encrypted (16 KiB TLS 1.3 records plus 22
 // bytes each), still fit one buffer of the same size and go out in one write.
-#define SC_BUF_READ_RESERVE 256
+#define SC_BUF_READ_RESERVE 512
 
 // SC_BUF_READ_SIZE is how much a read puts into a small buffer.
 #define SC_BUF_READ_SIZE (SC_BUF_SIZE - SC_BUF_READ_RESERVE)

@@ -78,7 +78,7 @@ def test_refusals_are_logged_rate_limited(pki, procs):
 
 def test_max_buffer_memory(pki, procs):
     """64 KiB of buffers on one worker (two small 32 KiB buffers, or one
-    large 128 KiB one once the stream reads in bulk mode): a client that
+    large 256 KiB one once the stream reads in bulk mode): a client that
     sends but never reads pins buffers; new connections are refused until
     it goes away."""
     echo = Echo(procs)

@@ -65,6 +65,7 @@ struct harness {
     int srv_eof;
     int cli_eof;
     int writes_done;
+    size_t srv_max_read;      // largest single read the server side got
     uint8_t *pattern;
 };
 
@@ -93,6 +94,9 @@ static void srv_on_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf)
         // Echo done: half-close our side; the client closes after its EOF.
         sc_stream_shutdown(s);
         return;
+    }
+    if ((size_t)nread > h->srv_max_read) {
+        h->srv_max_read = (size_t)nread;
     }
     uv_buf_t b = uv_buf_init(buf->base, (unsigned)nread);
     // Ownership of the read buffer moves to the write; released in srv_on_write.
@@ -268,6 +272,9 @@ static void test_plain_echo(void **state)
     struct harness h = {0};
     run_echo(&h, 3 * 1024 * 1024 + 17);
     assert_full_echo(&h);
+    // 3 MiB in a row: the reads filled small buffers, so the stream went on
+    // in large ones (bulk mode).
+    assert_true(h.srv_max_read > SC_BUF_SIZE);
 }
 
 static void test_tls_echo(void **state)
@@ -284,6 +291,7 @@ static void test_tls_echo(void **state)
     assert_string_equal(h.srv_peer_id, CLIENT_ID);
     assert_string_equal(h.cli_peer_id, SERVER_ID);
     assert_full_echo(&h);
+    assert_true(h.srv_max_read > SC_BUF_SIZE); // plaintext delivered in large buffers
 }
 
 static void test_tls_chained_client(void **state)
