@@ -2,6 +2,7 @@
 // leaf profile, rotation and retirement.
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -26,8 +27,11 @@ static EVP_PKEY *p256(void)
     return pkey;
 }
 
-// csr_pem builds a CSR with |num| URI SANs into a static buffer.
-static const char *csr_pem(EVP_PKEY *key, const char *const *uris, size_t num)
+// csr_pem_ex builds a CSR with |num| URI SANs into a static buffer. With
+// |tamper| its last DER byte (the end of the ECDSA signature) is flipped, so
+// the structure parses but the signature fails. (Flipping a base64 character
+// instead can land in padding bits and change nothing: a CI flake once.)
+static const char *csr_pem_ex(EVP_PKEY *key, const char *const *uris, size_t num, bool tamper)
 {
     static char out[4096];
     X509_REQ *req = X509_REQ_new();
@@ -49,8 +53,14 @@ static const char *csr_pem(EVP_PKEY *key, const char *const *uris, size_t num)
         GENERAL_NAMES_free(gens);
     }
     assert_true(X509_REQ_sign(req, key, EVP_sha256()) > 0);
+    uint8_t *der = NULL;
+    int der_len = i2d_X509_REQ(req, &der);
+    assert_true(der_len > 0);
+    if (tamper) {
+        der[der_len - 1] ^= 0x01;
+    }
     BIO *b = BIO_new(BIO_s_mem());
-    PEM_write_bio_X509_REQ(b, req);
+    assert_true(PEM_write_bio(b, "CERTIFICATE REQUEST", "", der, der_len) > 0);
     const uint8_t *d;
     size_t len;
     BIO_mem_contents(b, &d, &len);
@@ -58,8 +68,14 @@ static const char *csr_pem(EVP_PKEY *key, const char *const *uris, size_t num)
     memcpy(out, d, len);
     out[len] = '\0';
     BIO_free(b);
+    OPENSSL_free(der);
     X509_REQ_free(req);
     return out;
+}
+
+static const char *csr_pem(EVP_PKEY *key, const char *const *uris, size_t num)
+{
+    return csr_pem_ex(key, uris, num, false);
 }
 
 static X509 *parse_pem(const char *pem)
@@ -131,33 +147,6 @@ static void test_sign_profile(void **state)
     cp_ca_free(ca);
 }
 
-// csr_pem_tampered builds a CSR with no SAN and flips its last DER byte, the
-// end of the signature, so the structure parses but the signature fails.
-static const char *csr_pem_tampered(EVP_PKEY *key)
-{
-    static char out[4096];
-    X509_REQ *req = X509_REQ_new();
-    X509_REQ_set_version(req, 0);
-    X509_REQ_set_pubkey(req, key);
-    assert_true(X509_REQ_sign(req, key, EVP_sha256()) > 0);
-    uint8_t *der = NULL;
-    int len = i2d_X509_REQ(req, &der);
-    assert_true(len > 0);
-    der[len - 1] ^= 0x01;
-    BIO *b = BIO_new(BIO_s_mem());
-    assert_true(PEM_write_bio(b, "CERTIFICATE REQUEST", "", der, len) > 0);
-    const uint8_t *d;
-    size_t n;
-    BIO_mem_contents(b, &d, &n);
-    assert_true(n < sizeof(out));
-    memcpy(out, d, n);
-    out[n] = '\0';
-    BIO_free(b);
-    OPENSSL_free(der);
-    X509_REQ_free(req);
-    return out;
-}
-
 static void test_csr_rules(void **state)
 {
     struct cp_ca *ca = cp_ca_new_generated("td.test", 3600);
@@ -180,10 +169,8 @@ static void test_csr_rules(void **state)
         cp_ca_sign_csr(ca, csr, strlen(csr), ID, 0, &chain, &num, msg, sizeof(msg)), CP_GRPC_OK);
     assert_int_equal(cp_ca_sign_csr(ca, "junk", 4, ID, 0, &chain, &num, msg, sizeof(msg)),
                      CP_GRPC_INVALID_ARGUMENT);
-    // A CSR whose signature does not verify: the last DER byte (the end of
-    // the ECDSA s value) flipped. Flipping a base64 character instead could
-    // land in padding bits and change nothing (a CI flake once).
-    const char *bad = csr_pem_tampered(key);
+    // A CSR whose signature does not verify.
+    const char *bad = csr_pem_ex(key, NULL, 0, true);
     assert_int_equal(cp_ca_sign_csr(ca, bad, strlen(bad), ID, 0, &chain, &num, msg, sizeof(msg)),
                      CP_GRPC_INVALID_ARGUMENT);
     EVP_PKEY_free(key);
