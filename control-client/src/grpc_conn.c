@@ -51,7 +51,9 @@ struct cc_conn {
     nghttp2_session *h2; // NULL until the handshake finished
     enum conn_state state;
     uv_timer_t ka;                    // keepalive tick
-    int open_handles;                 // ka + streams not yet closed; freed at 0
+    uv_getaddrinfo_t gai;             // name resolution (host names only)
+    bool resolving;                   // gai is pending
+    int open_handles;                 // ka + streams + gai not yet done; freed at 0
     struct sockaddr_storage addrs[8]; // resolved addresses, tried in order
     int num_addrs;
     int addr_idx;          // next address to try
@@ -689,6 +691,11 @@ static void conn_teardown(struct cc_conn *c)
     if (c->stream != NULL) {
         sc_stream_close(c->stream, on_stream_closed);
     }
+    if (c->resolving) {
+        // Its callback still runs (UV_ECANCELED, or the answer if the lookup
+        // had started) and drops the last reference.
+        uv_cancel((uv_req_t *)&c->gai);
+    }
 }
 
 // conn_fail ends every call bound to |c| with UNAVAILABLE and tears it down.
@@ -978,31 +985,74 @@ static void on_connected(struct sc_stream *s, int status)
     }
 }
 
-// resolve fills c->addrs from the channel's host/port. Host names use a
-// blocking getaddrinfo (control-plane names resolve rarely and locally).
-static int resolve(struct cc_conn *c, char *err, size_t err_len)
+// take_addrs copies the IPv4/IPv6 addresses of |res| (at most 8) into c->addrs.
+static int take_addrs(struct cc_conn *c, const struct addrinfo *res, char *err, size_t err_len)
+{
+    c->num_addrs = 0;
+    c->addr_idx = 0;
+    for (const struct addrinfo *ai = res; ai != NULL && c->num_addrs < 8; ai = ai->ai_next) {
+        if (ai->ai_addrlen <= sizeof(c->addrs[0]) &&
+            (ai->ai_family == AF_INET || ai->ai_family == AF_INET6)) {
+            memcpy(&c->addrs[c->num_addrs++], ai->ai_addr, ai->ai_addrlen);
+        }
+    }
+    if (c->num_addrs == 0) {
+        snprintf(err, err_len, "cannot resolve %s: no IPv4/IPv6 address", c->peer);
+        return -1;
+    }
+    return 0;
+}
+
+// resolve_literal fills c->addrs from a host that is an IP address: no
+// lookup, so it is done at once (AI_NUMERICHOST never asks DNS).
+static int resolve_literal(struct cc_conn *c, char *err, size_t err_len)
 {
     struct cc_channel *ch = c->ch;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST};
     struct addrinfo *res = NULL;
     int rc = getaddrinfo(ch->host, ch->port, &hints, &res);
     if (rc != 0 || res == NULL) {
         snprintf(err, err_len, "cannot resolve %s: %s", ch->host, gai_strerror(rc));
         return -1;
     }
-    c->num_addrs = 0;
-    for (struct addrinfo *ai = res; ai != NULL && c->num_addrs < 8; ai = ai->ai_next) {
-        if (ai->ai_addrlen <= sizeof(c->addrs[0]) &&
-            (ai->ai_family == AF_INET || ai->ai_family == AF_INET6)) {
-            memcpy(&c->addrs[c->num_addrs++], ai->ai_addr, ai->ai_addrlen);
-        }
-    }
+    rc = take_addrs(c, res, err, err_len);
     freeaddrinfo(res);
-    if (c->num_addrs == 0) {
-        snprintf(err, err_len, "cannot resolve %s: no IPv4/IPv6 address", ch->host);
-        return -1;
+    return rc;
+}
+
+// on_resolved continues conn_start once a host name is looked up. The lookup
+// ran on libuv's thread pool: a slow or dead DNS server never blocks the
+// loop (the admin endpoints and the data path share it).
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct cc_conn *c = req->data;
+    c->resolving = false;
+    c->open_handles--;
+    if (c->state == CONN_DEAD || c->ch == NULL) {
+        uv_freeaddrinfo(res);
+        conn_maybe_free(c);
+        return;
     }
-    return 0;
+    struct cc_channel *ch = c->ch;
+    char err[256];
+    int rc = -1;
+    if (status != 0) {
+        snprintf(err, sizeof(err), "cannot resolve %s: %s", ch->host, uv_strerror(status));
+    } else {
+        rc = take_addrs(c, res, err, sizeof(err));
+    }
+    uv_freeaddrinfo(res);
+    if (rc != 0) {
+        conn_fail(c, "%s", err);
+        channel_process(ch);
+        return;
+    }
+    rc = conn_connect_next(c);
+    if (rc != 0) {
+        conn_fail(c, "connect to %s failed: %s", c->peer, sc_strerror(rc));
+        channel_process(ch);
+    }
 }
 
 // conn_start creates a connection and binds every waiting call to it.
@@ -1028,7 +1078,19 @@ static void conn_start(struct cc_channel *ch)
         }
     }
     char err[256];
-    if (resolve(c, err, sizeof(err)) != 0) {
+    if (!is_ip_literal(ch->host)) {
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+        c->gai.data = c;
+        int rc = uv_getaddrinfo(ch->loop, &c->gai, on_resolved, ch->host, ch->port, &hints);
+        if (rc != 0) {
+            conn_fail(c, "cannot resolve %s: %s", ch->host, uv_strerror(rc));
+            return;
+        }
+        c->resolving = true;
+        c->open_handles++;
+        return;
+    }
+    if (resolve_literal(c, err, sizeof(err)) != 0) {
         conn_fail(c, "%s", err);
         return;
     }
