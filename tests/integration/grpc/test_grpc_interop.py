@@ -17,6 +17,7 @@ import tempfile
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "lib"))
+import fakegrpc  # noqa: E402
 import seamtest  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,12 +26,9 @@ ID = "spiffe://cluster.local/ns/default/sa/web"
 
 def grpc_python():
     """A python that has grpc, protobuf and cryptography (Debian's packages)."""
-    for py in (sys.executable, "/usr/bin/python3"):
-        r = subprocess.run([py, "-c", "import grpc, google.protobuf, cryptography"],
-                           capture_output=True)
-        if r.returncode == 0:
-            return py
-    pytest.skip("python3-grpcio / python3-protobuf / python3-cryptography not installed")
+    return fakegrpc.grpc_python(
+        ("grpc", "google.protobuf", "cryptography"),
+        "python3-grpcio / python3-protobuf / python3-cryptography not installed")
 
 
 def seam_cli():
@@ -53,23 +51,10 @@ def env(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("grpc"))
     pki = seamtest.gen_pki(os.path.join(d, "pki"))
     # The TLS server certificate: DNS:localhost + IP:127.0.0.1, signed by the test root.
-    ext = os.path.join(d, "srv.ext")
-    with open(ext, "w") as f:
-        f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    key, csr, crt = (os.path.join(d, n) for n in ("srv.key", "srv.csr", "srv.pem"))
-    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-out", key], check=True, capture_output=True)
-    subprocess.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=localhost", "-out", csr],
-                   check=True, capture_output=True)
-    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", f"{pki}/ca.pem", "-CAkey",
-                    f"{pki}/ca.key", "-CAcreateserial", "-days", "30", "-sha256", "-extfile", ext,
-                    "-out", crt], check=True, capture_output=True)
+    crt, key = fakegrpc.server_cert(d, pki, days=30)
     gen = os.path.join(d, "gen")
     os.makedirs(gen)
-    src = seamtest.SOURCE_DIR
-    subprocess.run(["protoc", f"-I{src}/proto", f"--python_out={gen}",
-                    "istio/v1/auth/ca.proto", "seam/v1/config.proto"], check=True)
+    fakegrpc.protoc_python(gen, "istio/v1/auth/ca.proto", "seam/v1/config.proto")
     tok = os.path.join(d, "token")
     with open(tok, "w") as f:
         f.write("good-token\n")

@@ -1,7 +1,8 @@
 """A misbehaving control plane for fault-injection tests: a real gRPC server
-(Debian python3-grpcio, generic handlers, adapted from
-tests/integration/grpc/grpc_server.py) serving seam.v1.ConfigDiscovery/
-StreamConfig, whose behaviour follows a JSON file re-read every 50 ms:
+(Debian python3-grpcio, generic handlers, built like
+tests/integration/grpc/grpc_server.py on tests/lib/fakegrpc.py) serving
+seam.v1.ConfigDiscovery/StreamConfig, whose behaviour follows a JSON file
+re-read every 50 ms:
 
   {"version": "v1",      snapshot version; a change pushes a new snapshot
    "bad": false,         an invalid allow pattern (must be NACKed)
@@ -15,53 +16,29 @@ Run with Debian's /usr/bin/python3 and the protoc --python_out modules on
 PYTHONPATH:  fake_cp.py --port P --cert C --key K --ca-cert CA --events FILE --config FILE
 Events (one JSON per line): node, ack, nack (with the version the client
 reports, i.e. the one still in force)."""
-import argparse
-import json
 import os
 import sys
-import threading
 import time
-from concurrent import futures
 
 import grpc
 
-from seam.v1 import config_pb2
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
+import fakegrpc  # noqa: E402
 
-LOCK = threading.Lock()
+from seam.v1 import config_pb2  # noqa: E402
+
 ARGS = None
-
-
-def event(**kw):
-    kw["t"] = time.time()
-    with LOCK, open(ARGS.events, "a") as f:
-        f.write(json.dumps(kw) + "\n")
+event = None  # fakegrpc.EventLog(--events, stamp=True), set by main()
 
 
 def read_config():
-    try:
-        with open(ARGS.config) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    return fakegrpc.read_json(ARGS.config)
 
 
 def snapshot(cfg, nonce):
     with open(ARGS.ca_cert) as f:
         root = f.read()
-    r = config_pb2.ConfigResponse(version_info=cfg["version"], nonce=nonce)
-    s = r.snapshot
-    s.trust_bundle.roots.append(root)
-    s.trust_bundle.trust_domain = "cluster.local"
-    p = s.inbound_ports.add(port=8080, mode=config_pb2.STRICT)
-    p.allow.append("spiffe://cluster.local/ns/default/*")
-    if cfg.get("bad"):
-        p.allow.append("spiffe://cluster.local/*/broken")
-    svc = s.services.add(name="web.default", port=80)
-    svc.endpoints.add(address="127.0.0.1", port=8080,
-                      spiffe_id="spiffe://cluster.local/ns/default/sa/web")
-    s.outbound_policy = config_pb2.REGISTRY_ONLY
-    s.cert_ttl_seconds = 3600
-    data = r.SerializeToString()
+    data = fakegrpc.config_snapshot(config_pb2, root, cfg, nonce).SerializeToString()
     if cfg.get("huge"):
         # Unknown field 1000 (length-delimited): valid protobuf, just oversized.
         n = int(cfg["huge"]) << 20
@@ -81,21 +58,7 @@ def snapshot(cfg, nonce):
 def stream_config(request_iterator, context):
     first = next(request_iterator)
     event(type="node", node=first.node.id, version=first.version_info)
-    done = threading.Event()
-
-    def reader():
-        try:
-            for r in request_iterator:
-                if r.error_detail.message:
-                    event(type="nack", version=r.version_info, nonce=r.response_nonce,
-                          error=r.error_detail.message)
-                else:
-                    event(type="ack", version=r.version_info, nonce=r.response_nonce)
-        except Exception:  # noqa: BLE001 - stream cancelled
-            pass
-        done.set()
-
-    threading.Thread(target=reader, daemon=True).start()
+    done = fakegrpc.read_acks(request_iterator, event)
     sent = None
     n = 0
     first_msg = True
@@ -121,36 +84,14 @@ def stream_config(request_iterator, context):
         time.sleep(0.05)
 
 
-def passthrough(x):
-    return x
-
-
 def main():
-    global ARGS
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--cert", required=True)
-    ap.add_argument("--key", required=True)
-    ap.add_argument("--ca-cert", required=True)
-    ap.add_argument("--events", required=True)
-    ap.add_argument("--config", required=True)
-    ARGS = ap.parse_args()
-    cfg = grpc.method_handlers_generic_handler("seam.v1.ConfigDiscovery", {
-        "StreamConfig": grpc.stream_stream_rpc_method_handler(
-            stream_config,
-            request_deserializer=config_pb2.ConfigRequest.FromString,
-            response_serializer=passthrough),
-    })
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
-                         options=[("grpc.so_reuseport", 0),
-                                  ("grpc.max_send_message_length", 64 << 20)])
-    server.add_generic_rpc_handlers((cfg,))
-    with open(ARGS.key, "rb") as f:
-        key = f.read()
-    with open(ARGS.cert, "rb") as f:
-        cert = f.read()
-    server.add_secure_port(f"127.0.0.1:{ARGS.port}", grpc.ssl_server_credentials([(key, cert)]))
-    server.start()
+    global ARGS, event
+    ARGS = fakegrpc.arg_parser().parse_args()
+    event = fakegrpc.EventLog(ARGS.events, stamp=True)
+    cfg = fakegrpc.stream_service("seam.v1.ConfigDiscovery", "StreamConfig",
+                                  stream_config, config_pb2.ConfigRequest)
+    server, _ = fakegrpc.serve_tls((cfg,), ARGS.cert, ARGS.key, ARGS.port, workers=8,
+                                   options=[("grpc.max_send_message_length", 64 << 20)])
     print(f"fake control plane listening on 127.0.0.1:{ARGS.port}", flush=True)
     server.wait_for_termination()
 

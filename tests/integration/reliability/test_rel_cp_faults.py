@@ -19,13 +19,12 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 
 import pytest
 
+import fakegrpc
 import seamtest
 from relkit import cpu_seconds
 from seamtest import wait_for
@@ -34,38 +33,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ID = "spiffe://cluster.local/ns/default/sa/web"
 
 
-def grpc_python():
-    for py in (sys.executable, "/usr/bin/python3"):
-        r = subprocess.run([py, "-c", "import grpc, google.protobuf"], capture_output=True)
-        if r.returncode == 0:
-            return py
-    pytest.skip("python3-grpcio / python3-protobuf not installed")
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, pki):
     d = str(tmp_path_factory.mktemp("cpfaults"))
-    ext = os.path.join(d, "srv.ext")
-    with open(ext, "w") as f:
-        f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    key, csr, crt = (os.path.join(d, n) for n in ("srv.key", "srv.csr", "srv.pem"))
-    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-out", key], check=True, capture_output=True)
-    subprocess.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=localhost", "-out", csr],
-                   check=True, capture_output=True)
-    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", f"{pki}/ca.pem", "-CAkey",
-                    f"{pki}/ca.key", "-CAcreateserial", "-days", "30", "-sha256", "-extfile", ext,
-                    "-out", crt], check=True, capture_output=True)
+    crt, key = fakegrpc.server_cert(d, pki, days=30)
     gen = os.path.join(d, "gen")
     os.makedirs(gen)
-    subprocess.run(["protoc", f"-I{seamtest.SOURCE_DIR}/proto", f"--python_out={gen}",
-                    "seam/v1/config.proto"], check=True)
+    fakegrpc.protoc_python(gen, "seam/v1/config.proto")
     tok = os.path.join(d, "token")
     with open(tok, "w") as f:
         f.write("any-token\n")
     return {"dir": d, "pki": pki, "key": key, "crt": crt, "gen": gen, "token": tok,
-            "py": grpc_python()}
+            "py": fakegrpc.grpc_python()}
 
 
 class FakeCP:
