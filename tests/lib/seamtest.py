@@ -153,3 +153,56 @@ class Procs:
 
 def which(tool):
     return shutil.which(tool)
+
+
+# What a sanitizer build (ASan/LSan/UBSan, TSan) writes into a process's log.
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "ThreadSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
+
+
+def sidecar_problems(procs, marks=SANITIZER_MARKS, stop_timeout=None, wrapped=False,
+                     skip_ended=False):
+    """Ends every seam-sidecar in procs (SIGTERM, by PID) and returns what is
+    wrong with each: an exit code other than 0, private key material in its
+    log, a sanitizer report (any of |marks|) in its log.
+
+    stop_timeout: passed to stop() (None: its default). wrapped: the sidecar
+    may run under a wrapper (valgrind, ...), so look for it among the first 8
+    arguments and name the process by args[:3]. skip_ended: the exit code of a
+    sidecar the test already ended itself does not count."""
+    problems = []
+    for p in list(procs.items):
+        args = [str(a) for a in (getattr(p, "args", None) or ())]
+        if not any(a.endswith("seam-sidecar") for a in args[:8 if wrapped else 1]):
+            continue
+        was_alive = p.alive() if skip_ended else True
+        rc = p.stop() if stop_timeout is None else p.stop(timeout=stop_timeout)
+        with open(p.log_path, errors="replace") as f:
+            log = f.read()
+        if was_alive and rc != 0:
+            name = " ".join(args[:3] if wrapped else args[1:3])
+            problems.append(f"{name} (pid {p.pid}) exited {rc} after SIGTERM")
+        if "PRIVATE KEY" in log:
+            problems.append(f"pid {p.pid}: private key material in the log")
+        for mark in marks:
+            if mark in log:
+                at = log.index(mark)
+                problems.append(f"pid {p.pid}: sanitizer report:\n{log[max(0, at - 200):at + 3000]}")
+                break
+    return problems
+
+
+def sidecars_end_cleanly_fixture(**kw):
+    """An autouse fixture for a suite's conftest.py (assign it to the name
+    sidecars_end_cleanly): after each test, sidecar_problems(procs, **kw) must
+    be empty, else the test fails with them."""
+    import pytest
+
+    @pytest.fixture(autouse=True)
+    def sidecars_end_cleanly(procs):
+        yield
+        problems = sidecar_problems(procs, **kw)
+        if problems:
+            pytest.fail("\n".join(problems), pytrace=False)
+
+    return sidecars_end_cleanly
