@@ -28,7 +28,7 @@ static const char usage[] =
     "           [--cert-ttl DURATION] [--trust-domain D]\n"
     "           [--ca-cert F --ca-key F | --root-out F] [--extra-root F]\n"
     "           [--admin HOST:PORT] [--server-name NAME]...\n"
-    "           [--max-message-size SIZE] [--max-streams N]\n"
+    "           [--max-message-size SIZE] [--max-streams N] [--idle-timeout DURATION]\n"
     "           [--log-level debug|info|warn|error] [--log-format text|json]\n";
 
 __attribute__((format(printf, 1, 2))) static int bad(const char *fmt, ...)
@@ -48,6 +48,7 @@ int main(int argc, char **argv)
     const char *cert_ttl = "1h", *td = "cluster.local", *ca_cert = NULL, *ca_key = NULL;
     const char *root_out = NULL, *admin = NULL, *extra_root = NULL, *log_level = "info";
     const char *log_format = "text", *max_msg = "4MiB", *max_streams = "1000";
+    const char *idle_timeout = "5m";
     const char *names[CP_MAX_NAMES];
     size_t num_names = 0;
     const char *why = NULL;
@@ -95,6 +96,7 @@ int main(int argc, char **argv)
             {"--log-format", &log_format},
             {"--max-message-size", &max_msg},
             {"--max-streams", &max_streams},
+            {"--idle-timeout", &idle_timeout},
         };
         bool found = false;
         for (size_t k = 0; k < sizeof(map) / sizeof(map[0]); k++) {
@@ -166,6 +168,12 @@ int main(int argc, char **argv)
         return bad("--max-streams %s: a number between 1 and 100000", max_streams);
     }
     cfg.max_streams = (uint32_t)ms;
+    // A connection with no open call and no bytes from the client for this
+    // long gets GOAWAY and is closed ("0" = never): a client that completes
+    // TLS and then says nothing no longer holds its descriptor for ever.
+    if (sc_parse_duration_ms(idle_timeout, &cfg.conn_idle_ms, &why) != 0) {
+        return bad("--idle-timeout %s: %s", idle_timeout, why);
+    }
     if ((ca_cert == NULL) != (ca_key == NULL)) {
         return bad("--ca-cert and --ca-key go together");
     }

@@ -111,7 +111,9 @@ struct cp_conn {
     struct cp_conn *prev, *next;
     bool closing;
     bool goaway_sent;
-    size_t held; // bytes reserved by partial messages of all calls
+    bool tls_up;              // handshake done: HTTP/2 frames can be sent
+    size_t held;              // bytes reserved by partial messages of all calls
+    uint64_t last_active_ms;  // loop time of the last read or call end (idle timeout)
     char peer[64];
 };
 
@@ -135,6 +137,7 @@ struct cp_server {
     uv_tcp_t admin;
     uv_timer_t poll;
     uv_timer_t grace;
+    uv_timer_t idle; // sweeps connections idle past cfg->conn_idle_ms
     uv_signal_t sig_term, sig_int, sig_hup;
     SSL_CTX *ssl_ctx;
     struct cp_conn *conns;
@@ -297,6 +300,7 @@ static size_t reasm_held(const struct cc_grpc_reasm *r)
 
 static void call_free(struct cp_call *call)
 {
+    call->conn->last_active_ms = uv_now(&call->conn->srv->loop);
     call_cfg_unlink(call);
     call->conn->held -= reasm_held(&call->reasm);
     cc_grpc_reasm_cleanup(&call->reasm);
@@ -911,6 +915,7 @@ static void on_conn_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf
         conn_close(c);
         return;
     }
+    c->last_active_ms = uv_now(&c->srv->loop);
     ssize_t rv = nghttp2_session_mem_recv(c->h2, (const uint8_t *)buf->base, (size_t)nread);
     sc_buf_release(buf->base);
     if (rv < 0) {
@@ -934,6 +939,7 @@ static void on_conn_handshake(struct sc_stream *s, int status)
         conn_close(c);
         return;
     }
+    c->tls_up = true;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->srv->cfg->max_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
@@ -962,6 +968,7 @@ static void on_connection(uv_stream_t *server, int status)
     }
     c->srv = srv;
     c->s = s;
+    c->last_active_ms = uv_now(&srv->loop);
     sc_stream_set_data(s, c);
     c->next = srv->conns;
     if (srv->conns != NULL) {
@@ -1405,6 +1412,31 @@ static void on_poll(uv_timer_t *t)
     }
 }
 
+// on_idle_sweep ends connections that have had no open call and no bytes
+// from the client for conn_idle_ms: GOAWAY(NO_ERROR), then close. A client
+// with a config stream open is never idle; one between CA calls reconnects.
+static void on_idle_sweep(uv_timer_t *t)
+{
+    struct cp_server *srv = t->data;
+    uint64_t now = uv_now(&srv->loop);
+    struct cp_conn *c = srv->conns;
+    while (c != NULL) {
+        struct cp_conn *next = c->next;
+        if (!c->closing && c->calls == NULL && now - c->last_active_ms >= srv->cfg->conn_idle_ms) {
+            sc_debug("cp.conn_idle", "peer=%s idle_ms=%" PRIu64, c->peer, now - c->last_active_ms);
+            if (!c->goaway_sent && c->tls_up) {
+                nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
+                                      nghttp2_session_get_last_proc_stream_id(c->h2),
+                                      NGHTTP2_NO_ERROR, NULL, 0);
+                c->goaway_sent = true;
+                conn_flush(c);
+            }
+            conn_close(c);
+        }
+        c = next;
+    }
+}
+
 static void on_grace(uv_timer_t *t)
 {
     struct cp_server *srv = t->data;
@@ -1422,6 +1454,7 @@ static void start_shutdown(struct cp_server *srv)
             srv->num_cfg_streams);
     uv_close((uv_handle_t *)&srv->listener, NULL);
     uv_timer_stop(&srv->poll);
+    uv_timer_stop(&srv->idle);
     for (struct cp_call *call = srv->cfg_streams; call != NULL; call = call->cfg_next) {
         end_call(call, CC_GRPC_UNAVAILABLE, "server shutting down");
     }
@@ -1531,7 +1564,8 @@ int cp_server_run(const struct cp_server_config *cfg)
     uv_loop_init(&srv->loop);
     uv_timer_init(&srv->loop, &srv->poll);
     uv_timer_init(&srv->loop, &srv->grace);
-    srv->poll.data = srv->grace.data = srv;
+    uv_timer_init(&srv->loop, &srv->idle);
+    srv->poll.data = srv->grace.data = srv->idle.data = srv;
     uv_signal_init(&srv->loop, &srv->sig_term);
     uv_signal_init(&srv->loop, &srv->sig_int);
     uv_signal_init(&srv->loop, &srv->sig_hup);
@@ -1560,6 +1594,12 @@ int cp_server_run(const struct cp_server_config *cfg)
         goto out;
     }
     uv_timer_start(&srv->poll, on_poll, cfg->mesh_poll_ms, cfg->mesh_poll_ms);
+    if (cfg->conn_idle_ms > 0) {
+        // Checked a few times per timeout, at most once a second.
+        uint64_t every = cfg->conn_idle_ms / 4;
+        every = every < 50 ? 50 : every > 1000 ? 1000 : every;
+        uv_timer_start(&srv->idle, on_idle_sweep, every, every);
+    }
     // Log the bound addresses (port 0 picks a free one).
     char lname[64], aname[64];
     struct sockaddr_storage bound;

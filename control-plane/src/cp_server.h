@@ -25,6 +25,8 @@ struct cp_server_config {
     size_t max_msg;        // gRPC receive cap per message
     uint32_t max_streams;  // SETTINGS_MAX_CONCURRENT_STREAMS per connection
     uint64_t mesh_poll_ms; // mesh/auth file poll interval
+    uint64_t conn_idle_ms; // --idle-timeout: GOAWAY + close a connection with no
+                           // open call and nothing read for this long (0 = never)
 };
 
 // cp_server_run loads the mesh, starts listening and runs until SIGTERM or

@@ -143,6 +143,7 @@ def run_cp(args, timeout=10):
     (["--listen", "127.0.0.1:0", "--mesh", "/nonexistent/mesh.yaml"], "/nonexistent/mesh.yaml"),
     (["--listen", "127.0.0.1:0", "--mesh", "m", "--tokens", "/nonexistent/t"], "/nonexistent/t"),
     (["--listen", "127.0.0.1:0", "--mesh", "m", "--trust-domain", "Bad Domain"], "trust domain"),
+    (["--listen", "127.0.0.1:0", "--mesh", "m", "--idle-timeout", "forever"], "--idle-timeout"),
 ])
 def test_bad_flags_exit_2(tmp_path, args, needle):
     args = [a if a != "m" else str(tmp_path / "mesh.yaml") for a in args]
