@@ -11,8 +11,10 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
+import threading
 import time
 
 SOURCE_DIR = os.environ.get("SEAM_SOURCE_DIR") or os.path.abspath(
@@ -206,3 +208,46 @@ def sidecars_end_cleanly_fixture(**kw):
             pytest.fail("\n".join(problems), pytrace=False)
 
     return sidecars_end_cleanly
+
+
+def mtls_server_ctx(pki, cert="server"):
+    """A TLS 1.3 server context (Python ssl) with pki's <cert>.pem/.key that
+    requires a client certificate from pki's ca.pem."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(os.path.join(pki, "ca.pem"))
+    ctx.load_cert_chain(os.path.join(pki, cert + ".pem"), os.path.join(pki, cert + ".key"))
+    return ctx
+
+
+class LoopServer:
+    """Base of in-process test servers on 127.0.0.1: _listen() binds a free
+    port (self.port) and starts a thread that accepts until self.stopping or
+    the listener closes, and runs self._serve(*self._serve_args(conn)) for
+    each connection on a daemon thread of its own. A subclass sets its state
+    up, calls _listen() and defines _serve and stop (quacking like Proc)."""
+
+    def _listen(self, backlog):
+        self.port = free_port()
+        self.stopping = False
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", self.port))
+        self.lsock.listen(backlog)
+        self.lsock.settimeout(0.2)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _serve_args(self, conn):
+        return (conn,)
+
+    def _run(self):
+        while not self.stopping:
+            try:
+                c, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=self._serve_args(c), daemon=True).start()

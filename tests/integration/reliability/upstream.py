@@ -9,39 +9,23 @@ client cert from ca.pem required) after accept for every mode past the
 "hello" stage. What each connection received after its FIN is recorded.
 
 Quacks like seamtest.Proc (stop()) so the procs fixture ends it."""
-import os
 import socket
 import ssl
 import struct
 import threading
 
-from seamtest import free_port
+from seamtest import LoopServer, mtls_server_ctx
 
 LOOP = "127.0.0.1"
 
 
-class FakeUpstream:
+class FakeUpstream(LoopServer):
     def __init__(self, pki=None, tls=False, cert="server"):
-        self.port = free_port()
         self.modes = []
         self.received_after_fin = []
         self.lock = threading.Lock()
-        self.ctx = None
-        if tls:
-            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            self.ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-            self.ctx.verify_mode = ssl.CERT_REQUIRED
-            self.ctx.load_verify_locations(os.path.join(pki, "ca.pem"))
-            self.ctx.load_cert_chain(os.path.join(pki, cert + ".pem"),
-                                     os.path.join(pki, cert + ".key"))
-        self.stopping = False
-        self.lsock = socket.socket()
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind((LOOP, self.port))
-        self.lsock.listen(64)
-        self.lsock.settimeout(0.2)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.ctx = mtls_server_ctx(pki, cert) if tls else None
+        self._listen(64)
 
     @property
     def target(self):
@@ -55,15 +39,8 @@ class FakeUpstream:
         with self.lock:
             return self.modes.pop(0) if self.modes else "echo"
 
-    def _run(self):
-        while not self.stopping:
-            try:
-                c, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c, self._next()), daemon=True).start()
+    def _serve_args(self, c):
+        return (c, self._next())
 
     @staticmethod
     def _rst(s):

@@ -384,43 +384,21 @@ class OneConnServer:
         self.lsock.close()
 
 
-class TLSEchoServer:
+class TLSEchoServer(seamtest.LoopServer):
     """An in-process mTLS echo server (Python ssl): requires a client cert from
     ca.pem, records each client's certificate (DER) and echoes until EOF.
 
     Quacks like seamtest.Proc (stop()) so the procs fixture ends it."""
 
     def __init__(self, pki, cert="server"):
-        self.port = free_port()
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        self.ctx.verify_mode = ssl.CERT_REQUIRED
-        self.ctx.load_verify_locations(os.path.join(pki, "ca.pem"))
-        self.ctx.load_cert_chain(os.path.join(pki, cert + ".pem"), os.path.join(pki, cert + ".key"))
+        self.ctx = seamtest.mtls_server_ctx(pki, cert)
         self.peer_certs = []
         self.lock = threading.Lock()
-        self.stopping = False
-        self.lsock = socket.socket()
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind((LOOP, self.port))
-        self.lsock.listen(128)
-        self.lsock.settimeout(0.2)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self._listen(128)
 
     @property
     def target(self):
         return addr(LOOP, self.port)
-
-    def _run(self):
-        while not self.stopping:
-            try:
-                c, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
         try:
