@@ -39,6 +39,7 @@ struct sc_bufpool {
     size_t max_free_large; // cap on free_large (max_free / 8, at least 2)
     size_t num_out;        // buffers handed out and not yet released (leak checks)
     size_t bytes_out;      // their usable bytes (the buffer-memory limit)
+    size_t large_budget;   // large buffers only while bytes_out stays within it (0 = no cap)
 };
 
 // sc_bufpool_init initialises an empty pool that keeps at most |max_free|
@@ -53,8 +54,9 @@ void sc_bufpool_cleanup(struct sc_bufpool *pool);
 // malloc if |pool| is NULL. It aborts on OOM. Release it with sc_buf_release.
 char *sc_buf_get(struct sc_bufpool *pool);
 
-// sc_buf_get_sized returns a large buffer (SC_BUF_LARGE_SIZE) if |large|,
-// else a small one.
+// sc_buf_get_sized returns a large buffer (SC_BUF_LARGE_SIZE) if |large|
+// and the pool's large_budget allows it (bytes_out + SC_BUF_LARGE_SIZE <=
+// large_budget, or no budget set), else a small one: check sc_buf_size.
 char *sc_buf_get_sized(struct sc_bufpool *pool, bool large);
 
 // sc_buf_size returns the usable size of |buf| (from sc_buf_get*).

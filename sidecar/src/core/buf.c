@@ -24,6 +24,7 @@ void sc_bufpool_init(struct sc_bufpool *pool, size_t max_free)
     pool->max_free_large = max_free / 8 > 2 ? max_free / 8 : 2;
     pool->num_out = 0;
     pool->bytes_out = 0;
+    pool->large_budget = 0;
 }
 
 static void free_chain(struct buf_hdr *h)
@@ -47,6 +48,10 @@ void sc_bufpool_cleanup(struct sc_bufpool *pool)
 
 char *sc_buf_get_sized(struct sc_bufpool *pool, bool large)
 {
+    if (large && pool != NULL && pool->large_budget != 0 &&
+        pool->bytes_out + SC_BUF_LARGE_SIZE > pool->large_budget) {
+        large = false;
+    }
     size_t size = large ? SC_BUF_LARGE_SIZE : SC_BUF_SIZE;
     struct buf_hdr *h = NULL;
     if (pool != NULL && large && pool->free_large != NULL) {

@@ -185,6 +185,12 @@ int sc_limits_admit_conn(struct sc_worker *w, struct sc_stream *down)
     }
     uint64_t open = atomic_load_explicit(&w->num_conns, memory_order_relaxed);
     uint64_t buf_bytes = (uint64_t)w->pool.bytes_out;
+    // Large (bulk) buffers only while this worker's buffers use less than
+    // half its share of --max-buffer-memory: many stalled bulk streams fall
+    // back to small buffers instead of crowding new connections out.
+    uint64_t max_buf = atomic_load_explicit(&g_max_buffer, memory_order_relaxed);
+    int nw = w->proxy->num_workers > 0 ? w->proxy->num_workers : 1;
+    w->pool.large_budget = (size_t)(max_buf / (uint64_t)nw / 2);
     return sc_limits_admit(&w->stats, w->id, w->proxy->num_workers, fd, open, buf_bytes) ? -1 : 0;
 }
 

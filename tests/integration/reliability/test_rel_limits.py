@@ -77,10 +77,10 @@ def test_refusals_are_logged_rate_limited(pki, procs):
 
 
 def test_max_buffer_memory(pki, procs):
-    """64 KiB of buffers on one worker (two small 32 KiB buffers, or one
-    large 256 KiB one once the stream reads in bulk mode): a client that
-    sends but never reads pins buffers; new connections are refused until
-    it goes away."""
+    """64 KiB of buffers on one worker (two small 32 KiB buffers: large bulk
+    buffers are used only while a worker's buffers stay under half its
+    share): a client that sends but never reads pins buffers; new
+    connections are refused until it goes away."""
     echo = Echo(procs)
     admin = free_port()
     t = start_tunnel(procs, "inbound", echo.target, pki, workers=1,

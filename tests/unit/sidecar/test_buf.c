@@ -82,6 +82,33 @@ static void test_freelist_caps(void **state)
     sc_bufpool_cleanup(&pool);
 }
 
+static void test_large_budget(void **state)
+{
+    struct sc_bufpool pool;
+    sc_bufpool_init(&pool, 16);
+    pool.large_budget = SC_BUF_LARGE_SIZE + SC_BUF_SIZE;
+    char *a = sc_buf_get_sized(&pool, true);
+    assert_int_equal(sc_buf_size(a), SC_BUF_LARGE_SIZE);
+    char *b = sc_buf_get_sized(&pool, true); // would exceed the budget: small
+    assert_int_equal(sc_buf_size(b), SC_BUF_SIZE);
+    char *c = sc_buf_get_sized(&pool, true); // over it already: small
+    assert_int_equal(sc_buf_size(c), SC_BUF_SIZE);
+    sc_buf_release(a);
+    sc_buf_release(c);
+    char *d = sc_buf_get_sized(&pool, true); // room again
+    assert_int_equal(sc_buf_size(d), SC_BUF_LARGE_SIZE);
+    sc_buf_release(b);
+    sc_buf_release(d);
+    pool.large_budget = 0; // no cap
+    char *e = sc_buf_get_sized(&pool, true);
+    char *f = sc_buf_get_sized(&pool, true);
+    assert_int_equal(sc_buf_size(e) + sc_buf_size(f), 2 * SC_BUF_LARGE_SIZE);
+    sc_buf_release(e);
+    sc_buf_release(f);
+    assert_int_equal(pool.bytes_out, 0);
+    sc_bufpool_cleanup(&pool);
+}
+
 static void test_no_pool(void **state)
 {
     // Without a pool a buffer comes from malloc and goes back to free.
@@ -97,6 +124,7 @@ int main(void)
         cmocka_unit_test(test_sizes_and_accounting),
         cmocka_unit_test(test_reuse_by_size),
         cmocka_unit_test(test_freelist_caps),
+        cmocka_unit_test(test_large_budget),
         cmocka_unit_test(test_no_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
