@@ -123,6 +123,16 @@ int sc_stream_read_stop(struct sc_stream *s);
 int sc_stream_write(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
                     sc_stream_write_cb cb, void *arg);
 
+// sc_stream_write_owned is sc_stream_write for bytes that live in |owned|, a
+// pool buffer (sc_buf_get*) the stream takes over: it is released as soon as
+// the stream no longer needs it — right after encryption (TLS), at once when
+// the kernel took every byte, else when the queued write completes — and on
+// error. |cb| still runs after the write, as for sc_stream_write. The pump
+// uses it so that a burst of reads written through at once does not hold
+// every read's buffer until the callbacks of the next loop turn.
+int sc_stream_write_owned(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
+                          char *owned, sc_stream_write_cb cb, void *arg);
+
 // sc_stream_write_queue_size returns the bytes accepted by sc_stream_write
 // (as sent on the wire, i.e. ciphertext for TLS) that the kernel has not
 // taken yet: the backpressure signal. 0 means everything is in the kernel.
@@ -183,7 +193,7 @@ struct sc_stream_ops {
     const char *name;
     int (*read_start)(struct sc_stream *s);
     int (*read_stop)(struct sc_stream *s);
-    int (*write)(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
+    int (*write)(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs, char *owned,
                  sc_stream_write_cb cb, void *arg);
     int (*shutdown)(struct sc_stream *s);
 };

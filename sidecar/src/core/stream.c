@@ -384,10 +384,10 @@ static int plain_read_stop(struct sc_stream *s)
     return 0;
 }
 
-static int plain_write(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
+static int plain_write(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs, char *owned,
                        sc_stream_write_cb cb, void *arg)
 {
-    return sc_stream__write_raw(s, bufs, nbufs, NULL, cb, arg);
+    return sc_stream__write_raw(s, bufs, nbufs, owned, cb, arg);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -430,10 +430,17 @@ int sc_stream_read_stop(struct sc_stream *s)
 int sc_stream_write(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
                     sc_stream_write_cb cb, void *arg)
 {
+    return sc_stream_write_owned(s, bufs, nbufs, NULL, cb, arg);
+}
+
+int sc_stream_write_owned(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
+                          char *owned, sc_stream_write_cb cb, void *arg)
+{
     if (s->flags & (SC_STREAM_F_CLOSING | SC_STREAM_F_SHUTDOWN)) {
+        sc_buf_release(owned);
         return SC_ESTATE;
     }
-    return s->ops->write(s, bufs, nbufs, cb, arg);
+    return s->ops->write(s, bufs, nbufs, owned, cb, arg);
 }
 
 int sc_stream_shutdown(struct sc_stream *s)

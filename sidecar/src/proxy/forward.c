@@ -194,7 +194,6 @@ static void maybe_done(struct sc_conn *c)
 
 static void on_pump_written(struct sc_stream *dst, int status, void *arg)
 {
-    sc_buf_release(arg);
     struct sc_conn *c = sc_stream_get_data(dst);
     int d = dst == c->up ? 0 : 1;
     c->inflight[d]--;
@@ -243,9 +242,10 @@ static void on_pump_read(struct sc_stream *src, ssize_t nread, const uv_buf_t *b
         SC_STAT_ADD(w->stats.bytes_sent[dir], (uint64_t)nread);
     }
     uv_buf_t b = uv_buf_init(buf->base, (unsigned)nread);
-    int r = sc_stream_write(dst, &b, 1, on_pump_written, buf->base);
+    // The stream releases the buffer as soon as the bytes are out of it
+    // (also on error), not in the callback of the next loop turn.
+    int r = sc_stream_write_owned(dst, &b, 1, buf->base, on_pump_written, NULL);
     if (r != 0) {
-        sc_buf_release(buf->base);
         finalize(c, d == 0 ? "upstream_write_error" : "downstream_write_error", false);
         return;
     }
@@ -267,8 +267,7 @@ static void start_pump(struct sc_conn *c)
         c->first = NULL;
         c->bytes_in += b.len;
         SC_STAT_ADD(c->w->stats.bytes_received[c->w->proxy->cfg.dir], b.len);
-        if (sc_stream_write(c->up, &b, 1, on_pump_written, first) != 0) {
-            sc_buf_release(first);
+        if (sc_stream_write_owned(c->up, &b, 1, first, on_pump_written, NULL) != 0) {
             finalize(c, "upstream_write_error", false);
             return;
         }

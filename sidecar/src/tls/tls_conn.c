@@ -412,10 +412,11 @@ static int tls_read_stop(struct sc_stream *s)
     return 0;
 }
 
-static int tls_write(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
+static int tls_write(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs, char *owned,
                      sc_stream_write_cb cb, void *arg)
 {
     if (s->tls_state != SC_STREAM_TLS_OPEN) {
+        sc_buf_release(owned);
         return SC_ESTATE;
     }
     size_t total = 0;
@@ -436,11 +437,13 @@ static int tls_write(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
         int r = SSL_write(s->ssl, bufs[i].base, (int)bufs[i].len);
         if (r <= 0 || (size_t)r != bufs[i].len) {
             s->flags &= ~SC_STREAM_F_BIG_WRITE;
+            sc_buf_release(owned);
             sc_tls_log_errors("tls.write");
             return SC_ETLS;
         }
     }
     s->flags &= ~SC_STREAM_F_BIG_WRITE;
+    sc_buf_release(owned); // the plaintext is encrypted: no longer needed
     if (s->out_err != 0) {
         return s->out_err;
     }
