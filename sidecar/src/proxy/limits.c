@@ -126,25 +126,18 @@ static void log_refusal(const char *reason, int worker, uint64_t open, uint64_t 
 }
 
 // fd_near_limit tells whether |fd| is within the headroom of the soft fd
-// limit. prlimit may change the limit while we run, so it is read again, but
-// at most once a second per thread: a getrlimit per accepted connection was
-// one syscall in ~30 on the new-connection path.
+// limit, read each time: prlimit may change it while we run, and the
+// headroom must hold from the first connection after the change. (Caching it
+// for a second let a burst run into real EMFILE, where libuv's accept loop
+// can spin: CI caught a worker wedged that way. One getrlimit per accept is
+// cheap next to the accept itself.)
 static bool fd_near_limit(int fd)
 {
-    static _Thread_local uint64_t read_ns;
-    static _Thread_local rlim_t cur;
-    static _Thread_local bool known;
-    if (fd < 0) {
+    struct rlimit rl;
+    if (fd < 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
         return false;
     }
-    uint64_t now = now_ns();
-    if (read_ns == 0 || now - read_ns >= 1000000000ull) {
-        struct rlimit rl;
-        known = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY;
-        cur = rl.rlim_cur;
-        read_ns = now;
-    }
-    return known && (rlim_t)fd + SC_LIMITS_FD_HEADROOM >= cur;
+    return (rlim_t)fd + SC_LIMITS_FD_HEADROOM >= rl.rlim_cur;
 }
 
 const char *sc_limits_admit(struct sc_worker_stats *st, int worker, int num_workers, int fd,
