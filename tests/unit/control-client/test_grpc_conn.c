@@ -195,14 +195,32 @@ static void on_silent_conn(uv_stream_t *server, int status)
     }
 }
 
+// silent_listen starts |s| listening on a free loopback port; returns it.
+static int silent_listen(uv_loop_t *loop, struct silent *s)
+{
+    int port = free_port(loop, &s->server);
+    s->server.data = s;
+    assert_int_equal(uv_listen((uv_stream_t *)&s->server, 8, on_silent_conn), 0);
+    return port;
+}
+
+// silent_finish closes |s| and runs |loop| until nothing is left open.
+static void silent_finish(uv_loop_t *loop, struct silent *s)
+{
+    uv_close((uv_handle_t *)&s->server, NULL);
+    if (s->accepted) {
+        uv_close((uv_handle_t *)&s->conn, NULL);
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(loop), 0);
+}
+
 static void test_deadline_and_cancel(void **state)
 {
     uv_loop_t loop;
     uv_loop_init(&loop);
     struct silent s = {0};
-    int port = free_port(&loop, &s.server);
-    s.server.data = &s;
-    assert_int_equal(uv_listen((uv_stream_t *)&s.server, 8, on_silent_conn), 0);
+    int port = silent_listen(&loop, &s);
     struct cc_channel *ch = local_channel(&loop, port);
     struct result r1 = {0}, r2 = {0};
     cc_call_start(ch, "/a.B/C", 200, NULL, on_close, &r1);
@@ -231,12 +249,7 @@ static void test_deadline_and_cancel(void **state)
     cc_channel_free(ch);
     assert_int_equal(r3.closes, 1);
     assert_int_equal(r3.status, CC_GRPC_CANCELLED);
-    uv_close((uv_handle_t *)&s.server, NULL);
-    if (s.accepted) {
-        uv_close((uv_handle_t *)&s.conn, NULL);
-    }
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    silent_finish(&loop, &s);
 }
 
 // A host name is looked up on libuv's thread pool (not in the loop):
@@ -247,9 +260,7 @@ static void test_resolve_host_name(void **state)
     uv_loop_t loop;
     uv_loop_init(&loop);
     struct silent s = {0};
-    int port = free_port(&loop, &s.server);
-    s.server.data = &s;
-    assert_int_equal(uv_listen((uv_stream_t *)&s.server, 8, on_silent_conn), 0);
+    int port = silent_listen(&loop, &s);
     char target[64], err[512];
     snprintf(target, sizeof(target), "localhost:%d", port);
     struct cc_channel_config cfg = {.target = target, .trust_file = g_trust};
@@ -265,10 +276,7 @@ static void test_resolve_host_name(void **state)
     cc_channel_free(ch);
     assert_int_equal(r.closes, 1);
     assert_int_equal(r.status, CC_GRPC_CANCELLED);
-    uv_close((uv_handle_t *)&s.server, NULL);
-    uv_close((uv_handle_t *)&s.conn, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    silent_finish(&loop, &s);
 }
 
 // A channel freed while its connection's lookup is pending: the call is
