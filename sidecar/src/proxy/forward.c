@@ -73,28 +73,6 @@ static const char *dir_name(enum sc_dir d)
     return d == SC_DIR_INBOUND ? "inbound" : "outbound";
 }
 
-// conn_peer is the address of the TLS peer for logs. Inbound, it is read at
-// accept (getpeername fails once the client has gone, which is when the
-// close and failure lines are written); outbound, it is formatted from the
-// target on first use.
-static const char *conn_peer(struct sc_conn *c)
-{
-    if (c->peer[0] != '\0') {
-        return c->peer;
-    }
-    const struct sc_proxy *p = c->w->proxy;
-    if (p->cfg.dir == SC_DIR_INBOUND) {
-        if (c->down != NULL) {
-            sc_stream_peer_name(c->down, c->peer, sizeof(c->peer));
-        }
-    } else if (p->cfg.router != NULL) {
-        sc_format_addr((struct sockaddr *)&c->route.target, c->peer, sizeof(c->peer));
-    } else {
-        sc_format_addr((struct sockaddr *)&p->cfg.target, c->peer, sizeof(c->peer));
-    }
-    return c->peer[0] != '\0' ? c->peer : "-";
-}
-
 // release_handle is called once per closed handle; the last one frees |c|.
 static void release_handle(struct sc_conn *c)
 {
@@ -164,7 +142,7 @@ static void finalize(struct sc_conn *c, const char *reason, bool reset)
         sc_info("conn.close",
                 "dir=%s peer=%s peer_id=%s tls=%s bytes_in=%llu bytes_out=%llu "
                 "duration_ms=%llu reason=%s",
-                dir_name(dir), conn_peer(c), sc_tls_peer_id(ssl),
+                dir_name(dir), c->peer, sc_tls_peer_id(ssl),
                 c->tls ? sc_stream_tls_version(c->tls) : "plain",
                 (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out,
                 (unsigned long long)(uv_now(&w->loop) - c->start_ms), reason);
@@ -294,9 +272,9 @@ static void handshake_failed(struct sc_conn *c)
         SC_STAT_ADD(w->stats.authz_deny, 1);
     }
     sc_warn("tls.handshake_failed", "dir=%s reason=%s peer=%s peer_id=%s detail=%s",
-            dir_name(dir), sc_tls_fail_name(reason), conn_peer(c), peer_id, detail);
+            dir_name(dir), sc_tls_fail_name(reason), c->peer, peer_id, detail);
 #ifdef SC_HAVE_FAILURES
-    sc_failures_record(dir, reason, conn_peer(c), peer_id, detail);
+    sc_failures_record(dir, reason, c->peer, peer_id, detail);
 #endif
 }
 
@@ -350,10 +328,10 @@ static void on_handshake(struct sc_stream *s, int status)
             SC_STAT_ADD(w->stats.conn_failed[dir][c->mode], 1);
             SC_STAT_ADD(w->stats.authz_deny, 1);
             sc_warn("tls.handshake_failed", "dir=%s reason=%s peer=%s peer_id=%s detail=%s",
-                    dir_name(dir), sc_tls_fail_name(SC_TLS_FAIL_NOT_ALLOWED), conn_peer(c), peer_id,
+                    dir_name(dir), sc_tls_fail_name(SC_TLS_FAIL_NOT_ALLOWED), c->peer, peer_id,
                     detail);
 #ifdef SC_HAVE_FAILURES
-            sc_failures_record(dir, SC_TLS_FAIL_NOT_ALLOWED, conn_peer(c), peer_id, detail);
+            sc_failures_record(dir, SC_TLS_FAIL_NOT_ALLOWED, c->peer, peer_id, detail);
 #endif
             finalize(c, "not_allowed", false);
             return;
@@ -517,6 +495,9 @@ static void start_routed(struct sc_conn *c)
     uv_os_fd_t fd = -1;
     uv_fileno((uv_handle_t *)sc_stream_get0_tcp(c->down), &fd);
     rt->route(c->snap, dir, fd, &c->route);
+    if (dir == SC_DIR_OUTBOUND) {
+        sc_format_addr((struct sockaddr *)&c->route.target, c->peer, sizeof(c->peer));
+    }
     switch (c->route.kind) {
     case SC_ROUTE_PLAIN:
         if (!plain_allowed(c)) {
@@ -609,6 +590,7 @@ void sc_conn__accept(struct sc_worker *w)
     sc_stream_set_data(c->up, c);
     c->open_streams++;
     c->tls = c->up;
+    sc_format_addr((struct sockaddr *)&p->cfg.target, c->peer, sizeof(c->peer));
     c->state = SC_CONN_CONNECTING;
     r = sc_stream_connect(c->up, (struct sockaddr *)&p->cfg.target, p->cfg.connect_timeout_ms,
                           on_upstream_connect);
