@@ -111,9 +111,8 @@ struct cp_conn {
     struct cp_conn *prev, *next;
     bool closing;
     bool goaway_sent;
-    bool tls_up;              // handshake done: HTTP/2 frames can be sent
-    size_t held;              // bytes reserved by partial messages of all calls
-    uint64_t last_active_ms;  // loop time of the last read or call end (idle timeout)
+    size_t held;             // bytes reserved by partial messages of all calls
+    uint64_t last_active_ms; // loop time of the last read or call end (idle timeout)
     char peer[64];
 };
 
@@ -939,7 +938,6 @@ static void on_conn_handshake(struct sc_stream *s, int status)
         conn_close(c);
         return;
     }
-    c->tls_up = true;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->srv->cfg->max_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
@@ -1412,6 +1410,19 @@ static void on_poll(uv_timer_t *t)
     }
 }
 
+// conn_goaway queues GOAWAY(NO_ERROR) on |c| once: no new streams; the ones
+// already started finish. conn_flush sends it (before the handshake the write
+// fails and the connection is just closed).
+static void conn_goaway(struct cp_conn *c)
+{
+    if (c->goaway_sent) {
+        return;
+    }
+    nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    c->goaway_sent = true;
+}
+
 // on_idle_sweep ends connections that have had no open call and no bytes
 // from the client for conn_idle_ms: GOAWAY(NO_ERROR), then close. A client
 // with a config stream open is never idle; one between CA calls reconnects.
@@ -1424,13 +1435,8 @@ static void on_idle_sweep(uv_timer_t *t)
         struct cp_conn *next = c->next;
         if (!c->closing && c->calls == NULL && now - c->last_active_ms >= srv->cfg->conn_idle_ms) {
             sc_debug("cp.conn_idle", "peer=%s idle_ms=%" PRIu64, c->peer, now - c->last_active_ms);
-            if (!c->goaway_sent && c->tls_up) {
-                nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
-                                      nghttp2_session_get_last_proc_stream_id(c->h2),
-                                      NGHTTP2_NO_ERROR, NULL, 0);
-                c->goaway_sent = true;
-                conn_flush(c);
-            }
+            conn_goaway(c);
+            conn_flush(c);
             conn_close(c);
         }
         c = next;
@@ -1459,10 +1465,7 @@ static void start_shutdown(struct cp_server *srv)
         end_call(call, CC_GRPC_UNAVAILABLE, "server shutting down");
     }
     for (struct cp_conn *c = srv->conns; c != NULL; c = c->next) {
-        nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
-                              nghttp2_session_get_last_proc_stream_id(c->h2), NGHTTP2_NO_ERROR,
-                              NULL, 0);
-        c->goaway_sent = true;
+        conn_goaway(c);
     }
     struct cp_conn *c = srv->conns;
     while (c != NULL) {
