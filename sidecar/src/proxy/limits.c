@@ -140,12 +140,18 @@ static bool fd_near_limit(int fd)
     return (rlim_t)fd + SC_LIMITS_FD_HEADROOM >= rl.rlim_cur;
 }
 
+// buffer_share is one worker's part of |max_buf| (--max-buffer-memory).
+static uint64_t buffer_share(uint64_t max_buf, int num_workers)
+{
+    return max_buf / (uint64_t)(num_workers > 0 ? num_workers : 1);
+}
+
 const char *sc_limits_admit(struct sc_worker_stats *st, int worker, int num_workers, int fd,
                             uint64_t open, uint64_t buf_bytes)
 {
     uint64_t max_conns = atomic_load_explicit(&g_max_conns, memory_order_relaxed);
     uint64_t max_buf = atomic_load_explicit(&g_max_buffer, memory_order_relaxed);
-    uint64_t share = max_buf / (uint64_t)(num_workers > 0 ? num_workers : 1);
+    uint64_t share = buffer_share(max_buf, num_workers);
     const char *reason = NULL;
     if (fd_near_limit(fd)) {
         reason = "fd_limit";
@@ -182,8 +188,7 @@ int sc_limits_admit_conn(struct sc_worker *w, struct sc_stream *down)
     // half its share of --max-buffer-memory: many stalled bulk streams fall
     // back to small buffers instead of crowding new connections out.
     uint64_t max_buf = atomic_load_explicit(&g_max_buffer, memory_order_relaxed);
-    int nw = w->proxy->num_workers > 0 ? w->proxy->num_workers : 1;
-    w->pool.large_budget = (size_t)(max_buf / (uint64_t)nw / 2);
+    w->pool.large_budget = (size_t)(buffer_share(max_buf, w->proxy->num_workers) / 2);
     return sc_limits_admit(&w->stats, w->id, w->proxy->num_workers, fd, open, buf_bytes) ? -1 : 0;
 }
 

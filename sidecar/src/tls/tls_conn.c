@@ -428,22 +428,22 @@ static int tls_write(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
     if (total > SC_BUF_READ_SIZE) {
         s->flags |= SC_STREAM_F_BIG_WRITE;
     }
-    for (unsigned i = 0; i < nbufs; i++) {
+    bool ok = true;
+    for (unsigned i = 0; i < nbufs && ok; i++) {
         if (bufs[i].len == 0) {
             continue;
         }
         ERR_clear_error();
         // The BIO never refuses bytes, so SSL_write takes everything at once.
         int r = SSL_write(s->ssl, bufs[i].base, (int)bufs[i].len);
-        if (r <= 0 || (size_t)r != bufs[i].len) {
-            s->flags &= ~SC_STREAM_F_BIG_WRITE;
-            sc_buf_release(owned);
-            sc_tls_log_errors("tls.write");
-            return SC_ETLS;
-        }
+        ok = r > 0 && (size_t)r == bufs[i].len;
     }
     s->flags &= ~SC_STREAM_F_BIG_WRITE;
-    sc_buf_release(owned); // the plaintext is encrypted: no longer needed
+    sc_buf_release(owned); // the plaintext is encrypted (or refused): no longer needed
+    if (!ok) {
+        sc_tls_log_errors("tls.write");
+        return SC_ETLS;
+    }
     if (s->out_err != 0) {
         return s->out_err;
     }
