@@ -27,6 +27,10 @@
 #   bash bench/run.sh --peer NAME 'OUT_CMD' 'IN_CMD' [l4|l7]  # extra proxy
 #   bash bench/run.sh --peers-file F      # file calling add_peer NAME KIND OUT IN NOTE
 #   bash bench/run.sh --no-speed --no-baseline
+#   bash bench/run.sh --no-mesh           # skip section 7, the same job in mesh
+#                                         # mode (bench/mesh.py: root only; pods in
+#                                         # network namespaces behind seam-init's
+#                                         # iptables rules; --smoke runs its smoke)
 #   bash bench/run.sh --profile --only seam   # perf profiles of the pair under
 #                                         # keep-alive, new-conn and bulk load
 #                                         # -> bench/raw/profile/ (see NOTES.md);
@@ -97,6 +101,7 @@ export TLS_CIPHERSUITE=${TLS_CIPHERSUITE:-TLS_AES_128_GCM_SHA256}
 LOOP=127.0.0.1
 DO_SPEED=1
 DO_BASELINE=1
+DO_MESH=1
 SMOKE=0
 PROFILE=0
 ROUNDS=1
@@ -131,6 +136,7 @@ while [ $# -gt 0 ]; do
     --quick) DUR=3; BULK_SECS=3; HOLD_CONNS=200; HOLD_BIG=0; REPS=1; SPEED_SECS=1; WAIT_IDLE=0; RETRIES=0; shift ;;
     --no-speed) DO_SPEED=0; shift ;;
     --no-baseline) DO_BASELINE=0; shift ;;
+    --no-mesh) DO_MESH=0; shift ;;
     --peer) [ $# -ge 4 ] || { echo "--peer needs NAME OUT_CMD IN_CMD [l4|l7]" >&2; exit 2; }
             if [ "${5:-}" = l4 ] || [ "${5:-}" = l7 ]; then EXTRA_PEERS+=("$2" "$3" "$4" "$5"); shift 5
             else EXTRA_PEERS+=("$2" "$3" "$4" l4); shift 4; fi ;;
@@ -192,7 +198,7 @@ find_seam() {
   if [ "$SMOKE" = 0 ]; then   # full runs measure a Release build, rebuilt here so it is never stale
     log "building seam-sidecar (Release) in build-bench/"
     { cmake -S "$REPO" -B "$REPO/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null &&
-      cmake --build "$REPO/build-bench" --target seam-sidecar -j2 >"$WORK/build.log" 2>&1; } ||
+      cmake --build "$REPO/build-bench" --target seam-sidecar seam-control-plane seam-init -j2 >"$WORK/build.log" 2>&1; } ||
       { echo "seam build failed: see $WORK/build.log" >&2; return 1; }
   fi
   local dirs=("$REPO/build-bench" "$REPO/build")
@@ -205,7 +211,7 @@ find_seam() {
   done
   log "no seam-sidecar binary found; building build-bench/"
   { cmake -S "$REPO" -B "$REPO/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null &&
-    cmake --build "$REPO/build-bench" --target seam-sidecar -j2 >"$WORK/build.log" 2>&1; } ||
+    cmake --build "$REPO/build-bench" --target seam-sidecar seam-control-plane seam-init -j2 >"$WORK/build.log" 2>&1; } ||
     { echo "seam build failed: see $WORK/build.log" >&2; return 1; }
   SEAM_BIN=$REPO/build-bench/sidecar/seam-sidecar
 }
@@ -928,6 +934,16 @@ report() {
     echo "| loopback iperf3, client+server on 1 core / on 2 cores, Gbit/s | $(v phys.iperf_1core.gbps) / $(v phys.iperf_2core.gbps) | |"
   fi
   echo
+  echo "## 7. Mesh mode: the same job behind seam-init's iptables interception"
+  echo
+  if [ -s "$RAW/mesh.md" ]; then
+    echo "Pods are network namespaces joined by a bridge; the client (wrk, ratebench, curl) in pod a calls pod b's IP in plain TCP and seam-init's rules send it through the sidecars (uid 1337): seam as \`seam-sidecar run --workers 1\` with certificates and config from seam-control-plane and the destination from SO_ORIGINAL_DST; haproxy and nginx with bench/peers.sh's configs on the capture ports (15001 out, 15006 in) and the job's one upstream fixed. Every peer allows TLS resumption. From \`bench/mesh.py\`:"
+    echo
+    cat "$RAW/mesh.md"
+  else
+    echo "${MESH_NOTE:-not run}"
+  fi
+  echo
   echo "## Reading these numbers"
   echo
   echo "- Both proxies of a pair share one pinned core, so req/s and conn/s are 'per core for a sidecar pair'; the load generator and the backend share the other core (compare with the direct rows to see when the load side is the limit; 'proxy cores busy' near 1.0 means the proxies were the bottleneck)."
@@ -976,10 +992,38 @@ done
 merge_rounds
 REPS=$ROUNDS
 
+# Section 7: the same job in mesh mode (bench/mesh.py), as root only.
+MESH_NOTE=""
+rm -f "$RAW/mesh.md"
+if [ "$DO_MESH" = 1 ]; then
+  MESH_PEERS=""
+  for p in seam haproxy nginx; do wants "$p" && MESH_PEERS="$MESH_PEERS${MESH_PEERS:+,}$p"; done
+  if [ "$(id -u)" != 0 ]; then
+    MESH_NOTE="not run: needs root (network namespaces, iptables)"
+  elif [ -z "$MESH_PEERS" ]; then
+    MESH_NOTE="not run: none of seam, haproxy, nginx selected"
+  else
+    wait_idle
+    mesh_args=(--only "$MESH_PEERS" --dur "$DUR" --reps "$REPS" --bulk-secs "$BULK_SECS")
+    [ "$SMOKE" = 1 ] && mesh_args=(--smoke)
+    log "mesh mode: python3 bench/mesh.py ${mesh_args[*]}"
+    if ! SEAM_BUILD_DIR=$(dirname "$(dirname "${SEAM_BIN:-$REPO/build/sidecar/seam-sidecar}")") \
+         PROXY_CPUS=$PROXY_CPUS LOADGEN_CPUS=$LOADGEN_CPUS \
+         $PY "$HERE/mesh.py" "${mesh_args[@]}" --out "$RAW/mesh.md" 2> "$RAW/mesh.log"; then
+      MESH_NOTE="FAILED: see bench/raw/mesh.log"
+      tail -n 20 "$RAW/mesh.log" >&2
+      rm -f "$RAW/mesh.md"
+    fi
+  fi
+else
+  MESH_NOTE="not run (--no-mesh)"
+fi
+
 report "${RUN_PEERS[@]}"
 if [ "$SMOKE" = 1 ]; then
   rc=0
   for p in "${RUN_PEERS[@]}"; do smoke_check "$p" || rc=1; done
+  case "$MESH_NOTE" in FAILED*) log "smoke: mesh mode $MESH_NOTE"; rc=1 ;; esac
   [ $rc = 0 ] && log "smoke: every path moved the right bytes (${RUN_PEERS[*]}); summary in $RESULTS" ||
     log "smoke: FAILED (see above; raw outputs in $RAW, proxy logs in $WORK/peers/)"
   exit $rc

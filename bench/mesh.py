@@ -1,0 +1,611 @@
+#!/usr/bin/env python3
+"""bench/mesh.py - the bench's two-hop job in mesh mode (issue 9, "mesh mode later").
+
+    pod a (10.244.0.10)                               pod b (10.244.0.20)
+    client --plain--> [iptables OUTPUT REDIRECT] --> sidecar a :15001
+       --mTLS over veth + bridge--> [PREROUTING REDIRECT] --> sidecar b :15006
+       --plain over loopback--> backend nginx :8080 (100 B response / big file)
+
+The applications know nothing about the proxies: wrk, ratebench and curl in
+pod a call http://10.244.0.20:8080/ in plain TCP, and seam-init's real
+iptables rules (installed in both pods) send the connection through the
+sidecars. Every peer runs behind the same rules, as uid 1337 (the uid the
+rules exempt), with both sidecars pinned to one core and the load generator
+and the backend to the other, as in bench/run.sh:
+
+  seam      `seam-sidecar run --workers 1`: certificates and the mesh config
+            from seam-control-plane over gRPC, destination from
+            SO_ORIGINAL_DST, SPIFFE authorization per port (STRICT, allow the
+            client's ID), TLS resumption on (its default)
+  haproxy   bench/peers.sh's mode tcp config (nbthread 1), listening on the
+  nginx     capture ports 15001 / 15006 with the one upstream of this job
+            fixed in the config (an L4 proxy without SO_ORIGINAL_DST cannot
+            do more), TLS resumption allowed, certificates from files
+
+Measured per peer, REPS rounds (every peer once per round, in turn):
+  keep-alive  wrk -t1 -c50 -dDUR: req/s, the pair's CPU s per 1k requests
+  latency     ratebench 1000 rps on 16 connections: p50/p90/p99, added over
+              the direct path (the same client and backend before the rules)
+  new conn    wrk -c50 'Connection: close': conn/s, CPU ms per connection
+  bulk        curl download of a big file for BULK_SECS: Gbit/s, CPU s/GB
+Medians with min-max ranges; ratios seam / best peer.
+
+Root only (network namespaces, iptables, setpriv). Addresses exist only in
+the namespaces this script creates (10.244.0.0/24) and removes at the end;
+every process is stopped by its PID.
+
+  python3 bench/mesh.py [--only seam,nginx] [--dur 10] [--reps 3]
+                        [--out FILE] [--smoke] [--build-dir DIR]
+  --smoke: 1 s per measurement, seam and nginx, exit 0 iff every path moved
+           the right bytes without errors (CI).
+"""
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tests", "e2e", "mesh"))
+import meshlab  # noqa: E402
+
+A_IP, B_IP, APP_PORT = "10.244.0.10", "10.244.0.20", 8080
+CLIENT_ID = meshlab.spiffe("default", "client")
+SERVER_ID = meshlab.spiffe("default", "server")
+HZ = os.sysconf("SC_CLK_TCK")
+CONNS, RATE, RATE_CONNS = 50, 1000, 16
+PEERS = ("seam", "haproxy", "nginx")
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def rng(xs, nd=0):
+    """' (min-max)' over the rounds, or '' for a single round."""
+    xs = [x for x in xs if x is not None]
+    return f" ({min(xs):.{nd}f}-{max(xs):.{nd}f})" if len(xs) > 1 else ""
+
+
+def fmt(v, nd=0):
+    if v is None:
+        return "-"
+    return f"{v:.{nd}f}"
+
+
+# ---------------------------------------------------------------- processes
+def tree_pids(root):
+    """root and all its live descendants."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    keep = {root} if root in parent else set()
+    grew = True
+    while grew:
+        grew = False
+        for p, pp in parent.items():
+            if p not in keep and pp in keep:
+                keep.add(p)
+                grew = True
+    return keep
+
+
+def cpu_ticks(pids):
+    t = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            t += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return t
+
+
+class Procs:
+    """Processes started here, each stopped by its PID (and its descendants)."""
+
+    def __init__(self, logdir):
+        self.logdir = logdir
+        self.live = []
+
+    def start(self, name, cmd, env=None):
+        f = open(os.path.join(self.logdir, name + ".log"), "wb")
+        p = subprocess.Popen([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, env=env)
+        p.name, p.logf = name, f
+        self.live.append(p)
+        return p
+
+    def log(self, p):
+        p.logf.flush()
+        with open(p.logf.name, errors="replace") as f:
+            return f.read()
+
+    def stop(self, p):
+        if p in self.live:
+            self.live.remove(p)
+        kids = tree_pids(p.pid) - {p.pid}
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        for k in kids:  # e.g. an nginx worker whose master died first
+            try:
+                os.kill(k, signal.SIGKILL)
+            except OSError:
+                pass
+        p.logf.close()
+
+    def stop_all(self):
+        for p in list(reversed(self.live)):
+            self.stop(p)
+
+
+def in_ns(ns, cmd, uid=None, cpus=None):
+    pre = ["ip", "netns", "exec", ns]
+    if uid is not None:
+        pre += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    if cpus is not None:
+        pre += ["taskset", "-c", str(cpus)]
+    return pre + [str(c) for c in cmd]
+
+
+def ns_run(ns, cmd, timeout, cpus=None):
+    r = subprocess.run(in_ns(ns, cmd, cpus=cpus), capture_output=True, text=True,
+                       timeout=timeout)
+    return r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- measurements
+def to_us(s):
+    m = re.match(r"([\d.]+)(us|ms|s)$", s or "")
+    if not m:
+        return None
+    return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)]
+
+
+def wrk(ns, cpus, dur, extra=()):
+    out = ns_run(ns, ["timeout", dur + 30, "wrk", "-t1", f"-c{CONNS}", f"-d{dur}s", "--latency",
+                      *extra, f"http://{B_IP}:{APP_PORT}/100b"], dur + 40, cpus)
+    m = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    n = re.search(r"^\s*(\d+) requests in", out, re.M)
+    errs = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    nx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errs += int(nx.group(1)) if nx else 0
+    return {"rps": float(m.group(1)) if m else None, "n": int(n.group(1)) if n else 0,
+            "errs": errs if (m and n) else 1, "raw": out}
+
+
+def rate(ns, cpus, dur, ratebench):
+    out = ns_run(ns, ["timeout", dur + 30, ratebench, "rate", B_IP, APP_PORT, "/100b",
+                      RATE_CONNS, RATE, dur, 1], dur + 40, cpus)
+    kv = dict(x.split("=", 1) for x in out.split() if "=" in x)
+    num = lambda k: float(kv[k]) if k in kv else None  # noqa: E731
+    return {"p50": num("p50_us"), "p90": num("p90_us"), "p99": num("p99_us"),
+            "done": int(kv.get("completed", 0)),
+            "errs": int(kv.get("errors", 1)) if kv else 1, "raw": out}
+
+
+def bulk(ns, cpus, secs):
+    out = ns_run(ns, ["curl", "-s", "-o", "/dev/null", "--max-time", secs, "-w",
+                      "%{size_download} %{time_total}", f"http://{B_IP}:{APP_PORT}/big"],
+                 secs + 30, cpus)
+    m = re.search(r"(\d+) ([\d.]+)\s*$", out)
+    size, t = (int(m.group(1)), float(m.group(2))) if m else (0, 0.0)
+    return {"bytes": size, "gbps": size * 8 / t / 1e9 if t > 0 else None,
+            "errs": 0 if size > 0 else 1, "raw": out}
+
+
+# ---------------------------------------------------------------- the bench
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.work = tempfile.mkdtemp(prefix="seam-meshbench-")
+        os.chmod(self.work, 0o755)
+        self.procs = Procs(self.work)
+        self.lab = meshlab.MeshLab(args.build_dir, workdir=self.work)
+        self.res = {}  # (peer, metric) -> list over rounds
+
+    # -- setup
+    def setup(self):
+        a = self.a
+        env = dict(os.environ, WORK=self.work, REPO=REPO)
+        r = subprocess.run(["bash", "-c", f'. "{HERE}/peers.sh" && make_pki'], env=env,
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"make_pki failed: {r.stderr}")
+        self.pki = os.path.join(self.work, "pki")
+        for root, _dirs, files in os.walk(self.pki):  # the peers run as uid 1337
+            for f in files:
+                os.chown(os.path.join(root, f), meshlab.PROXY_UID, meshlab.PROXY_UID)
+        os.chmod(self.pki, 0o755)
+        self.lab.setup_network([("a", 10, "default", "client"), ("b", 20, "default", "server")])
+        self.pa, self.pb = self.lab.pods["a"], self.lab.pods["b"]
+        self.start_backend()
+        if "seam" in a.peers:
+            self.lab.start_control_plane(self.mesh_yaml(), cert_ttl="1h")
+            # The control plane only answers the sidecars' calls: on the load core.
+            subprocess.run(["taskset", "-a", "-pc", a.loadgen_cpus, str(self.lab.cp.pid)],
+                           capture_output=True)
+
+    def mesh_yaml(self):
+        return f"""trust_domain: cluster.local
+outbound_policy: ALLOW_ANY
+default_inbound_mode: STRICT
+services:
+  - name: server.default.svc.cluster.local
+    port: {APP_PORT}
+    endpoints:
+      - address: {B_IP}
+        port: {APP_PORT}
+        spiffe_id: {SERVER_ID}
+inbound:
+  - port: {APP_PORT}
+    mode: STRICT
+    allow:
+      - {CLIENT_ID}
+"""
+
+    def start_backend(self):
+        d = os.path.join(self.work, "backend")
+        os.makedirs(os.path.join(d, "tmp"))
+        big = os.path.join(self.work, "big.bin")
+        with open(big, "wb") as f:
+            f.truncate(4 << 30)  # sparse: no disk I/O
+        body = "x" * 100
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""user root;
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  sendfile on; tcp_nopush on; tcp_nodelay on;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
+  uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
+  server {{
+    listen 0.0.0.0:{APP_PORT} backlog=4096;
+    location = /100b {{ default_type text/plain; return 200 "{body}"; }}
+    location = /big  {{ default_type application/octet-stream; alias {big}; }}
+  }}
+}}
+""")
+        self.backend = self.procs.start("backend", in_ns(
+            self.pb.netns, ["nginx", "-p", d, "-e", f"{d}/error.log", "-c", conf],
+            cpus=self.a.loadgen_cpus))
+        meshlab.wait_for(lambda: self.get(self.pa.netns) == body, 10, what="the backend")
+
+    def get(self, ns, path="/100b", timeout=3):
+        r = subprocess.run(in_ns(ns, ["curl", "-s", "--max-time", timeout,
+                                      f"http://{B_IP}:{APP_PORT}{path}"]),
+                           capture_output=True, text=True, timeout=timeout + 10)
+        return r.stdout
+
+    def install_rules(self):
+        for pod in (self.pa, self.pb):
+            pod.exec([self.lab.binary("seam-init"), "install"])
+
+    # -- peers
+    def start_peer(self, peer):
+        a = self.a
+        if peer == "seam":
+            procs = []
+            for pod in (self.pa, self.pb):
+                procs.append(self.procs.start(f"seam-{pod.name}", in_ns(pod.netns, [
+                    self.lab.binary("seam-sidecar"), "run",
+                    "--control-plane", f"10.244.0.1:{meshlab.CP_PORT}",
+                    "--control-plane-trust", self.lab.path("root.pem"),
+                    "--control-plane-name", "seam-control-plane",
+                    "--token-file", self.lab.path(f"token-{pod.name}"),
+                    "--trust-domain", meshlab.TD, "--namespace", pod.k8s_ns,
+                    "--service-account", pod.sa, "--pod-ip", pod.ip4,
+                    "--workers", "1", "--log-level", "warn", "--drain-timeout", "1s"],
+                    uid=meshlab.PROXY_UID, cpus=a.proxy_cpus)))
+
+            def ready():
+                for pod, p in zip((self.pa, self.pb), procs):
+                    if p.poll() is not None:
+                        raise RuntimeError(f"seam sidecar exited: {self.procs.log(p)[-2000:]}")
+                    code = ns_run(pod.netns, ["curl", "-s", "-o", "/dev/null", "-w",
+                                              "%{http_code}", "--max-time", "2",
+                                              "http://127.0.0.1:15020/healthz/ready"], 10)
+                    if code.strip() != "200":
+                        return False
+                return True
+            meshlab.wait_for(ready, 20, what="both seam sidecars ready")
+        else:
+            procs = []
+            pki = self.pki
+            for pod, role in ((self.pb, "inbound"), (self.pa, "outbound")):
+                wd = os.path.join(self.work, "peers", peer, role)
+                os.makedirs(wd, exist_ok=True)
+                os.chown(wd, meshlab.PROXY_UID, meshlab.PROXY_UID)
+                who = "server" if role == "inbound" else "client"
+                env = dict(os.environ, ROLE=role, WORKDIR=wd, TLS_RESUME="1",
+                           TLS_CIPHERSUITE="TLS_AES_128_GCM_SHA256",
+                           ALLOW_ID="spiffe://cluster.local/ns/default/*",
+                           CERT=f"{pki}/{who}.crt", KEY=f"{pki}/{who}.key",
+                           CERT_KEY_PEM=f"{pki}/{who}.pem", CA=f"{pki}/ca.crt")
+                if role == "inbound":
+                    env.update(LISTEN_ADDR="0.0.0.0", LISTEN_PORT="15006",
+                               UPSTREAM_ADDR="127.0.0.1", UPSTREAM_PORT=str(APP_PORT),
+                               PEER_ID=CLIENT_ID, PEER_DNS="client.default.svc")
+                else:
+                    env.update(LISTEN_ADDR="127.0.0.1", LISTEN_PORT="15001",
+                               UPSTREAM_ADDR=B_IP, UPSTREAM_PORT=str(APP_PORT),
+                               PEER_ID=SERVER_ID, PEER_DNS="server.default.svc")
+                fn = {"haproxy": "peer_haproxy_l4", "nginx": "peer_nginx"}[peer]
+                procs.append(self.procs.start(f"{peer}-{role}", in_ns(
+                    pod.netns, ["bash", "-c", f'. "{HERE}/peers.sh" && {fn}'],
+                    uid=meshlab.PROXY_UID, cpus=a.proxy_cpus), env=env))
+        try:
+            meshlab.wait_for(lambda: self.get(self.pa.netns) == "x" * 100, 20,
+                             what=f"a request through the {peer} sidecars")
+        except TimeoutError:
+            logs = "\n".join(f"--- {p.name}\n{self.procs.log(p)[-1500:]}" for p in procs)
+            self.stop_peer(procs)
+            raise RuntimeError(f"{peer}: no response through the sidecars\n{logs}") from None
+        return procs
+
+    def stop_peer(self, procs):
+        for p in procs:
+            self.procs.stop(p)
+        time.sleep(0.3)
+
+    def measure(self, procs, fn):
+        pids = set()
+        for p in procs:
+            pids |= tree_pids(p.pid)
+        c0 = cpu_ticks(pids)
+        r = fn()
+        pids = set()
+        for p in procs:
+            pids |= tree_pids(p.pid)
+        r["cpu"] = (cpu_ticks(pids) - c0) / HZ
+        return r
+
+    def add(self, peer, key, value):
+        self.res.setdefault((peer, key), []).append(value)
+
+    def run_direct(self):
+        a = self.a
+        ns, cpus = self.pa.netns, a.loadgen_cpus
+        log("direct (no sidecars, no rules yet): keep-alive, fixed-rate latency, bulk")
+        for _ in range(a.reps):
+            r = wrk(ns, cpus, a.dur)
+            self.add("direct", "rps", r["rps"])
+            r = rate(ns, cpus, a.dur, a.ratebench)
+            for k in ("p50", "p90", "p99"):
+                self.add("direct", k, r[k])
+            r = wrk(ns, cpus, a.dur, ("-H", "Connection: close"))
+            self.add("direct", "cps", r["rps"])
+            self.add("direct", "gbps", bulk(ns, cpus, a.bulk_secs)["gbps"])
+
+    def run_peer(self, peer):
+        a = self.a
+        ns, cpus = self.pa.netns, a.loadgen_cpus
+        procs = self.start_peer(peer)
+        try:
+            log(f"{peer}: keep-alive wrk -c{CONNS} {a.dur}s")
+            r = self.measure(procs, lambda: wrk(ns, cpus, a.dur))
+            self.add(peer, "rps", r["rps"])
+            self.add(peer, "cpu_1k", r["cpu"] / (r["n"] / 1000) if r["n"] else None)
+            self.add(peer, "errs", r["errs"])
+            log(f"{peer}: {RATE} rps on {RATE_CONNS} connections {a.dur}s")
+            r = self.measure(procs, lambda: rate(ns, cpus, a.dur, a.ratebench))
+            for k in ("p50", "p90", "p99"):
+                self.add(peer, k, r[k])
+            self.add(peer, "errs", r["errs"] if r["done"] else 1)
+            log(f"{peer}: new connection per request wrk -c{CONNS} {a.dur}s")
+            r = self.measure(procs, lambda: wrk(ns, cpus, a.dur, ("-H", "Connection: close")))
+            self.add(peer, "cps", r["rps"])
+            self.add(peer, "cpu_conn", r["cpu"] * 1000 / r["n"] if r["n"] else None)
+            self.add(peer, "errs", r["errs"])
+            log(f"{peer}: bulk download {a.bulk_secs}s")
+            r = self.measure(procs, lambda: bulk(ns, cpus, a.bulk_secs))
+            self.add(peer, "gbps", r["gbps"])
+            self.add(peer, "cpu_gb", r["cpu"] / (r["bytes"] / 1e9) if r["bytes"] else None)
+            self.add(peer, "errs", r["errs"])
+        finally:
+            self.stop_peer(procs)
+
+    def close(self):
+        self.procs.stop_all()
+        self.lab.close()
+        leftover = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                  text=True).stdout
+        shutil.rmtree(self.work, ignore_errors=True)
+        return self.lab.tag not in leftover
+
+    # -- report
+    def m(self, peer, key):
+        return median(self.res.get((peer, key), []))
+
+    def r(self, peer, key, nd=0):
+        return rng(self.res.get((peer, key), []), nd)
+
+    def report(self):
+        a = self.a
+        peers = [p for p in a.peers if (p, "rps") in self.res]
+        d50, d90 = self.m("direct", "p50"), self.m("direct", "p90")
+        out = []
+        w = out.append
+        w(f"Command: `{a.cmdline}`; {a.reps} round(s), {a.dur} s per measurement "
+          f"(bulk {a.bulk_secs} s), medians (min-max). Both sidecars on CPU {a.proxy_cpus}, "
+          f"client + backend on CPU {a.loadgen_cpus}. Pods are network namespaces joined by a "
+          f"bridge (veth), seam-init's iptables rules in both; the client calls "
+          f"{B_IP}:{APP_PORT} in plain TCP. Direct path (before the rules): p50 "
+          f"{fmt(d50)} us, p90 {fmt(d90)} us at {RATE} rps.")
+        w("")
+        w(f"| sidecars | keep-alive req/s | CPU s/1k req (pair) | p50 / p90 / p99 us at {RATE} rps "
+          "| added p50 / p90 us | new conn/s (resumption allowed) | CPU ms/conn (pair) "
+          "| bulk download Gbit/s | CPU s/GB (pair) | errors |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
+        m = lambda k: self.m("direct", k)  # noqa: E731
+        w(f"| direct (no sidecars) | {fmt(m('rps'))}{self.r('direct', 'rps')} | - "
+          f"| {fmt(m('p50'))} / {fmt(m('p90'))} / {fmt(m('p99'))} | 0 / 0 "
+          f"| {fmt(m('cps'))}{self.r('direct', 'cps')} | - "
+          f"| {fmt(m('gbps'), 2)}{self.r('direct', 'gbps', 2)} | - | - |")
+        for p in peers:
+            m = lambda k: self.m(p, k)  # noqa: E731
+            add50 = m("p50") - d50 if m("p50") is not None and d50 is not None else None
+            add90 = m("p90") - d90 if m("p90") is not None and d90 is not None else None
+            w(f"| {p} | {fmt(m('rps'))}{self.r(p, 'rps')} | {fmt(m('cpu_1k'), 4)} "
+              f"| {fmt(m('p50'))} / {fmt(m('p90'))} / {fmt(m('p99'))} "
+              f"| {fmt(add50)} / {fmt(add90)} | {fmt(m('cps'))}{self.r(p, 'cps')} "
+              f"| {fmt(m('cpu_conn'), 3)} | {fmt(m('gbps'), 2)}{self.r(p, 'gbps', 2)} "
+              f"| {fmt(m('cpu_gb'), 3)} | {sum(self.res.get((p, 'errs'), []))} |")
+        others = [p for p in peers if p != "seam"]
+        if "seam" in peers and others:
+            w("")
+            w("| metric (mesh mode) | seam | best peer | seam / best |")
+            w("|---|---|---|---|")
+            rows = [("keep-alive req/s", "rps", max, 0), ("CPU s per 1k req", "cpu_1k", min, 4),
+                    ("added p50 us", "add50", min, 0), ("added p90 us", "add90", min, 0),
+                    ("new conn/s", "cps", max, 0), ("CPU ms per conn", "cpu_conn", min, 3),
+                    ("bulk Gbit/s", "gbps", max, 2), ("CPU s/GB", "cpu_gb", min, 3)]
+            for label, key, best_fn, nd in rows:
+                def val(p, key=key):
+                    if key in ("add50", "add90"):
+                        base = d50 if key == "add50" else d90
+                        v = self.m(p, "p50" if key == "add50" else "p90")
+                        return v - base if v is not None and base is not None else None
+                    return self.m(p, key)
+                cands = [(val(p), p) for p in others if val(p) is not None]
+                s = val("seam")
+                if not cands or s is None:
+                    continue
+                bv, bp = best_fn(cands)
+                ratio = f"{s / bv:.2f}" if bv else "-"
+                w(f"| {label} | {fmt(s, nd)} | {fmt(bv, nd)} ({bp}) | {ratio} |")
+        return "\n".join(out) + "\n"
+
+    def smoke_failures(self):
+        bad = []
+        for p in self.a.peers:
+            for k in ("rps", "cps", "gbps", "p50"):
+                if not self.m(p, k):
+                    bad.append(f"{p}: no {k}")
+            if sum(self.res.get((p, "errs"), [1])):
+                bad.append(f"{p}: errors")
+        return bad
+
+
+def build_ratebench():
+    out = os.path.join(HERE, "work", "bin", "ratebench")
+    src = os.path.join(HERE, "tools", "ratebench.c")
+    if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        subprocess.run(["gcc", "-O2", "-std=gnu11", "-o", out, src, "-lm"], check=True)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", default=",".join(PEERS))
+    ap.add_argument("--dur", type=int, default=int(os.environ.get("DUR", 10)))
+    ap.add_argument("--reps", type=int, default=int(os.environ.get("REPS", 3)))
+    ap.add_argument("--bulk-secs", type=int, default=int(os.environ.get("BULK_SECS", 8)))
+    ap.add_argument("--out", help="write the markdown report here (default: stdout)")
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--build-dir", default=os.environ.get("SEAM_BUILD_DIR"))
+    ap.add_argument("--proxy-cpus", default=os.environ.get("PROXY_CPUS", "1"))
+    ap.add_argument("--loadgen-cpus", default=os.environ.get("LOADGEN_CPUS", "0"))
+    a = ap.parse_args()
+    shown, skip = [], False
+    for x in sys.argv[1:]:  # the report names the command, not where it was written
+        if skip or x == "--out" or x.startswith("--out="):
+            skip = x == "--out" and not skip
+            continue
+        shown.append(x)
+    a.cmdline = "python3 bench/mesh.py" + "".join(f" {x}" for x in shown)
+    if a.smoke:
+        a.dur, a.reps, a.bulk_secs = 1, 1, 1
+        if a.only == ",".join(PEERS):
+            a.only = "seam,nginx"
+    a.peers = [p for p in a.only.split(",") if p]
+    bad = [p for p in a.peers if p not in PEERS]
+    if bad:
+        ap.error(f"unknown peer(s) {bad}; known: {', '.join(PEERS)}")
+    if os.geteuid() != 0:
+        print("bench/mesh.py needs root (network namespaces, iptables, setpriv)", file=sys.stderr)
+        return 2
+    need = ["wrk", "curl", "nginx", "taskset", "setpriv", "iptables", "gcc"]
+    need += ["haproxy"] if "haproxy" in a.peers else []
+    missing = [t for t in need if not shutil.which(t)]
+    if missing:
+        print(f"bench/mesh.py needs {missing} (bash scripts/deps.sh)", file=sys.stderr)
+        return 2
+    if a.build_dir is None:
+        order = ("build", "build-bench") if a.smoke else ("build-bench", "build")
+        for d in order:
+            if os.path.exists(os.path.join(REPO, d, "sidecar", "seam-sidecar")):
+                a.build_dir = os.path.join(REPO, d)
+                break
+    if "seam" in a.peers:
+        why = meshlab.run_built(a.build_dir or os.path.join(REPO, "build"))
+        if why:
+            print(why, file=sys.stderr)
+            return 2
+    a.ratebench = build_ratebench()
+
+    b = Bench(a)
+    clean = False
+    try:
+        b.setup()
+        b.run_direct()
+        b.install_rules()
+        for rnd in range(1, a.reps + 1):
+            for peer in a.peers:
+                log(f"round {rnd}/{a.reps}: {peer}")
+                b.run_peer(peer)
+                if peer == "seam":
+                    b.a.seam_bin = b.lab.binary("seam-sidecar")
+    finally:
+        clean = b.close()
+    text = b.report()
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    if not clean:
+        print("network namespaces were left behind", file=sys.stderr)
+        return 1
+    if a.smoke:
+        bad = b.smoke_failures()
+        if bad:
+            print("mesh smoke FAILED: " + "; ".join(bad), file=sys.stderr)
+            return 1
+        log("mesh smoke: every path moved the right bytes (" + ", ".join(a.peers) + ")")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
