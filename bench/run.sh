@@ -61,7 +61,8 @@
 #   ROLE=outbound|inbound LISTEN_ADDR LISTEN_PORT UPSTREAM_ADDR UPSTREAM_PORT
 #   CERT KEY CERT_KEY_PEM CA SELF_ID PEER_ID PEER_DNS TLS_RESUME=0|1
 #   TLS_CIPHERSUITE WORKDIR
-# Only loopback (127.0.0.1) is used; ports are picked at run time. Every
+# Only loopback (127.0.0.1) is used (section 7, mesh.py: also addresses in the
+# network namespaces it creates and removes); ports are picked at run time. Every
 # process started is tracked by PID and stopped by PID (no pkill/killall).
 # Output: bench/RESULTS.md (full runs only; regenerated, never hand-edited),
 # raw outputs in bench/raw/, configs and logs in bench/work/ (both gitignored).
