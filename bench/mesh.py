@@ -268,34 +268,13 @@ inbound:
 
     def start_backend(self):
         d = os.path.join(self.work, "backend")
-        os.makedirs(os.path.join(d, "tmp"))
         big = os.path.join(self.work, "big.bin")
         with open(big, "wb") as f:
             f.truncate(4 << 30)  # sparse: no disk I/O
         body = "x" * 100
         conf = os.path.join(d, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(f"""user root;
-worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-worker_rlimit_nofile 20000;
-events {{ worker_connections 16384; }}
-http {{
-  access_log off;
-  sendfile on; tcp_nopush on; tcp_nodelay on;
-  keepalive_requests 100000000;
-  keepalive_timeout 300s;
-  client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
-  uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
-  server {{
-    listen 0.0.0.0:{APP_PORT} backlog=4096;
-    location = /100b {{ default_type text/plain; return 200 "{body}"; }}
-    location = /big  {{ default_type application/octet-stream; alias {big}; }}
-  }}
-}}
-""")
+        subprocess.run(["bash", "-c", f'. "{HERE}/peers.sh" && backend_conf "$@"', "-",
+                        d, f"0.0.0.0:{APP_PORT}", body, big], check=True, timeout=30)
         self.backend = self.procs.start("backend", in_ns(
             self.pb.netns, ["nginx", "-p", d, "-e", f"{d}/error.log", "-c", conf],
             cpus=self.a.loadgen_cpus))

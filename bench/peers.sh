@@ -4,6 +4,7 @@
 # behind seam-init's iptables interception, pods in network namespaces).
 #
 #   make_pki               $WORK/pki: CA, {client,server}.{key,crt,pem}
+#   backend_conf DIR LISTEN BODY BIG   the backend nginx's config
 #   peer_seam|peer_haproxy_l4|peer_haproxy_l7|peer_nginx|peer_stunnel
 #                          write a config in $WORKDIR and exec the proxy in the
 #                          foreground; they read ROLE=outbound|inbound
@@ -35,6 +36,36 @@ make_pki() {
     chmod 600 "$d/$who.key" "$d/$who.pem"
   done
   openssl verify -CAfile "$d/ca.crt" "$d/client.crt" "$d/server.crt" >/dev/null || { echo "PKI verify failed" >&2; exit 1; }
+}
+
+# backend_conf DIR LISTEN BODY BIG: the backend's nginx config in DIR/nginx.conf
+# (HTTP/1.1 keep-alive; /100b answers BODY, /big sends the file BIG).
+backend_conf() {
+  local d=$1 listen=$2 body=$3 big=$4 user=""
+  [ "$(id -u)" = 0 ] && user="user root;"
+  mkdir -p "$d/tmp"
+  cat > "$d/nginx.conf" <<EOC
+$user
+worker_processes 1;
+daemon off;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  sendfile on; tcp_nopush on; tcp_nodelay on;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  client_body_temp_path $d/tmp; proxy_temp_path $d/tmp; fastcgi_temp_path $d/tmp;
+  uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
+  server {
+    listen $listen backlog=4096;
+    location = /100b { default_type text/plain; return 200 "$body"; }
+    location = /big  { default_type application/octet-stream; alias $big; }
+  }
+}
+EOC
 }
 
 # ------------------------------------------------------------------ built-in peers

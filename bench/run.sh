@@ -276,34 +276,12 @@ lg() { taskset -c "$LOADGEN_CPUS" "$@"; }   # run a load-generator side command
 
 # ------------------------------------------------------------------ backends
 start_backend() {
-  local d=$WORK/backend user=""; mkdir -p "$d/tmp"
-  [ "$(id -u)" = 0 ] && user="user root;"
+  local d=$WORK/backend; mkdir -p "$d/tmp"
   [ -f "$WORK/big.bin" ] || truncate -s 4G "$WORK/big.bin"   # sparse: no disk I/O
   [ "$SMOKE" = 1 ] || dd if="$WORK/big.bin" of=/dev/null bs=1M 2>/dev/null   # pre-warm the page cache
   printf '%0100d' 0 | tr 0 x > "$WORK/100b.txt"
   BACKEND_PORT=$(free_port); IPERF_PORT=$(free_port)
-  cat > "$d/nginx.conf" <<EOC
-$user
-worker_processes 1;
-daemon off;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  sendfile on; tcp_nopush on; tcp_nodelay on;
-  keepalive_requests 100000000;
-  keepalive_timeout 300s;
-  client_body_temp_path $d/tmp; proxy_temp_path $d/tmp; fastcgi_temp_path $d/tmp;
-  uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
-  server {
-    listen $LOOP:$BACKEND_PORT backlog=4096;
-    location = /100b { default_type text/plain; return 200 "$(cat "$WORK/100b.txt")"; }
-    location = /big  { default_type application/octet-stream; alias $WORK/big.bin; }
-  }
-}
-EOC
+  backend_conf "$d" "$LOOP:$BACKEND_PORT" "$(cat "$WORK/100b.txt")" "$WORK/big.bin"
   taskset -c "$LOADGEN_CPUS" nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/stdout.log" 2>&1 &
   BACKEND_PID=$!; started $BACKEND_PID
   wait_listen $BACKEND_PORT $BACKEND_PID || { echo "backend nginx failed:" >&2; cat "$d/error.log" "$d/stdout.log" >&2; exit 1; }
