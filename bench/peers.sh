@@ -41,17 +41,9 @@ make_pki() {
 # backend_conf DIR LISTEN BODY BIG: the backend's nginx config in DIR/nginx.conf
 # (HTTP/1.1 keep-alive; /100b answers BODY, /big sends the file BIG).
 backend_conf() {
-  local d=$1 listen=$2 body=$3 big=$4 user=""
-  [ "$(id -u)" = 0 ] && user="user root;"
+  local d=$1 listen=$2 body=$3 big=$4
   mkdir -p "$d/tmp"
-  cat > "$d/nginx.conf" <<EOC
-$user
-worker_processes 1;
-daemon off;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 16384; }
+  { nginx_main "$d" 16384; cat <<EOC
 http {
   access_log off;
   sendfile on; tcp_nopush on; tcp_nodelay on;
@@ -65,6 +57,21 @@ http {
     location = /big  { default_type application/octet-stream; alias $big; }
   }
 }
+EOC
+  } > "$d/nginx.conf"
+}
+
+# nginx_main DIR CONNS: the main context both nginx configs share (one worker,
+# in the foreground, pid and error log in DIR; as root, workers stay root).
+nginx_main() {
+  [ "$(id -u)" = 0 ] && echo "user root;"
+  cat <<EOC
+worker_processes 1;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections $2; }
 EOC
 }
 
@@ -127,8 +134,7 @@ peer_haproxy_l4() { peer_haproxy tcp; }
 peer_haproxy_l7() { peer_haproxy http; }
 
 peer_nginx() {
-  local f=$WORKDIR/nginx.conf reuse body user=""
-  [ "$(id -u)" = 0 ] && user="user root;"
+  local f=$WORKDIR/nginx.conf reuse body
   if [ "$ROLE" = outbound ]; then
     [ "${TLS_RESUME}" = 0 ] && reuse=off || reuse=on
     body="    listen $LISTEN_ADDR:$LISTEN_PORT backlog=4096;
@@ -158,21 +164,16 @@ peer_nginx() {
     $reuse
     proxy_pass $UPSTREAM_ADDR:$UPSTREAM_PORT;"
   fi
-  cat > "$f" <<EOC
-load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-$user
-worker_processes 1;
-daemon off;
-pid $WORKDIR/nginx.pid;
-error_log $WORKDIR/error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 20000; }
+  { echo "load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
+    nginx_main "$WORKDIR" 20000
+    cat <<EOC
 stream {
   server {
 $body
   }
 }
 EOC
+  } > "$f"
   exec nginx -p "$WORKDIR" -e "$WORKDIR/error.log" -c "$f"
 }
 
@@ -208,5 +209,5 @@ peer_stunnel() {
   } > "$f"
   exec stunnel4 "$f"
 }
-export -f peer_seam peer_haproxy peer_haproxy_l4 peer_haproxy_l7 peer_nginx peer_stunnel
+export -f nginx_main peer_seam peer_haproxy peer_haproxy_l4 peer_haproxy_l7 peer_nginx peer_stunnel
 export ALLOW_ID
