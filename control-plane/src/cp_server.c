@@ -35,6 +35,7 @@
 #include "cc/grpc.h"
 #include "cp_mesh.h"
 #include "istio/v1/auth/ca.pb-c.h"
+#include "sc/accept_pause.h"
 #include "sc/log.h"
 #include "sc/parse.h"
 #include "sc/spiffe.h"
@@ -134,6 +135,8 @@ struct cp_server {
     uv_loop_t loop;
     uv_tcp_t listener;
     uv_tcp_t admin;
+    struct sc_accept_pause listener_pause; // close and reopen the listeners on EMFILE/ENFILE
+    struct sc_accept_pause admin_pause;
     uv_timer_t poll;
     uv_timer_t grace;
     uv_timer_t idle; // sweeps connections idle past cfg->conn_idle_ms
@@ -956,6 +959,9 @@ static nghttp2_session_callbacks *g_h2_callbacks;
 static void on_connection(uv_stream_t *server, int status)
 {
     struct cp_server *srv = server->data;
+    // Out of fds, listener_pause stops libuv's accept loop from spinning
+    // (and logs cp.accept_paused).
+    sc_accept_pause_on_status(&srv->listener_pause, status);
     if (status < 0) {
         return;
     }
@@ -1349,6 +1355,7 @@ static void on_admin_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 static void on_admin_connection(uv_stream_t *server, int status)
 {
     struct cp_server *srv = server->data;
+    sc_accept_pause_on_status(&srv->admin_pause, status);
     if (status < 0) {
         return;
     }
@@ -1458,7 +1465,7 @@ static void start_shutdown(struct cp_server *srv)
     srv->shutting_down = true;
     sc_info("cp.shutdown", "connections=%" PRIu64 " streams=%" PRIu64, srv->num_conns,
             srv->num_cfg_streams);
-    uv_close((uv_handle_t *)&srv->listener, NULL);
+    sc_accept_pause_close(&srv->listener_pause, NULL, NULL);
     uv_timer_stop(&srv->poll);
     uv_timer_stop(&srv->idle);
     for (struct cp_call *call = srv->cfg_streams; call != NULL; call = call->cfg_next) {
@@ -1499,12 +1506,12 @@ static void on_walk_close(uv_handle_t *h, void *arg)
 }
 
 // bind_on binds |tcp| to |ss| without listening yet (a taken port fails
-// here, before any file is written).
-static int bind_on(struct cp_server *srv, uv_tcp_t *tcp, const struct sockaddr_storage *ss,
-                   const char *what)
+// here, before any file is written). |ap| guards it from then on.
+static int bind_on(struct cp_server *srv, uv_tcp_t *tcp, struct sc_accept_pause *ap,
+                   const struct sockaddr_storage *ss, const char *what)
 {
     char name[64];
-    uv_tcp_init(&srv->loop, tcp);
+    sc_accept_pause_init(ap, &srv->loop, tcp);
     tcp->data = srv;
     int rc = uv_tcp_bind(tcp, (const struct sockaddr *)ss, 0);
     if (rc == 0) {
@@ -1521,9 +1528,11 @@ static int bind_on(struct cp_server *srv, uv_tcp_t *tcp, const struct sockaddr_s
     return rc;
 }
 
-static int listen_now(uv_tcp_t *tcp, uv_connection_cb cb, const char *what)
+static int listen_now(struct sc_accept_pause *ap, uv_connection_cb cb, const char *what)
 {
-    int rc = uv_listen((uv_stream_t *)tcp, 1024, cb);
+    char label[32];
+    snprintf(label, sizeof(label), "listener=%s", what);
+    int rc = sc_accept_pause_listen(ap, 1024, cb, "cp", label);
     if (rc != 0) {
         sc_error("cp.listen_failed", "what=%s error=%s", what, uv_strerror(rc));
     }
@@ -1577,8 +1586,9 @@ int cp_server_run(const struct cp_server_config *cfg)
     uv_signal_start(&srv->sig_int, on_signal, SIGINT);
     uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
 
-    if (bind_on(srv, &srv->listener, &cfg->listen, "grpc") != 0 ||
-        (cfg->have_admin && bind_on(srv, &srv->admin, &cfg->admin, "admin") != 0)) {
+    if (bind_on(srv, &srv->listener, &srv->listener_pause, &cfg->listen, "grpc") != 0 ||
+        (cfg->have_admin &&
+         bind_on(srv, &srv->admin, &srv->admin_pause, &cfg->admin, "admin") != 0)) {
         goto out;
     }
     // --root-out is written after the ports are bound and before they
@@ -1592,8 +1602,8 @@ int cp_server_run(const struct cp_server_config *cfg)
             goto out;
         }
     }
-    if (listen_now(&srv->listener, on_connection, "grpc") != 0 ||
-        (cfg->have_admin && listen_now(&srv->admin, on_admin_connection, "admin") != 0)) {
+    if (listen_now(&srv->listener_pause, on_connection, "grpc") != 0 ||
+        (cfg->have_admin && listen_now(&srv->admin_pause, on_admin_connection, "admin") != 0)) {
         goto out;
     }
     uv_timer_start(&srv->poll, on_poll, cfg->mesh_poll_ms, cfg->mesh_poll_ms);
@@ -1633,6 +1643,10 @@ out:
     for (struct cp_admin_conn *a = srv->admins; a != NULL; a = a->next) {
         admin_close(a);
     }
+    // Before the walk: a paused listener's handle is not in the loop, but
+    // its kept fd must be closed (and the pause timer with it).
+    sc_accept_pause_close(&srv->listener_pause, NULL, NULL);
+    sc_accept_pause_close(&srv->admin_pause, NULL, NULL);
     uv_walk(&srv->loop, on_walk_close, NULL);
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     uv_loop_close(&srv->loop);

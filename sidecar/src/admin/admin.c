@@ -16,6 +16,7 @@
 
 #include "admin/admin_int.h"
 #include "admin/http_parse.h"
+#include "sc/accept_pause.h"
 #include "sc/admin.h"
 #include "sc/failures.h"
 #include "sc/log.h"
@@ -51,8 +52,9 @@ struct admin_conn {
 struct sc_admin {
     uv_loop_t *loop;
     uv_tcp_t listener;
+    struct sc_accept_pause accept_pause; // closes and reopens listener on EMFILE/ENFILE
     uv_timer_t lag_timer;
-    int open_handles; // listener + lag timer
+    int open_handles; // listener (with its pause timer) + lag timer
     bool stopping;
     struct sc_admin_hooks hooks;
     struct admin_conn *conns;
@@ -463,6 +465,11 @@ static void on_reject_closed(uv_handle_t *h)
 static void on_connection(uv_stream_t *server, int status)
 {
     struct sc_admin *a = server->data;
+    // Out of fds, accept_pause stops libuv's accept loop from spinning the
+    // main loop, and logs admin.accept_paused.
+    if (sc_accept_pause_on_status(&a->accept_pause, status)) {
+        return;
+    }
     if (status < 0) {
         sc_warn("admin.accept_failed", "error=%s", uv_strerror(status));
         return;
@@ -532,6 +539,13 @@ static void on_admin_handle_closed(uv_handle_t *h)
     maybe_free_admin(a);
 }
 
+static void on_listener_closed(struct sc_accept_pause *ap, void *arg)
+{
+    struct sc_admin *a = arg;
+    a->open_handles--;
+    maybe_free_admin(a);
+}
+
 int sc_admin_start(uv_loop_t *loop, const struct sockaddr *addr, const struct sc_admin_hooks *hooks,
                    struct sc_admin **out)
 {
@@ -541,7 +555,7 @@ int sc_admin_start(uv_loop_t *loop, const struct sockaddr *addr, const struct sc
     }
     a->loop = loop;
     a->hooks = *hooks;
-    int rc = uv_tcp_init(loop, &a->listener);
+    int rc = sc_accept_pause_init(&a->accept_pause, loop, &a->listener);
     if (rc != 0) {
         free(a);
         return rc;
@@ -550,13 +564,14 @@ int sc_admin_start(uv_loop_t *loop, const struct sockaddr *addr, const struct sc
     a->open_handles = 1;
     rc = uv_tcp_bind(&a->listener, addr, 0);
     if (rc == 0) {
-        rc = uv_listen((uv_stream_t *)&a->listener, 128, on_connection);
+        rc =
+            sc_accept_pause_listen(&a->accept_pause, 128, on_connection, "admin", "listener=admin");
     }
     if (rc != 0) {
         // Close the listener, free in its callback (needs the loop to run:
         // the caller runs it anyway), and report the error now.
         a->stopping = true;
-        uv_close((uv_handle_t *)&a->listener, on_admin_handle_closed);
+        sc_accept_pause_close(&a->accept_pause, on_listener_closed, a);
         return rc;
     }
     uv_timer_init(loop, &a->lag_timer);
@@ -593,7 +608,7 @@ void sc_admin_stop(struct sc_admin *admin, sc_admin_stop_cb cb, void *arg)
     admin->stopping = true;
     admin->stop_cb = cb;
     admin->stop_arg = arg;
-    uv_close((uv_handle_t *)&admin->listener, on_admin_handle_closed);
+    sc_accept_pause_close(&admin->accept_pause, on_listener_closed, admin);
     uv_close((uv_handle_t *)&admin->lag_timer, on_admin_handle_closed);
     for (struct admin_conn *c = admin->conns; c != NULL; c = c->next) {
         conn_close(c);

@@ -128,9 +128,12 @@ static void log_refusal(const char *reason, int worker, uint64_t open, uint64_t 
 // fd_near_limit tells whether |fd| is within the headroom of the soft fd
 // limit, read each time: prlimit may change it while we run, and the
 // headroom must hold from the first connection after the change. (Caching it
-// for a second let a burst run into real EMFILE, where libuv's accept loop
-// can spin: CI caught a worker wedged that way. One getrlimit per accept is
-// cheap next to the accept itself.)
+// for a second let a burst run into real EMFILE more often. One getrlimit per
+// accept is cheap next to the accept itself.) The headroom keeps fds for the
+// upstream side of open connections; it cannot prevent EMFILE itself (a limit
+// lowered below the fds already open). That case is handled where accept
+// fails: libuv 1.44 would retry accept() at once and wedge the worker, so the
+// worker's listener pauses instead (sc/accept_pause.h, worker.c on_connection).
 static bool fd_near_limit(int fd)
 {
     struct rlimit rl;

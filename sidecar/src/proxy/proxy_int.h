@@ -6,6 +6,7 @@
 
 #include <stdatomic.h>
 
+#include "sc/accept_pause.h"
 #include "sc/buf.h"
 #include "sc/proxy.h"
 #include "sc/stream.h"
@@ -13,13 +14,14 @@
 struct sc_conn;
 
 struct sc_worker {
-    struct sc_worker_stats stats;   // first: cache-line aligned, only this thread writes
+    struct sc_worker_stats stats; // first: cache-line aligned, only this thread writes
     struct sc_proxy *proxy;
     int id;
     uv_loop_t loop;
     uv_tcp_t listener;
-    uv_async_t async;               // main -> worker: new snapshot, drain
-    uv_timer_t tick;                // 1 s: idle sweep, loop lag, drain deadline
+    struct sc_accept_pause accept_pause; // closes and reopens listener on EMFILE/ENFILE
+    uv_async_t async;                    // main -> worker: new snapshot, drain
+    uv_timer_t tick;                     // 1 s: idle sweep, loop lag, drain deadline
     uv_thread_t thread;
     struct sc_bufpool pool;
     SSL_CTX *ctx;                   // current snapshot (worker's reference)
@@ -29,9 +31,9 @@ struct sc_worker {
     atomic_bool drain_requested;
     bool draining;
     bool stopping;
-    uint64_t drain_deadline;        // uv_now ms
-    uint64_t last_tick;             // uv_hrtime of the last tick (loop lag)
-    struct sc_conn *conns;          // doubly linked list of open connections
+    uint64_t drain_deadline; // uv_now ms
+    uint64_t last_tick;      // uv_hrtime of the last tick (loop lag)
+    struct sc_conn *conns;   // doubly linked list of open connections
     atomic_uint_fast64_t num_conns;
 };
 
@@ -40,7 +42,7 @@ struct sc_proxy {
     char *sni;
     int port;
     uv_loop_t *main_loop;
-    uv_async_t done_async;          // worker -> main: a worker finished
+    uv_async_t done_async; // worker -> main: a worker finished
     atomic_int workers_done;
     bool done_reported;
     bool drain_started;

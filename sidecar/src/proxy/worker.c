@@ -5,10 +5,10 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,12 +16,22 @@
 
 #define SC_TICK_MS 1000
 
+// on_connection takes one pending connection. Out of fds (EMFILE/ENFILE,
+// after libuv's own reserve-fd trick failed), accept_pause closes the
+// listening handle and reopens it on the same socket after a pause: without
+// that, libuv would call accept() again at once for as long as connections
+// are pending, and this worker's loop, with every connection on it, would
+// stall. The pause is logged there (proxy.accept_paused, once per run of
+// pauses); every failed accept is counted here.
 static void on_connection(uv_stream_t *server, int status)
 {
     struct sc_worker *w = server->data;
+    bool paused = sc_accept_pause_on_status(&w->accept_pause, status);
     if (status < 0) {
         SC_STAT_ADD(w->stats.accept_errors, 1);
-        sc_warn("proxy.accept_failed", "worker=%d error=%s", w->id, uv_strerror(status));
+        if (!paused) {
+            sc_warn("proxy.accept_failed", "worker=%d error=%s", w->id, uv_strerror(status));
+        }
         return;
     }
     sc_conn__accept(w);
@@ -87,7 +97,9 @@ static void on_async(uv_async_t *a)
     if (atomic_load(&w->drain_requested) && !w->draining) {
         w->draining = true;
         w->drain_deadline = uv_now(&w->loop) + atomic_load(&w->proxy->drain_timeout_ms);
-        uv_close((uv_handle_t *)&w->listener, NULL); // stop accepting
+        // Stop accepting: closes the listener whether it listens, is paused
+        // or is closing for a pause, and the pause timer and spare fd.
+        sc_accept_pause_close(&w->accept_pause, NULL, NULL);
         maybe_stop(w);
     }
 }
@@ -156,9 +168,7 @@ static void on_done_async(uv_async_t *a)
 // free_worker releases a worker whose loop never ran (start failed).
 static void free_unstarted_worker(struct sc_worker *w)
 {
-    if (!uv_is_closing((uv_handle_t *)&w->listener)) {
-        uv_close((uv_handle_t *)&w->listener, NULL);
-    }
+    sc_accept_pause_close(&w->accept_pause, NULL, NULL);
     uv_close((uv_handle_t *)&w->async, NULL);
     uv_close((uv_handle_t *)&w->tick, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
@@ -213,7 +223,7 @@ int sc_proxy_start(const struct sc_proxy_config *cfg, SSL_CTX *ctx, uv_loop_t *m
         w->id = i;
         uv_loop_init(&w->loop);
         sc_bufpool_init(&w->pool, 256);
-        uv_tcp_init(&w->loop, &w->listener);
+        sc_accept_pause_init(&w->accept_pause, &w->loop, &w->listener);
         uv_async_init(&w->loop, &w->async, on_async);
         uv_timer_init(&w->loop, &w->tick);
         w->listener.data = w;
@@ -242,7 +252,10 @@ int sc_proxy_start(const struct sc_proxy_config *cfg, SSL_CTX *ctx, uv_loop_t *m
             close(fd);
             goto out_fail;
         }
-        if ((r = uv_listen((uv_stream_t *)&w->listener, 1024, on_connection)) != 0) {
+        char label[24];
+        snprintf(label, sizeof(label), "worker=%d", i);
+        r = sc_accept_pause_listen(&w->accept_pause, 1024, on_connection, "proxy", label);
+        if (r != 0) {
             goto out_fail;
         }
         if (i == 0) {
