@@ -22,6 +22,8 @@ and the backend to the other, as in bench/run.sh:
             fixed in the config (an L4 proxy without SO_ORIGINAL_DST cannot
             do more), TLS resumption allowed, certificates from files
 
+Both pods run with net.ipv4.tcp_tw_reuse=1 (see Bench.setup).
+
 Measured per peer, REPS rounds (every peer once per round, in turn):
   keep-alive  wrk -t1 -c50 -dDUR: req/s, the pair's CPU s per 1k requests
   latency     ratebench 1000 rps on 16 connections: p50/p90/p99, added over
@@ -241,6 +243,16 @@ class Bench:
         os.chmod(self.pki, 0o755)
         self.lab.setup_network([("a", 10, "default", "client"), ("b", 20, "default", "server")])
         self.pa, self.pb = self.lab.pods["a"], self.lab.pods["b"]
+        for pod in (self.pa, self.pb):
+            # Every new-connection run leaves ~10-25k connections in TIME_WAIT
+            # between the same two pod IPs for 60 s. Without TIME_WAIT reuse
+            # (on loopback, Linux's default tcp_tw_reuse=2 already allows it)
+            # connect() hunts for a free port among them: the sidecars' CPU per
+            # connection rose 0.41 -> 1.32 -> 2.76 ms over three back-to-back
+            # 5 s runs (NOTES.md section 7), and whichever proxy ran later was
+            # charged for the ones before. Per pod (namespaced sysctl), same
+            # for every peer.
+            pod.exec(["sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1"])
         self.start_backend()
         if "seam" in a.peers:
             self.lab.start_control_plane(self.mesh_yaml(), cert_ttl="1h")
@@ -439,7 +451,8 @@ inbound:
           f"(bulk {a.bulk_secs} s), medians (min-max). Both sidecars on CPU {a.proxy_cpus}, "
           f"client + backend on CPU {a.loadgen_cpus}. Pods are network namespaces joined by a "
           f"bridge (veth), seam-init's iptables rules in both; the client calls "
-          f"{B_IP}:{APP_PORT} in plain TCP. Direct path (before the rules): p50 "
+          f"{B_IP}:{APP_PORT} in plain TCP; net.ipv4.tcp_tw_reuse=1 in both pods. Direct path "
+          f"(before the rules): p50 "
           f"{fmt(d50)} us, p90 {fmt(d90)} us at {RATE} rps.")
         w("")
         w(f"| sidecars | keep-alive req/s | CPU s/1k req (pair) | p50 / p90 / p99 us at {RATE} rps "
