@@ -6,7 +6,9 @@
 //                      [--admin HOST:PORT] [--server-name NAME]... [--extra-root F]
 //                      [--max-message-size SIZE] [--max-streams N] [--log-level L] [--log-format F]
 //
-// A bad flag or file prints one clear line on stderr and exits 2.
+// Every flag may also be given as SEAM_<FLAG> (--cert-ttl <-> SEAM_CERT_TTL);
+// the command line wins. A bad flag or file prints one clear line on stderr
+// and exits 2.
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -16,6 +18,7 @@
 #include "cp_auth.h"
 #include "cp_ca.h"
 #include "cp_server.h"
+#include "sc/flags.h"
 #include "sc/log.h"
 #include "sc/parse.h"
 #include "sc/spiffe.h"
@@ -42,7 +45,9 @@ __attribute__((format(printf, 1, 2))) static int bad(const char *fmt, ...)
     return 2;
 }
 
-int main(int argc, char **argv)
+// cp_main parses the flags and runs the server; |server_names| is freed by
+// main on every path.
+static int cp_main(int argc, char **argv, struct sc_strlist *server_names)
 {
     const char *listen = NULL, *mesh = NULL, *tokens = NULL, *jwks = NULL, *audience = NULL;
     const char *cert_ttl = "1h", *td = "cluster.local", *ca_cert = NULL, *ca_key = NULL;
@@ -53,69 +58,50 @@ int main(int argc, char **argv)
     size_t num_names = 0;
     const char *why = NULL;
 
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            fputs(usage, stdout);
-            return 0;
-        }
-        const char *val = NULL;
-        char flag[64];
-        const char *eq = strchr(a, '=');
-        if (strncmp(a, "--", 2) != 0) {
-            fputs(usage, stderr);
-            return bad("unexpected argument \"%s\"", a);
-        }
-        if (eq != NULL) {
-            snprintf(flag, sizeof(flag), "%.*s", (int)(eq - a), a);
-            val = eq + 1;
-        } else {
-            snprintf(flag, sizeof(flag), "%s", a);
-            if (i + 1 >= argc) {
-                return bad("flag %s needs a value", a);
-            }
-            val = argv[++i];
-        }
-        struct {
-            const char *name;
-            const char **dst;
-        } map[] = {
-            {"--listen", &listen},
-            {"--mesh", &mesh},
-            {"--tokens", &tokens},
-            {"--jwks", &jwks},
-            {"--audience", &audience},
-            {"--cert-ttl", &cert_ttl},
-            {"--trust-domain", &td},
-            {"--ca-cert", &ca_cert},
-            {"--ca-key", &ca_key},
-            {"--root-out", &root_out},
-            {"--admin", &admin},
-            {"--extra-root", &extra_root},
-            {"--log-level", &log_level},
-            {"--log-format", &log_format},
-            {"--max-message-size", &max_msg},
-            {"--max-streams", &max_streams},
-            {"--idle-timeout", &idle_timeout},
-        };
-        bool found = false;
-        for (size_t k = 0; k < sizeof(map) / sizeof(map[0]); k++) {
-            if (strcmp(flag, map[k].name) == 0) {
-                *map[k].dst = val;
-                found = true;
-            }
-        }
-        if (strcmp(flag, "--server-name") == 0) {
-            if (num_names >= CP_MAX_NAMES) {
-                return bad("too many --server-name flags (max %d)", CP_MAX_NAMES);
-            }
-            names[num_names++] = val;
-            found = true;
-        }
-        if (!found) {
-            fputs(usage, stderr);
-            return bad("unknown flag %s", flag);
-        }
+    // Every flag may also come from SEAM_<FLAG> (sc/flags.h), as for the
+    // sidecar: a Deployment can set them with env/valueFrom. Values are
+    // checked below, with the flag's name in the message.
+    struct sc_flag flags[] = {
+        {.name = "listen", .out = &listen, .help = "gRPC address HOST:PORT (TLS, HTTP/2) [required]"},
+        {.name = "mesh", .out = &mesh, .help = "mesh config (YAML), re-read when it changes [required]"},
+        {.name = "tokens", .out = &tokens, .help = "static bearer tokens: token -> SPIFFE ID (YAML/JSON)"},
+        {.name = "jwks", .out = &jwks, .help = "JWKS of the service-account token issuer (offline JWT checks)"},
+        {.name = "audience", .out = &audience, .help = "audience the JWTs must carry (with --jwks)"},
+        {.name = "cert-ttl", .out = &cert_ttl, .help = "lifetime of issued certificates, >= 10s (1h)"},
+        {.name = "trust-domain", .out = &td, .help = "SPIFFE trust domain (cluster.local)"},
+        {.name = "ca-cert", .out = &ca_cert, .help = "signing CA certificate (PEM; with --ca-key)"},
+        {.name = "ca-key", .out = &ca_key, .help = "signing CA key (PEM; with --ca-cert)"},
+        {.name = "root-out", .out = &root_out, .help = "write the root(s) clients must trust here"},
+        {.name = "admin", .out = &admin, .help = "admin/metrics HTTP address HOST:PORT"},
+        {.name = "extra-root", .out = &extra_root, .help = "more roots to hand out (root rotation)"},
+        {.name = "server-name", .type = SC_FLAG_LIST, .out = server_names,
+         .help = "names in the server certificate (repeat; default: seam-control-plane, localhost, "
+                 "127.0.0.1, ::1)"},
+        {.name = "max-message-size", .out = &max_msg, .help = "largest gRPC message, 1KiB-64MiB (4MiB)"},
+        {.name = "max-streams", .out = &max_streams, .help = "concurrent streams per connection (1000)"},
+        {.name = "idle-timeout", .out = &idle_timeout,
+         .help = "close connections with no call for this long; 0: never (5m)"},
+        {.name = "log-level", .out = &log_level, .help = "debug|info|warn|error (info)"},
+        {.name = "log-format", .out = &log_format, .help = "text|json (text)"},
+    };
+    const size_t num_flags = sizeof(flags) / sizeof(flags[0]);
+    char ferr[512];
+    int fr = sc_flags_parse(flags, num_flags, argc - 1, argv + 1, ferr, sizeof(ferr));
+    if (fr == 1) {
+        fputs(usage, stdout);
+        fputs("\nflags:\n", stdout);
+        sc_flags_usage(stdout, flags, num_flags);
+        return 0;
+    }
+    if (fr != 0) {
+        fputs(usage, stderr);
+        return bad("%s", ferr);
+    }
+    if (server_names->num > CP_MAX_NAMES) {
+        return bad("too many --server-name values (max %d)", CP_MAX_NAMES);
+    }
+    for (size_t k = 0; k < server_names->num; k++) {
+        names[num_names++] = server_names->items[k];
     }
 
     int level = sc_log_parse_level(log_level);
@@ -236,5 +222,13 @@ int main(int argc, char **argv)
     int rc = cp_server_run(&cfg);
     cp_auth_free(auth);
     cp_ca_free(ca);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct sc_strlist server_names = {0};
+    int rc = cp_main(argc, argv, &server_names);
+    sc_strlist_cleanup(&server_names);
     return rc;
 }

@@ -1,11 +1,15 @@
 """seam-control-plane config stream, mesh watching, root rotation and CLI (issue 4)."""
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import time
+import urllib.request
 
 import grpc
 import pytest
+from cryptography import x509
 
 import seamtest
 from cphelp import (ID_A, MESH, ConfigStream, ControlPlane, create_cert, make_csr, new_key,
@@ -151,6 +155,66 @@ def test_bad_flags_exit_2(tmp_path, args, needle):
     r = run_cp(args)
     assert r.returncode == 2, r.stderr
     assert needle in r.stderr
+
+
+def test_flags_from_environment(procs, tmp_path):
+    """Every flag has a SEAM_<FLAG> twin (as the sidecar's): a Deployment can
+    configure the control plane with env. The command line wins."""
+    (tmp_path / "mesh.yaml").write_text(MESH)
+    (tmp_path / "tokens.yaml").write_text(f"tok-a: {ID_A}\n")
+    port, admin = seamtest.free_port(), seamtest.free_port()
+    env = {"SEAM_LISTEN": "127.0.0.1:1",  # overridden by --listen below
+           "SEAM_MESH": str(tmp_path / "mesh.yaml"),
+           "SEAM_TOKENS": str(tmp_path / "tokens.yaml"),
+           "SEAM_ADMIN": f"127.0.0.1:{admin}",
+           "SEAM_ROOT_OUT": str(tmp_path / "root.pem"),
+           "SEAM_CERT_TTL": "10m",
+           "SEAM_SERVER_NAME": "cp.example,localhost"}
+    p = procs.start([seamtest.binary("seam-control-plane"), "--listen", f"127.0.0.1:{port}"],
+                    env=env)
+    p.wait_log("cp.ready", timeout=15)
+    assert seamtest.port_open("127.0.0.1", port), p.log()
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+        assert b"seam_cp_" in r.read()
+    # Certificates carry the env's TTL; the server certificate the env's names.
+    with open(tmp_path / "root.pem", "rb") as f:
+        creds = grpc.ssl_channel_credentials(f.read())
+    ch = grpc.secure_channel(f"localhost:{port}", creds)
+    resp = create_cert(ch, "tok-a", make_csr(new_key(), uri=ID_A), ttl=3600)
+    leaf = x509.load_pem_x509_certificate(resp.cert_chain[0].encode())
+    life = leaf.not_valid_after - leaf.not_valid_before
+    assert 9 * 60 <= life.total_seconds() <= 11 * 60, life
+    ch.close()
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="cp.example") as tls:
+            server = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(sans.get_values_for_type(x509.DNSName)) >= {"cp.example", "localhost"}, sans
+    assert p.stop() == 0
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"SEAM_CERT_TTL": "5s"}, "at least 10s"),
+    ({"SEAM_MAX_STREAMS": "0"}, "--max-streams"),
+    ({"SEAM_LOG_LEVEL": "loud"}, "--log-level"),
+])
+def test_bad_environment_value_exits_2(tmp_path, env, needle):
+    (tmp_path / "mesh.yaml").write_text(MESH)
+    r = subprocess.run([seamtest.binary("seam-control-plane"), "--listen", "127.0.0.1:0",
+                        "--mesh", str(tmp_path / "mesh.yaml")], capture_output=True, text=True,
+                       timeout=10, env=dict(os.environ, **env))
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr
+
+
+def test_help_lists_env_names():
+    r = subprocess.run([seamtest.binary("seam-control-plane"), "--help"], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0
+    assert "--cert-ttl" in r.stdout and "SEAM_CERT_TTL" in r.stdout
 
 
 def test_bad_mesh_at_start_names_file_and_line(tmp_path):
