@@ -150,7 +150,10 @@ class Procs:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
-                p.wait(5)
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:  # stuck in the kernel: keep cleaning up
+                    log(f"{p.name} (pid {p.pid}) did not exit after SIGKILL")
         for k in kids:  # e.g. an nginx worker whose master died first
             try:
                 os.kill(k, signal.SIGKILL)
@@ -427,8 +430,10 @@ inbound:
             self.stop_peer(procs)
 
     def close(self):
-        self.procs.stop_all()
-        self.lab.close()
+        try:
+            self.procs.stop_all()
+        finally:
+            self.lab.close()
         leftover = subprocess.run(["ip", "netns", "list"], capture_output=True,
                                   text=True).stdout
         shutil.rmtree(self.work, ignore_errors=True)
@@ -566,6 +571,9 @@ def main():
             print(why, file=sys.stderr)
             return 2
     a.ratebench = build_ratebench()
+    # A CI timeout or ^C ends us with a signal: leave through the finally
+    # blocks below, which stop what we started and delete the namespaces.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     b = Bench(a)
     clean = False
