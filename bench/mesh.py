@@ -56,6 +56,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "e2e", "mesh"))
 import meshlab  # noqa: E402
+from meshlab import tree_pids  # noqa: E402
 
 A_IP, B_IP, APP_PORT = "10.244.0.10", "10.244.0.20", 8080
 CLIENT_ID = meshlab.spiffe("default", "client")
@@ -87,27 +88,6 @@ def fmt(v, nd=0):
 
 
 # ---------------------------------------------------------------- processes
-def tree_pids(root):
-    """root and all its live descendants."""
-    parent = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                pass
-    keep = {root} if root in parent else set()
-    grew = True
-    while grew:
-        grew = False
-        for p, pp in parent.items():
-            if p not in keep and pp in keep:
-                keep.add(p)
-                grew = True
-    return keep
-
-
 def cpu_ticks(pids):
     t = 0
     for p in pids:
@@ -120,64 +100,9 @@ def cpu_ticks(pids):
     return t
 
 
-class Procs:
-    """Processes started here, each stopped by its PID (and its descendants)."""
-
-    def __init__(self, logdir):
-        self.logdir = logdir
-        self.live = []
-
-    def start(self, name, cmd, env=None):
-        f = open(os.path.join(self.logdir, name + ".log"), "wb")
-        p = subprocess.Popen([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, env=env)
-        p.name, p.logf = name, f
-        self.live.append(p)
-        return p
-
-    def log(self, p):
-        p.logf.flush()
-        with open(p.logf.name, errors="replace") as f:
-            return f.read()
-
-    def stop(self, p):
-        if p in self.live:
-            self.live.remove(p)
-        kids = tree_pids(p.pid) - {p.pid}
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:  # stuck in the kernel: keep cleaning up
-                    log(f"{p.name} (pid {p.pid}) did not exit after SIGKILL")
-        for k in kids:  # e.g. an nginx worker whose master died first
-            try:
-                os.kill(k, signal.SIGKILL)
-            except OSError:
-                pass
-        p.logf.close()
-
-    def stop_all(self):
-        for p in list(reversed(self.live)):
-            self.stop(p)
-
-
-def in_ns(ns, cmd, uid=None, cpus=None):
-    pre = ["ip", "netns", "exec", ns]
-    if uid is not None:
-        pre += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-    if cpus is not None:
-        pre += ["taskset", "-c", str(cpus)]
-    return pre + [str(c) for c in cmd]
-
-
-def ns_run(ns, cmd, timeout, cpus=None):
-    r = subprocess.run(in_ns(ns, cmd, cpus=cpus), capture_output=True, text=True,
-                       timeout=timeout)
+def ns_run(pod, cmd, timeout, cpus=None):
+    """stdout + stderr of |cmd| in |pod|'s namespace (any exit code)."""
+    r = pod.exec(cmd, check=False, timeout=timeout, cpus=cpus)
     return r.stdout + r.stderr
 
 
@@ -189,8 +114,8 @@ def to_us(s):
     return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)]
 
 
-def wrk(ns, cpus, dur, extra=()):
-    out = ns_run(ns, ["timeout", dur + 30, "wrk", "-t1", f"-c{CONNS}", f"-d{dur}s", "--latency",
+def wrk(pod, cpus, dur, extra=()):
+    out = ns_run(pod, ["timeout", dur + 30, "wrk", "-t1", f"-c{CONNS}", f"-d{dur}s", "--latency",
                       *extra, f"http://{B_IP}:{APP_PORT}/100b"], dur + 40, cpus)
     m = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
     n = re.search(r"^\s*(\d+) requests in", out, re.M)
@@ -201,8 +126,8 @@ def wrk(ns, cpus, dur, extra=()):
             "errs": errs if (m and n) else 1, "raw": out}
 
 
-def rate(ns, cpus, dur, ratebench):
-    out = ns_run(ns, ["timeout", dur + 30, ratebench, "rate", B_IP, APP_PORT, "/100b",
+def rate(pod, cpus, dur, ratebench):
+    out = ns_run(pod, ["timeout", dur + 30, ratebench, "rate", B_IP, APP_PORT, "/100b",
                       RATE_CONNS, RATE, dur, 1], dur + 40, cpus)
     kv = dict(x.split("=", 1) for x in out.split() if "=" in x)
     num = lambda k: float(kv[k]) if k in kv else None  # noqa: E731
@@ -211,8 +136,8 @@ def rate(ns, cpus, dur, ratebench):
             "errs": int(kv.get("errors", 1)) if kv else 1, "raw": out}
 
 
-def bulk(ns, cpus, secs):
-    out = ns_run(ns, ["curl", "-s", "-o", "/dev/null", "--max-time", secs, "-w",
+def bulk(pod, cpus, secs):
+    out = ns_run(pod, ["curl", "-s", "-o", "/dev/null", "--max-time", secs, "-w",
                       "%{size_download} %{time_total}", f"http://{B_IP}:{APP_PORT}/big"],
                  secs + 30, cpus)
     m = re.search(r"(\d+) ([\d.]+)\s*$", out)
@@ -227,7 +152,6 @@ class Bench:
         self.a = args
         self.work = tempfile.mkdtemp(prefix="seam-meshbench-")
         os.chmod(self.work, 0o755)
-        self.procs = Procs(self.work)
         self.lab = meshlab.MeshLab(args.build_dir, workdir=self.work)
         self.res = {}  # (peer, metric) -> list over rounds
 
@@ -290,16 +214,16 @@ inbound:
         conf = os.path.join(d, "nginx.conf")
         subprocess.run(["bash", "-c", f'. "{HERE}/peers.sh" && backend_conf "$@"', "-",
                         d, f"0.0.0.0:{APP_PORT}", body, big], check=True, timeout=30)
-        self.backend = self.procs.start("backend", in_ns(
-            self.pb.netns, ["nginx", "-p", d, "-e", f"{d}/error.log", "-c", conf],
-            cpus=self.a.loadgen_cpus))
-        meshlab.wait_for(lambda: self.get(self.pa.netns) == body, 10, what="the backend")
+        self.backend = self.lab.start(["nginx", "-p", d, "-e", f"{d}/error.log", "-c", conf],
+                                      "backend.log", netns=self.pb.netns,
+                                      cpus=self.a.loadgen_cpus)
+        meshlab.wait_for(lambda: self.get() == body, 10, what="the backend")
 
-    def get(self, ns, path="/100b", timeout=3):
-        r = subprocess.run(in_ns(ns, ["curl", "-s", "--max-time", timeout,
-                                      f"http://{B_IP}:{APP_PORT}{path}"]),
-                           capture_output=True, text=True, timeout=timeout + 10)
-        return r.stdout
+    def get(self, path="/100b", timeout=3):
+        """The body of pod b's app as pod a's client gets it."""
+        return self.pa.exec(["curl", "-s", "--max-time", timeout,
+                             f"http://{B_IP}:{APP_PORT}{path}"], check=False,
+                            timeout=timeout + 10).stdout
 
     def install_rules(self):
         for pod in (self.pa, self.pb):
@@ -311,7 +235,7 @@ inbound:
         if peer == "seam":
             procs = []
             for pod in (self.pa, self.pb):
-                procs.append(self.procs.start(f"seam-{pod.name}", in_ns(pod.netns, [
+                procs.append(self.lab.start([
                     self.lab.binary("seam-sidecar"), "run",
                     "--control-plane", f"10.244.0.1:{meshlab.CP_PORT}",
                     "--control-plane-trust", self.lab.path("root.pem"),
@@ -320,13 +244,14 @@ inbound:
                     "--trust-domain", meshlab.TD, "--namespace", pod.k8s_ns,
                     "--service-account", pod.sa, "--pod-ip", pod.ip4,
                     "--workers", "1", "--log-level", "warn", "--drain-timeout", "1s"],
-                    uid=meshlab.PROXY_UID, cpus=a.proxy_cpus)))
+                    f"seam-{pod.name}.log", netns=pod.netns, uid=meshlab.PROXY_UID,
+                    cpus=a.proxy_cpus))
 
             def ready():
                 for pod, p in zip((self.pa, self.pb), procs):
-                    if p.poll() is not None:
-                        raise RuntimeError(f"seam sidecar exited: {self.procs.log(p)[-2000:]}")
-                    code = ns_run(pod.netns, ["curl", "-s", "-o", "/dev/null", "-w",
+                    if p.p.poll() is not None:
+                        raise RuntimeError(f"seam sidecar exited: {p.log()[-2000:]}")
+                    code = ns_run(pod, ["curl", "-s", "-o", "/dev/null", "-w",
                                               "%{http_code}", "--max-time", "2",
                                               "http://127.0.0.1:15020/healthz/ready"], 10)
                     if code.strip() != "200":
@@ -355,21 +280,22 @@ inbound:
                                UPSTREAM_ADDR=B_IP, UPSTREAM_PORT=str(APP_PORT),
                                PEER_ID=SERVER_ID, PEER_DNS="server.default.svc")
                 fn = {"haproxy": "peer_haproxy_l4", "nginx": "peer_nginx"}[peer]
-                procs.append(self.procs.start(f"{peer}-{role}", in_ns(
-                    pod.netns, ["bash", "-c", f'. "{HERE}/peers.sh" && {fn}'],
-                    uid=meshlab.PROXY_UID, cpus=a.proxy_cpus), env=env))
+                procs.append(self.lab.start(
+                    ["bash", "-c", f'. "{HERE}/peers.sh" && {fn}'], f"{peer}-{role}.log",
+                    netns=pod.netns, uid=meshlab.PROXY_UID, cpus=a.proxy_cpus, env=env))
         try:
-            meshlab.wait_for(lambda: self.get(self.pa.netns) == "x" * 100, 20,
+            meshlab.wait_for(lambda: self.get() == "x" * 100, 20,
                              what=f"a request through the {peer} sidecars")
         except TimeoutError:
-            logs = "\n".join(f"--- {p.name}\n{self.procs.log(p)[-1500:]}" for p in procs)
+            logs = "\n".join(f"--- {os.path.basename(p.log_path)}\n{p.log()[-1500:]}"
+                             for p in procs)
             self.stop_peer(procs)
             raise RuntimeError(f"{peer}: no response through the sidecars\n{logs}") from None
         return procs
 
     def stop_peer(self, procs):
         for p in procs:
-            self.procs.stop(p)
+            self.lab.stop(p)
         time.sleep(0.3)
 
     def measure(self, procs, fn):
@@ -389,40 +315,40 @@ inbound:
 
     def run_direct(self):
         a = self.a
-        ns, cpus = self.pa.netns, a.loadgen_cpus
+        pod, cpus = self.pa, a.loadgen_cpus
         log("direct (no sidecars, no rules yet): keep-alive, fixed-rate latency, bulk")
         for _ in range(a.reps):
-            r = wrk(ns, cpus, a.dur)
+            r = wrk(pod, cpus, a.dur)
             self.add("direct", "rps", r["rps"])
-            r = rate(ns, cpus, a.dur, a.ratebench)
+            r = rate(pod, cpus, a.dur, a.ratebench)
             for k in ("p50", "p90", "p99"):
                 self.add("direct", k, r[k])
-            r = wrk(ns, cpus, a.dur, ("-H", "Connection: close"))
+            r = wrk(pod, cpus, a.dur, ("-H", "Connection: close"))
             self.add("direct", "cps", r["rps"])
-            self.add("direct", "gbps", bulk(ns, cpus, a.bulk_secs)["gbps"])
+            self.add("direct", "gbps", bulk(pod, cpus, a.bulk_secs)["gbps"])
 
     def run_peer(self, peer):
         a = self.a
-        ns, cpus = self.pa.netns, a.loadgen_cpus
+        pod, cpus = self.pa, a.loadgen_cpus
         procs = self.start_peer(peer)
         try:
             log(f"{peer}: keep-alive wrk -c{CONNS} {a.dur}s")
-            r = self.measure(procs, lambda: wrk(ns, cpus, a.dur))
+            r = self.measure(procs, lambda: wrk(pod, cpus, a.dur))
             self.add(peer, "rps", r["rps"])
             self.add(peer, "cpu_1k", r["cpu"] / (r["n"] / 1000) if r["n"] else None)
             self.add(peer, "errs", r["errs"])
             log(f"{peer}: {RATE} rps on {RATE_CONNS} connections {a.dur}s")
-            r = self.measure(procs, lambda: rate(ns, cpus, a.dur, a.ratebench))
+            r = self.measure(procs, lambda: rate(pod, cpus, a.dur, a.ratebench))
             for k in ("p50", "p90", "p99"):
                 self.add(peer, k, r[k])
             self.add(peer, "errs", r["errs"] if r["done"] else 1)
             log(f"{peer}: new connection per request wrk -c{CONNS} {a.dur}s")
-            r = self.measure(procs, lambda: wrk(ns, cpus, a.dur, ("-H", "Connection: close")))
+            r = self.measure(procs, lambda: wrk(pod, cpus, a.dur, ("-H", "Connection: close")))
             self.add(peer, "cps", r["rps"])
             self.add(peer, "cpu_conn", r["cpu"] * 1000 / r["n"] if r["n"] else None)
             self.add(peer, "errs", r["errs"])
             log(f"{peer}: bulk download {a.bulk_secs}s")
-            r = self.measure(procs, lambda: bulk(ns, cpus, a.bulk_secs))
+            r = self.measure(procs, lambda: bulk(pod, cpus, a.bulk_secs))
             self.add(peer, "gbps", r["gbps"])
             self.add(peer, "cpu_gb", r["cpu"] / (r["bytes"] / 1e9) if r["bytes"] else None)
             self.add(peer, "errs", r["errs"])
@@ -430,10 +356,7 @@ inbound:
             self.stop_peer(procs)
 
     def close(self):
-        try:
-            self.procs.stop_all()
-        finally:
-            self.lab.close()
+        self.lab.close()  # every process started here, then the namespaces
         leftover = subprocess.run(["ip", "netns", "list"], capture_output=True,
                                   text=True).stdout
         shutil.rmtree(self.work, ignore_errors=True)

@@ -66,13 +66,53 @@ def wait_for(cond, timeout=10.0, what="condition", interval=0.05):
                        + (f" (last error: {last})" if last else ""))
 
 
+def ns_prefix(netns=None, uid=None, cpus=None):
+    """The command prefix that runs a program in |netns| as |uid| on |cpus|."""
+    pre = ["ip", "netns", "exec", netns] if netns else []
+    if uid is not None:
+        pre += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    if cpus is not None:
+        pre += ["taskset", "-c", str(cpus)]
+    return pre
+
+
+def tree_pids(root):
+    """|root| and all its live descendants (by PID)."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    keep = {root} if root in parent else set()
+    grew = True
+    while grew:
+        grew = False
+        for p, pp in parent.items():
+            if p not in keep and pp in keep:
+                keep.add(p)
+                grew = True
+    return keep
+
+
+def _start_time(pid):
+    """Field 22 of /proc/PID/stat (start time), or None if PID is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 class Proc:
-    def __init__(self, args, log_path):
+    def __init__(self, args, log_path, env=None):
         self.args = [str(a) for a in args]
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.p = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, env=env)
         self.pid = self.p.pid
 
     def log(self):
@@ -94,13 +134,25 @@ class Proc:
                                f"{self.log()[-3000:]}") from None
 
     def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        kids = {k: _start_time(k) for k in tree_pids(self.pid) - {self.pid}}
         if self.p.poll() is None:
             os.kill(self.pid, sig)
             try:
                 self.p.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.kill(self.pid, signal.SIGKILL)
-                self.p.wait(5)
+                try:
+                    self.p.wait(5)
+                except subprocess.TimeoutExpired:  # stuck in the kernel: the caller goes on
+                    pass
+        # A child the process left behind (an nginx worker whose master was
+        # killed): ours to end, if the PID is still the same process.
+        for pid, started in kids.items():
+            if _start_time(pid) == started:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
         self._log.close()
         return self.p.returncode
 
@@ -118,11 +170,8 @@ class Pod:
         self.sidecar = None
         self.app = None
 
-    def exec(self, cmd, uid=None, check=True, timeout=30):
-        pre = ["ip", "netns", "exec", self.netns]
-        if uid is not None:
-            pre += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-        return run(pre + list(cmd), check=check, timeout=timeout)
+    def exec(self, cmd, uid=None, check=True, timeout=30, cpus=None):
+        return run(ns_prefix(self.netns, uid, cpus) + list(cmd), check=check, timeout=timeout)
 
     def call(self, host, port, msg, timeout=5.0):
         """The app in this pod calls host:port in plain TCP (uid 1000: captured)."""
@@ -167,15 +216,15 @@ class MeshLab:
         os.chmod(tmp, 0o644)
         os.replace(tmp, self.path(name))  # atomic: the control plane never reads half a file
 
-    def start(self, args, log, netns=None, uid=None):
-        pre = []
-        if netns:
-            pre += ["ip", "netns", "exec", netns]
-        if uid is not None:
-            pre += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-        p = Proc(pre + list(args), self.path(log))
+    def start(self, args, log, netns=None, uid=None, cpus=None, env=None):
+        p = Proc(ns_prefix(netns, uid, cpus) + list(args), self.path(log), env=env)
         self.procs.append(p)
         return p
+
+    def stop(self, proc):
+        """Ends one process started here before close()."""
+        self.procs.remove(proc)
+        return proc.stop()
 
     # ---- network -----------------------------------------------------------
     def setup_network(self, pods):
