@@ -280,8 +280,9 @@ inbound:
                                UPSTREAM_ADDR=B_IP, UPSTREAM_PORT=str(APP_PORT),
                                PEER_ID=SERVER_ID, PEER_DNS="server.default.svc")
                 fn = {"haproxy": "peer_haproxy_l4", "nginx": "peer_nginx"}[peer]
+                peers_sh = self.lab.readable(os.path.join(HERE, "peers.sh"))  # for uid 1337
                 procs.append(self.lab.start(
-                    ["bash", "-c", f'. "{HERE}/peers.sh" && {fn}'], f"{peer}-{role}.log",
+                    ["bash", "-c", f'. "{peers_sh}" && {fn}'], f"{peer}-{role}.log",
                     netns=pod.netns, uid=meshlab.PROXY_UID, cpus=a.proxy_cpus, env=env))
         try:
             meshlab.wait_for(lambda: self.get() == "x" * 100, 20,

@@ -175,7 +175,8 @@ class Pod:
 
     def call(self, host, port, msg, timeout=5.0):
         """The app in this pod calls host:port in plain TCP (uid 1000: captured)."""
-        r = self.exec([PY, APP, "call", host, port, msg, timeout], uid=APP_UID, check=False,
+        r = self.exec([PY, self.lab.app_script, "call", host, port, msg, timeout], uid=APP_UID,
+                      check=False,
                       timeout=timeout + 10)
         return r.stdout
 
@@ -197,13 +198,27 @@ class MeshLab:
         self.pods = {}
         self.cp = None
         self.sidecar_args = list(sidecar_args)
+        self.app_script = self.readable(APP)  # meshapp.py, as uid 1000 may read it
 
     # ---- binaries and files ------------------------------------------------
+    # Programs run as uid 1000 (the apps) or 1337 (the sidecars) are run from
+    # copies in self.dir (0755): the checkout and build tree may sit in a
+    # directory only root can enter (a `mktemp -d` clone is 0700).
+    def readable(self, src):
+        """A world-readable copy of |src| in self.dir (made once)."""
+        dst = os.path.join(self.dir, "bin", os.path.basename(src))
+        if not os.path.exists(dst):
+            os.makedirs(os.path.dirname(dst), mode=0o755, exist_ok=True)
+            shutil.copy2(src, dst + ".tmp")
+            os.chmod(dst + ".tmp", 0o755)
+            os.replace(dst + ".tmp", dst)
+        return dst
+
     def binary(self, name):
         for sub in ("sidecar", "control-plane", ""):
             p = os.path.join(self.build_dir, sub, name)
             if os.path.exists(p):
-                return p
+                return self.readable(p)
         raise FileNotFoundError(f"{name} not built under {self.build_dir}")
 
     def path(self, name):
@@ -281,8 +296,9 @@ class MeshLab:
         r = pod.exec([self.binary("seam-init"), "install"])
         pod.init_output = r.stdout + r.stderr
         if app_ports:
-            pod.app = self.start([PY, "-u", APP, "serve", f"app@{name}"] + list(app_ports),
-                                 f"app-{name}.log", netns=pod.netns, uid=APP_UID)
+            pod.app = self.start([PY, "-u", self.app_script, "serve", f"app@{name}"]
+                                 + list(app_ports), f"app-{name}.log", netns=pod.netns,
+                                 uid=APP_UID)
         pod.sidecar = self.start(
             [self.binary("seam-sidecar"), "run",
              "--control-plane", f"10.244.0.1:{CP_PORT}",

@@ -101,7 +101,7 @@ def lab():
                            ("c", 30, "other", "c")])
         lab.start_control_plane(mesh_yaml(), cert_ttl="10s")
         # A server outside the mesh (no sidecar), on the node.
-        lab.outside = lab.start([meshlab.PY, "-u", meshlab.APP, "serve", "outside", 7070],
+        lab.outside = lab.start([meshlab.PY, "-u", lab.app_script, "serve", "outside", 7070],
                                 "app-outside.log", netns=lab.node, uid=meshlab.APP_UID)
         for name in ("a", "b", "c"):
             lab.start_pod(name, app_ports=(8080, 9090, 9091))
@@ -285,7 +285,7 @@ def test_config_change_applies_to_new_connections_without_restart(lab):
     # A connection a opened before the change keeps the rules it started with.
     held = subprocess.Popen(["ip", "netns", "exec", a.netns, "setpriv",
                              f"--reuid={meshlab.APP_UID}", f"--regid={meshlab.APP_UID}",
-                             "--clear-groups", meshlab.PY, "-u", meshlab.APP, "hold",
+                             "--clear-groups", meshlab.PY, "-u", lab.app_script, "hold",
                              "10.244.0.20", "8080"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -348,7 +348,7 @@ def test_rotation_during_steady_traffic_drops_nothing(lab):
     a, b = lab.pods["a"], lab.pods["b"]
     rot_a = count(a.sidecar, "identity.cert_installed")
     rot_b = count(b.sidecar, "identity.cert_installed")
-    r = a.exec([meshlab.PY, meshlab.APP, "steady", "10.244.0.20", 8080, 16],
+    r = a.exec([meshlab.PY, lab.app_script, "steady", "10.244.0.20", 8080, 16],
                uid=meshlab.APP_UID, timeout=60)
     res = json.loads(r.stdout.strip().splitlines()[-1])
     # 10 s certificates renew every ~5 s: both sides rotated during the run.
