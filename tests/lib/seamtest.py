@@ -8,6 +8,7 @@ Rules every test follows (README "Testing"):
 """
 import hashlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,16 +32,58 @@ def binary(name):
     raise FileNotFoundError(f"{name} not built under {BUILD_DIR}")
 
 
+_handed_out = set()
+_rng = random.SystemRandom()
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host="127.0.0.1"):
-    """A TCP port that was free a moment ago on host."""
+    """A TCP port that was free a moment ago on host.
+
+    Picked at random below the kernel's ephemeral range (ip_local_port_range),
+    not with bind(port 0): a port from the ephemeral range can be taken by any
+    outgoing connection of a test running beside this one (the load tests make
+    thousands) between our pick and the server's bind, and the server then
+    exits "address already in use" (a CI failure, stop 12). Ports handed out
+    by this process are not handed out again."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_STREAM) as s:
+    hi = min(_ephemeral_low(), 65536) - 1
+    lo = 10000 if hi > 12000 else 1024
+    for _ in range(200):
+        port = _rng.randint(lo, hi)
+        if port in _handed_out:
+            continue
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket(fam, socket.SOCK_STREAM) as s:  # a crowded range: let the kernel pick
         s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def wait_for(cond, timeout=10.0, interval=0.02, what="condition"):
-    """Polls cond() until it returns a truthy value; raises after timeout."""
+def free_ports(n, host="127.0.0.1"):
+    """n distinct ports from free_port()."""
+    return [free_port(host) for _ in range(n)]
+
+
+class ProcessExited(RuntimeError):
+    """A process a test waits on ended before it got ready."""
+
+
+def wait_for(cond, timeout=10.0, interval=0.02, what="condition", fatal=()):
+    """Polls cond() until it returns a truthy value; raises after timeout.
+    An exception of a type in |fatal| ends the wait at once."""
     deadline = time.monotonic() + timeout
     last_exc = None
     while time.monotonic() < deadline:
@@ -48,6 +91,8 @@ def wait_for(cond, timeout=10.0, interval=0.02, what="condition"):
             v = cond()
             if v:
                 return v
+        except fatal:
+            raise
         except Exception as e:  # noqa: BLE001 - the condition may raise while not ready
             last_exc = e
         time.sleep(interval)
@@ -104,8 +149,25 @@ class Proc:
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
+    def log_tail(self, lines=30):
+        return "\n".join(self.log().splitlines()[-lines:])
+
     def wait_log(self, needle, timeout=10.0):
-        return wait_for(lambda: needle in self.log(), timeout, what=f"log line {needle!r}")
+        """Waits for needle in the log. Fails at once, with the log's tail, if
+        the process ends first; a timeout shows the tail too."""
+        def cond():
+            if needle in self.log():
+                return True
+            if not self.alive() and needle not in self.log():
+                raise ProcessExited(f"{os.path.basename(self.args[0])} (pid {self.pid}) exited "
+                                    f"{self.p.returncode} before logging {needle!r}; its log "
+                                    f"ends:\n{self.log_tail()}")
+            return False
+        try:
+            return wait_for(cond, timeout, what=f"log line {needle!r}", fatal=(ProcessExited,))
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}; the log of {os.path.basename(self.args[0])} (pid "
+                               f"{self.pid}) ends:\n{self.log_tail()}") from None
 
     def alive(self):
         return self.p.poll() is None

@@ -5,7 +5,6 @@ unreachable control plane leaves the sidecar not ready (/healthz/ready 503)
 until SIGTERM, which exits 0."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import meshlab  # noqa: E402
+from seamtest import free_port  # noqa: E402 - tests/conftest.py puts tests/lib on the path
 
 BUILD_DIR = os.environ.get("SEAM_BUILD_DIR") or os.path.join(
     os.path.dirname(__file__), "..", "..", "..", "build")
@@ -33,12 +33,6 @@ def clean_env(**kw):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEAM_")}
     env.update(kw)
     return env
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 BASE = ["--control-plane", "127.0.0.1:1", "--control-plane-trust", "/nonexistent/root.pem",

@@ -18,6 +18,7 @@ import subprocess
 
 import pytest
 import yaml
+from seamtest import free_ports  # tests/conftest.py puts tests/lib on the path
 
 # Paths as tests/lib/seamtest.py defines them (not imported: this suite needs no
 # process helpers and must not depend on them).
@@ -380,19 +381,6 @@ def pod_labels(doc):
 # --- the control plane really accepts its Deployment's args and mesh ----------
 
 BUILD_DIR = os.environ.get("SEAM_BUILD_DIR") or os.path.join(SOURCE_DIR, "build")
-
-
-def free_ports(n):
-    """n distinct TCP ports that were free a moment ago (all held open while choosing)."""
-    import socket
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def ec_jwks(tmp_path):

@@ -128,9 +128,7 @@ def free_port_str(host=LOOP):
 
 
 # A mesh with one service and one inbound port, for tests that run
-# `seam-sidecar run`. (With no inbound port at all,
-# sidecar/src/mesh/mesh_config.c calls qsort(NULL, 0, ...) and UBSan aborts
-# sanitizer builds there — reported; not these tests' subject.)
+# `seam-sidecar run`.
 MESH = """trust_domain: cluster.local
 services:
   - name: web.default.svc.cluster.local
