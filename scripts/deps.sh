@@ -8,6 +8,8 @@ PKGS=(
   build-essential cmake pkg-config git ca-certificates
   android-libboringssl-dev libuv1-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler
   libcmocka-dev libyaml-dev
+  # seam-accel: the BPF object (clang -target bpf), its loader and skeleton generator
+  libbpf-dev bpftool
   # fuzzing and sanitizers (clang + libFuzzer runtime)
   clang libclang-rt-14-dev llvm
   # real peers and test tools

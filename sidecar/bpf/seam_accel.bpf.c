@@ -1,0 +1,165 @@
+// seam_accel.bpf.c — sockmap acceleration of the plain-text hops between an
+// application and its seam sidecar on the same host (seam-accel, docs/ACCEL.md).
+//
+// A sock_ops program, attached to a cgroup v2 directory, puts every TCP socket
+// of that cgroup whose local or remote port is a selected port (the sidecar's
+// plain-text listeners, the application ports it connects to) into a sockhash
+// keyed by its own 4-tuple and network namespace. An sk_msg program on that
+// sockhash looks up the other end of the same connection; when it is there,
+// the bytes of sendmsg() go straight into the peer socket's receive queue
+// (BPF_F_INGRESS) without the TCP/IP stack. Nothing else changes: the TCP
+// handshake, FIN and RST still cross the stack, so connect/accept/close/
+// shutdown behave as before.
+//
+// Ordering. The two ends enter the map at different moments (the connecting
+// side on SYN-ACK, the accepting side on the final ACK). A byte sent the
+// ordinary way and a later one redirected could be read in the wrong order
+// (the receiver drains redirected data first). So a socket whose send once
+// found no peer is marked "tcp only" and never redirects afterwards:
+// redirected-then-ordinary is safe (read in order), ordinary-then-redirected
+// cannot happen.
+// linux/bpf.h first: libbpf's helper headers use its types.
+#include <linux/bpf.h>
+
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define AF_INET 2
+#define AF_INET6 10
+
+struct sock_key {
+    __u32 family;
+    __u32 lport; // host byte order
+    __u32 rport; // host byte order
+    __u32 pad;
+    __u32 lip[4];
+    __u32 rip[4];
+    __u64 netns;
+};
+
+// seam_socks: the sockets that may take the short cut.
+struct {
+    __uint(type, BPF_MAP_TYPE_SOCKHASH);
+    __uint(max_entries, 65536);
+    __type(key, struct sock_key);
+    __type(value, __u32);
+} seam_socks SEC(".maps");
+
+// seam_ports: selected ports (key: port in host order; value unused).
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 256);
+    __type(key, __u32);
+    __type(value, __u32);
+} seam_ports SEC(".maps");
+
+// seam_tcp_only: sockets that sent once without a peer in the map.
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct sock_key);
+    __type(value, __u32);
+} seam_tcp_only SEC(".maps");
+
+enum {
+    STAT_SOCKETS, // sockets put into seam_socks
+    STAT_MSGS_REDIRECTED,
+    STAT_BYTES_REDIRECTED,
+    STAT_MSGS_PASSED, // sent the ordinary way (no peer, or tcp only)
+    STAT_MAX,
+};
+
+// seam_stats: per-CPU counters, summed by seam-accel.
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, STAT_MAX);
+    __type(key, __u32);
+    __type(value, __u64);
+} seam_stats SEC(".maps");
+
+static __always_inline void stat_add(__u32 which, __u64 n)
+{
+    __u64 *v = bpf_map_lookup_elem(&seam_stats, &which);
+    if (v) {
+        *v += n;
+    }
+}
+
+static __always_inline int selected(__u32 port)
+{
+    return bpf_map_lookup_elem(&seam_ports, &port) != 0;
+}
+
+SEC("sockops")
+int seam_sockops(struct bpf_sock_ops *skops)
+{
+    __u32 op = skops->op;
+    if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
+        return 1;
+    }
+    struct sock_key k = {};
+    k.family = skops->family;
+    k.lport = skops->local_port;
+    k.rport = bpf_ntohl(skops->remote_port);
+    if (k.family == AF_INET) {
+        k.lip[0] = skops->local_ip4;
+        k.rip[0] = skops->remote_ip4;
+    } else if (k.family == AF_INET6) {
+        k.lip[0] = skops->local_ip6[0];
+        k.lip[1] = skops->local_ip6[1];
+        k.lip[2] = skops->local_ip6[2];
+        k.lip[3] = skops->local_ip6[3];
+        k.rip[0] = skops->remote_ip6[0];
+        k.rip[1] = skops->remote_ip6[1];
+        k.rip[2] = skops->remote_ip6[2];
+        k.rip[3] = skops->remote_ip6[3];
+    } else {
+        return 1;
+    }
+    if (!selected(k.lport) && !selected(k.rport)) {
+        return 1;
+    }
+    k.netns = bpf_get_netns_cookie(skops);
+    bpf_map_delete_elem(&seam_tcp_only, &k); // a reused 4-tuple starts afresh
+    if (bpf_sock_hash_update(skops, &seam_socks, &k, BPF_ANY) == 0) {
+        stat_add(STAT_SOCKETS, 1);
+    }
+    return 1;
+}
+
+SEC("sk_msg")
+int seam_msg(struct sk_msg_md *msg)
+{
+    struct sock_key self = {};
+    struct sock_key peer = {};
+    self.family = peer.family = msg->family;
+    self.lport = peer.rport = msg->local_port;
+    self.rport = peer.lport = bpf_ntohl(msg->remote_port);
+    if (msg->family == AF_INET) {
+        self.lip[0] = peer.rip[0] = msg->local_ip4;
+        self.rip[0] = peer.lip[0] = msg->remote_ip4;
+    } else {
+        self.lip[0] = peer.rip[0] = msg->local_ip6[0];
+        self.lip[1] = peer.rip[1] = msg->local_ip6[1];
+        self.lip[2] = peer.rip[2] = msg->local_ip6[2];
+        self.lip[3] = peer.rip[3] = msg->local_ip6[3];
+        self.rip[0] = peer.lip[0] = msg->remote_ip6[0];
+        self.rip[1] = peer.lip[1] = msg->remote_ip6[1];
+        self.rip[2] = peer.lip[2] = msg->remote_ip6[2];
+        self.rip[3] = peer.lip[3] = msg->remote_ip6[3];
+    }
+    self.netns = peer.netns = bpf_get_netns_cookie(msg);
+    __u64 size = msg->size;
+    if (bpf_map_lookup_elem(&seam_tcp_only, &self) == 0 &&
+        bpf_msg_redirect_hash(msg, &seam_socks, &peer, BPF_F_INGRESS) == SK_PASS) {
+        stat_add(STAT_MSGS_REDIRECTED, 1);
+        stat_add(STAT_BYTES_REDIRECTED, size);
+        return SK_PASS;
+    }
+    __u32 one = 1;
+    bpf_map_update_elem(&seam_tcp_only, &self, &one, BPF_ANY);
+    stat_add(STAT_MSGS_PASSED, 1);
+    return SK_PASS; // no peer here: the ordinary TCP path
+}
+
+char LICENSE[] SEC("license") = "GPL"; // sockmap helpers are GPL-only

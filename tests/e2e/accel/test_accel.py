@@ -1,0 +1,242 @@
+"""seam-accel: the sockmap short cut for the plain-text hops (docs/ACCEL.md),
+in front of a real tunnel pair (outbound -> mTLS -> inbound) and the echo app.
+
+The test moves its own process into a cgroup v2 directory it creates (so the
+client sockets it opens are in it, and every process it starts), attaches
+seam-accel there with the outbound's listen port and the app's port, and
+checks: the bytes arrive intact both ways, half-close still works, the
+plain hops really took the short cut while the mTLS hop between the proxies
+did not (the program's own counters), and SIGTERM lets open connections
+finish while new ones take the ordinary path. Root only (BPF, cgroups);
+skips with the reason elsewhere. Traffic stays on 127.0.0.1.
+"""
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "integration", "tunnel"))
+import seamtest  # noqa: E402 - tests/conftest.py puts tests/lib on the path
+import tunnelkit as tk  # noqa: E402
+from seamtest import wait_for  # noqa: E402
+
+
+def _accel_binary():
+    try:
+        return seamtest.binary("seam-accel")
+    except FileNotFoundError:
+        return None
+
+
+def _cgroup2_dir():
+    """This process's own cgroup v2 directory, or None."""
+    mnt = None
+    with open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[2] == "cgroup2":
+                mnt = parts[1]
+                break
+    if mnt is None:
+        return None
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                return os.path.join(mnt, line[3:].strip().lstrip("/"))
+    return None
+
+
+ACCEL = _accel_binary()
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF programs, cgroups)"),
+    pytest.mark.skipif(ACCEL is None, reason="seam-accel not built (needs clang, libbpf-dev, bpftool)"),
+    pytest.mark.skipif(_cgroup2_dir() is None, reason="no cgroup v2 hierarchy mounted"),
+]
+
+
+@pytest.fixture
+def cgroup(procs):
+    """A fresh cgroup v2 directory holding this test process (and so every
+    process and socket the test creates); undone after the test."""
+    home = _cgroup2_dir()
+    cg = os.path.join(home, f"seam-accel-test-{os.getpid()}")
+    os.mkdir(cg)
+    with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield cg
+    finally:
+        procs.stop_all()
+        with open(os.path.join(home, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+        wait_for(lambda: _rmdir(cg), 10, what=f"{cg} to empty")
+
+
+def _rmdir(path):
+    try:
+        os.rmdir(path)
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+class Accel:
+    def __init__(self, procs, cg, ports, extra=()):
+        args = [ACCEL, "--cgroup", cg, "--drain-timeout", "5s"] + list(extra)
+        for p in ports:
+            args += ["--port", str(p)]
+        self.proc = procs.start(args)
+        try:
+            self.proc.wait_log("accel.ready", timeout=10)
+        except seamtest.ProcessExited:
+            log = self.proc.log()
+            if "accel.load_failed" in log and "Operation not permitted" in log:
+                pytest.skip("this machine does not let root load BPF programs:\n" + log)
+            raise
+
+    def stats(self):
+        """Asks for the counters (SIGUSR1) and returns the new accel.stats line's fields."""
+        n = self.proc.log().count("accel.stats ")
+        self.proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: self.proc.log().count("accel.stats ") > n, 10, what="accel.stats")
+        line = [ln for ln in self.proc.log().splitlines() if "accel.stats " in ln][-1]
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def pair(procs, pki):
+    echo = tk.Echo(procs)
+    inbound = tk.start_tunnel(procs, "inbound", echo.target, pki)
+    outbound = tk.start_tunnel(procs, "outbound", tk.addr(tk.LOOP, inbound.port), pki)
+    return echo, inbound, outbound
+
+
+def echo_through(outbound, data, chunk=65536, timeout=30):
+    """Sends data (then half-closes) while reading the echo; returns what came back
+    and whether EOF followed it."""
+    s = outbound.connect(timeout=timeout)
+    got = bytearray()
+    eof = []
+
+    def reader():
+        while True:
+            d = s.recv(1 << 20)
+            if not d:
+                eof.append(True)
+                return
+            got.extend(d)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(0, len(data), chunk):
+        s.sendall(data[i:i + chunk])
+    s.shutdown(socket.SHUT_WR)
+    t.join(timeout)
+    s.close()
+    assert not t.is_alive(), f"no EOF after {len(got)} of {len(data)} bytes"
+    return bytes(got), bool(eof)
+
+
+def test_plain_hops_take_the_short_cut_and_bytes_arrive_intact(procs, cgroup, pki):
+    echo, inbound, outbound = pair(procs, pki)
+    accel = Accel(procs, cgroup, [outbound.port, echo.port])
+    sizes = [1, 100, 4096, 65537, 1 << 20] * 4 + [16 << 20]
+    payloads = [os.urandom(n) for n in sizes]
+    results = [None] * len(payloads)
+
+    def one(i):
+        results[i] = echo_through(outbound, payloads[i])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(payloads))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for i, (data, r) in enumerate(zip(payloads, results)):
+        assert r is not None, f"connection {i} ({len(data)} bytes) did not finish"
+        got, eof = r
+        assert hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest(), \
+            f"connection {i}: {len(got)} of {len(data)} bytes, content differs"
+        assert eof, f"connection {i}: no EOF after the echo"
+    total = sum(sizes)
+    wait_for(lambda: echo.stats()["bytes"] >= total, 10, what="echo app counted every byte")
+    st = accel.stats()
+    # Four plain crossings per byte (client->outbound, inbound->app, app->inbound,
+    # outbound->client). At least half of them took the short cut ...
+    assert st["redirected_bytes"] >= 2 * total, st
+    # ... and never the mTLS hop between the proxies (that would add two more).
+    assert st["redirected_bytes"] <= 4 * total, st
+    # client + accepted socket at the outbound, upstream + accepted at the app.
+    assert st["sockets"] >= 2 * len(sizes), st
+
+
+def test_sigterm_keeps_open_connections_and_stops_selecting_new_ones(procs, cgroup, pki):
+    echo, inbound, outbound = pair(procs, pki)
+    accel = Accel(procs, cgroup, [outbound.port, echo.port])
+    a = outbound.connect()
+    assert tk.echo_roundtrip(a, b"before" * 1000) == b"before" * 1000
+    before = accel.stats()
+    assert before["open"] >= 2 and before["redirected_bytes"] > 0, before
+    accel.proc.send_signal(signal.SIGTERM)
+    accel.proc.wait_log("accel.draining", timeout=10)
+    # A new connection works and is not selected any more ...
+    b = outbound.connect()
+    assert tk.echo_roundtrip(b, b"new" * 3000) == b"new" * 3000
+    # ... the open one still works through the short cut ...
+    assert tk.echo_roundtrip(a, b"during" * 1000) == b"during" * 1000
+    assert accel.proc.alive(), accel.proc.log()
+    after = accel.stats()
+    assert after["sockets"] == before["sockets"], (before, after)
+    assert after["redirected_bytes"] >= before["redirected_bytes"] + 2 * 6000, (before, after)
+    # ... and once it closes, seam-accel exits 0 without waiting for the timeout.
+    a.close()
+    b.close()
+    wait_for(lambda: not accel.proc.alive(), 8, what="seam-accel to exit after the drain")
+    assert accel.proc.p.returncode == 0, accel.proc.log()
+    assert "accel.stopped" in accel.proc.log()
+    assert "accel.drain_timeout" not in accel.proc.log()
+    # The sidecars never noticed.
+    for t in (outbound, inbound):
+        assert t.proc.stop() == 0, t.log()
+
+
+def _run(args, **kw):
+    return subprocess.run([ACCEL] + args, capture_output=True, text=True, timeout=20,
+                          stdin=subprocess.DEVNULL, **kw)
+
+
+@pytest.mark.parametrize("args,rc,needle", [
+    ([], 2, "--cgroup"),
+    (["--cgroup", "/tmp", "--port", "15001"], 2, "not a cgroup v2 directory"),
+    (["--cgroup", "@CG", "--port", "0"], 2, "--port"),
+    (["--cgroup", "@CG", "--port", "15001,http"], 2, "\"http\" is not a port"),
+    (["--cgroup", "@CG", "--port", "15001", "--drain-timeout", "soon"], 2, "--drain-timeout"),
+    (["--cgroup", "/nonexistent/cg", "--port", "15001"], 1, "accel.cgroup_failed"),
+])
+def test_bad_flags_are_named(args, rc, needle):
+    args = [_cgroup2_dir() if a == "@CG" else a for a in args]
+    r = _run(args)
+    assert r.returncode == rc, (r.stdout, r.stderr)
+    assert needle in r.stderr, r.stderr
+
+
+def test_unprivileged_is_refused_with_the_reason():
+    r = _run(["--cgroup", _cgroup2_dir(), "--port", "15001"],
+             preexec_fn=lambda: (os.setgroups([]), os.setgid(1337), os.setuid(1337)))
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "CAP_BPF" in r.stderr, r.stderr
+
+
+def test_help_names_every_flag():
+    r = _run(["--help"])
+    assert r.returncode == 0
+    for flag in ("--cgroup", "--port", "--drain-timeout", "--stats-interval", "SEAM_PORT"):
+        assert flag in r.stdout, r.stdout
