@@ -11,6 +11,7 @@
 #                          LISTEN_ADDR LISTEN_PORT UPSTREAM_ADDR UPSTREAM_PORT
 #                          CERT KEY CERT_KEY_PEM CA PEER_ID PEER_DNS ALLOW_ID
 #                          TLS_RESUME=0|1 TLS_CIPHERSUITE SEAM_BIN WORKDIR
+#   accel_wrap PEER_FN     the same proxy with seam-accel on its plain side
 # Sourced, never run: it only defines functions.
 # =============================================================================
 # ------------------------------------------------------------------ PKI
@@ -209,5 +210,23 @@ peer_stunnel() {
   } > "$f"
   exec stunnel4 "$f"
 }
-export -f nginx_main peer_seam peer_haproxy peer_haproxy_l4 peer_haproxy_l7 peer_nginx peer_stunnel
+# accel_wrap PEER_FN: the proxy PEER_FN starts, with seam-accel (docs/ACCEL.md)
+# giving the plain-text side of this proxy the sockmap short cut: the
+# outbound's listen port (app -> proxy), the inbound's upstream port (proxy ->
+# app). Reads ACCEL_BIN and ACCEL_CG (a cgroup v2 dir holding the proxies, the
+# load generator and the backend). seam-accel becomes a child of the proxy
+# (this shell execs it), so its CPU and RSS count as the proxy's.
+accel_wrap() {
+  local port=$LISTEN_PORT i
+  [ "$ROLE" = inbound ] && port=$UPSTREAM_PORT
+  "$ACCEL_BIN" --cgroup "$ACCEL_CG" --port "$port" --drain-timeout 1s >"$WORKDIR/accel.log" 2>&1 &
+  for i in $(seq 1 100); do
+    grep -q accel.ready "$WORKDIR/accel.log" && break
+    kill -0 $! 2>/dev/null || break
+    sleep 0.05
+  done
+  grep -q accel.ready "$WORKDIR/accel.log" || { echo "seam-accel did not start:" >&2; cat "$WORKDIR/accel.log" >&2; exit 1; }
+  "$1"
+}
+export -f nginx_main peer_seam peer_haproxy peer_haproxy_l4 peer_haproxy_l7 peer_nginx peer_stunnel accel_wrap
 export ALLOW_ID

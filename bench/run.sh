@@ -147,6 +147,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+ONLY_DEFAULT=0; [ -n "$ONLY" ] || ONLY_DEFAULT=1
 if [ "$PROFILE" = 1 ]; then
   command -v perf >/dev/null || { echo "missing tool: perf (apt-get install linux-perf)" >&2; exit 1; }
   REPS=1; WAIT_IDLE=0; RETRIES=0; DO_SPEED=0; DO_BASELINE=0; ONLY=${ONLY:-seam}
@@ -167,7 +168,7 @@ wants() { [[ ",$ONLY," == *",$1,"* ]]; }
 need() { command -v "$1" >/dev/null 2>&1 || { echo "missing tool: $1 (apt-get install $2)" >&2; exit 1; }; }
 need wrk wrk; need iperf3 iperf3; need nginx nginx; need openssl openssl; need curl curl
 need taskset util-linux; need ss iproute2; need gcc gcc; need python3 python3
-wants haproxy || wants haproxy-l7 && need haproxy haproxy
+wants haproxy || wants haproxy-l7 || wants haproxy-accel && need haproxy haproxy
 wants stunnel && need stunnel4 stunnel4
 if wants nginx && [ ! -f /usr/lib/nginx/modules/ngx_stream_module.so ]; then
   echo "nginx stream module missing (apt-get install libnginx-mod-stream)" >&2; exit 1
@@ -193,14 +194,19 @@ HZ=$(getconf CLK_TCK)
 PY=/usr/bin/python3; [ -x $PY ] || PY=python3
 
 # seam binary
+build_bench() { # the Release build in build-bench/ (seam-accel too when its tools are there)
+  local t=(seam-sidecar seam-control-plane seam-init)
+  cmake -S "$REPO" -B "$REPO/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null || return 1
+  cmake --build "$REPO/build-bench" --target help 2>/dev/null | grep -q 'seam-accel$' && t+=(seam-accel)
+  cmake --build "$REPO/build-bench" --target "${t[@]}" -j2 >"$WORK/build.log" 2>&1 ||
+    { echo "seam build failed: see $WORK/build.log" >&2; return 1; }
+}
 find_seam() {
   local d
   if [ -n "${SEAM_BIN:-}" ]; then [ -x "$SEAM_BIN" ] && return 0; echo "SEAM_BIN=$SEAM_BIN is not executable" >&2; return 1; fi
   if [ "$SMOKE" = 0 ]; then   # full runs measure a Release build, rebuilt here so it is never stale
     log "building seam-sidecar (Release) in build-bench/"
-    { cmake -S "$REPO" -B "$REPO/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null &&
-      cmake --build "$REPO/build-bench" --target seam-sidecar seam-control-plane seam-init -j2 >"$WORK/build.log" 2>&1; } ||
-      { echo "seam build failed: see $WORK/build.log" >&2; return 1; }
+    build_bench || return 1
   fi
   local dirs=("$REPO/build-bench" "$REPO/build")
   [ "$SMOKE" = 1 ] && dirs=("$REPO/build" "$REPO/build-bench")   # CI: scripts/test.sh builds build/
@@ -211,15 +217,49 @@ find_seam() {
     log "skipping $d/sidecar/seam-sidecar: no 'tunnel' command (stale build?)"
   done
   log "no seam-sidecar binary found; building build-bench/"
-  { cmake -S "$REPO" -B "$REPO/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null &&
-    cmake --build "$REPO/build-bench" --target seam-sidecar seam-control-plane seam-init -j2 >"$WORK/build.log" 2>&1; } ||
-    { echo "seam build failed: see $WORK/build.log" >&2; return 1; }
+  build_bench || return 1
   SEAM_BIN=$REPO/build-bench/sidecar/seam-sidecar
 }
-if wants seam; then
+if wants seam || wants seam-accel || wants haproxy-accel; then
   mkdir -p "$WORK"
   find_seam || exit 1
   export SEAM_BIN
+fi
+# seam-accel (docs/ACCEL.md) needs root, a cgroup v2 hierarchy and a built
+# seam-accel beside seam-sidecar. When it can run, a default run adds
+# seam-accel (and, for a full run, haproxy-accel as the like-for-like
+# reference); the whole harness then moves into a cgroup of its own so the
+# proxies, load generators and backends it starts are all inside it.
+ACCEL_NOTE=""
+accel_available() {
+  ACCEL_BIN=$(dirname "${SEAM_BIN:-/nonexistent/seam-sidecar}")/seam-accel
+  [ "$(id -u)" = 0 ] || { ACCEL_NOTE="needs root"; return 1; }
+  [ -x "$ACCEL_BIN" ] || { ACCEL_NOTE="seam-accel not built (needs clang, libbpf-dev, bpftool)"; return 1; }
+  awk '$3=="cgroup2"{f=1} END{exit !f}' /proc/mounts || { ACCEL_NOTE="no cgroup v2 hierarchy mounted"; return 1; }
+}
+accel_cgroup() { # -> ACCEL_HOME (our cgroup), ACCEL_CG (a new child holding this harness)
+  local mnt rel
+  mnt=$(awk '$3=="cgroup2"{print $2; exit}' /proc/mounts)
+  rel=$(awk -F: '$1=="0"{print $3}' /proc/self/cgroup)
+  ACCEL_HOME=${mnt%/}${rel%/}; ACCEL_CG=$ACCEL_HOME/seam-bench-$$
+  mkdir "$ACCEL_CG" && echo $$ > "$ACCEL_CG/cgroup.procs"
+}
+accel_cgroup_remove() {
+  [ -n "${ACCEL_CG:-}" ] && [ -d "$ACCEL_CG" ] || return 0
+  echo $$ > "$ACCEL_HOME/cgroup.procs" 2>/dev/null
+  local i; for i in $(seq 1 50); do rmdir "$ACCEL_CG" 2>/dev/null && return 0; sleep 0.1; done
+  log "could not remove $ACCEL_CG (processes still in it: $(tr '\n' ' ' < "$ACCEL_CG/cgroup.procs"))"
+}
+if accel_available; then
+  if [ "$ONLY_DEFAULT" = 1 ] && [ "$PROFILE" = 0 ]; then
+    if [ "$SMOKE" = 1 ]; then ONLY="$ONLY,seam-accel"; else ONLY="$ONLY,seam-accel,haproxy-accel"; fi
+  fi
+elif wants seam-accel || wants haproxy-accel; then
+  echo "seam-accel: $ACCEL_NOTE" >&2; exit 2
+fi
+if wants seam-accel || wants haproxy-accel; then
+  accel_cgroup || { echo "could not create a cgroup v2 directory for seam-accel" >&2; exit 1; }
+  export ACCEL_BIN ACCEL_CG
 fi
 # ------------------------------------------------------------------ process helpers
 tree_pids() { # ROOT_PID... -> the roots plus all live descendants
@@ -268,6 +308,7 @@ stop_pid() { # stop one process we started (and, if needed, its descendants) by 
 }
 cleanup() {
   local p; for p in "${!LIVE[@]}"; do stop_pid "$p"; done
+  accel_cgroup_remove
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -306,6 +347,8 @@ add_peer haproxy    l4 peer_haproxy_l4 peer_haproxy_l4 "$(haproxy -v 2>/dev/null
 add_peer nginx      l4 peer_nginx      peer_nginx      "nginx $(nginx -v 2>&1 | cut -d/ -f2) stream, worker_processes 1 (+idle master)"
 add_peer haproxy-l7 l7 peer_haproxy_l7 peer_haproxy_l7 "haproxy mode http, nbthread 1, http-reuse always (pooled upstream mTLS: not the same job)"
 add_peer stunnel    l4 peer_stunnel    peer_stunnel    "stunnel4, thread per connection (not limitable), TIMEOUTclose=0"
+add_peer seam-accel l4 "accel_wrap peer_seam" "accel_wrap peer_seam" "seam as above + seam-accel (sockmap) on each proxy's plain-text hop"
+add_peer haproxy-accel l4 "accel_wrap peer_haproxy_l4" "accel_wrap peer_haproxy_l4" "haproxy mode tcp as above + seam-accel on each proxy's plain-text hop (like-for-like reference)"
 
 for f in "${PEERS_FILES[@]}"; do . "$f"; done
 i=0
@@ -344,7 +387,16 @@ start_chain() {
   CHAIN_DIR=$d
   return 0
 }
-stop_chain() { stop_pid "$OUT_PID"; stop_pid "$IN_PID"; sleep 0.2; }
+stop_chain() {
+  # seam-accel first (the *-accel peers): it then keeps the short cut until the
+  # proxies have closed their connections and logs its counters as it exits.
+  local p acc=() i
+  for p in $(pids_out) $(pids_in); do [ "$(cat /proc/$p/comm 2>/dev/null)" = seam-accel ] && acc+=("$p"); done
+  [ ${#acc[@]} -gt 0 ] && kill -TERM "${acc[@]}" 2>/dev/null
+  stop_pid "$OUT_PID"; stop_pid "$IN_PID"
+  for i in $(seq 1 30); do kill -0 "${acc[@]}" 2>/dev/null || break; sleep 0.1; done
+  sleep 0.2
+}
 pids_out() { tree_pids "$OUT_PID"; }
 pids_in()  { tree_pids "$IN_PID"; }
 
@@ -728,6 +780,10 @@ smoke_check() { # PEER -> prints failures; returns non-zero if any path did not 
     awk -v a=$(v $p.iperf.bytes) 'BEGIN{exit !(a+0 > 0)}' || bad+=("iperf3 client->server moved no bytes")
     awk -v a=$(v $p.iperfR.bytes) 'BEGIN{exit !(a+0 > 0)}' || bad+=("iperf3 server->client moved no bytes")
   fi
+  if [[ "$p" == *-accel ]]; then   # the accelerator really moved bytes on the plain hops
+    awk '/accel.stopped/{for(i=1;i<=NF;i++) if($i ~ /^redirected_bytes=/){split($i,a,"="); t+=a[2]}} END{exit !(t>0)}' \
+      "$WORK/peers/$p"/*/*/accel.log 2>/dev/null || bad+=("seam-accel redirected no bytes (see $WORK/peers/$p/*/*/accel.log)")
+  fi
   [ ${#bad[@]} -eq 0 ] && return 0
   printf "$p: %s\n" "${bad[@]}"
   return 1
@@ -746,6 +802,7 @@ best_of() {
   local key=$1 dir=$2 p bv="-" bp="-" x
   for p in "${RUN_PEERS[@]}"; do
     [ "$p" = seam ] && continue; [ "${PEER_KIND[$p]}" = l4 ] || continue
+    [[ "$p" == *-accel ]] && continue   # peers as shipped: no sockmap accelerator
     [ -z "${R[$p.failed]:-}" ] || continue
     x=$(v $p.$key); [[ "$x" =~ ^-?[0-9.]+$ ]] || continue
     if [ "$bv" = "-" ] || awk -v x=$x -v b=$bv -v d=$dir 'BEGIN{exit !((d=="hi" && x>b) || (d=="lo" && x<b))}'; then bv=$x; bp=$p; fi
@@ -755,9 +812,9 @@ best_of() {
 # ratio_row LABEL KEY hi|lo BAR GOAL [FIXED_PEER]: one row of the ratio table
 ratio_row() {
   local label=$1 key=$2 dir=$3 bar=$4 goal=$5 fixed=${6:-} sv bv bp ratio verdict tgt
-  sv=$(v seam.$key)
+  sv=$(v $SUBJ.$key)
   if [ -n "$fixed" ]; then bv=$(v $fixed.$key); bp=$fixed; else read -r bv bp <<<"$(best_of "$key" "$dir")"; fi
-  if [ "$key" = ccr.rps ] && [ -n "${R[seam.ccr.noresume]:-}" ]; then sv="n/a (seam did not resume)"; fi
+  if [ "$key" = ccr.rps ] && [ -n "${R[$SUBJ.ccr.noresume]:-}" ]; then sv="n/a ($SUBJ did not resume)"; fi
   ratio=$(awk -v s="$sv" -v b="$bv" 'BEGIN{ if (s !~ /^-?[0-9.]+$/ || b !~ /^-?[0-9.]+$/ || b+0 <= 0 || s+0 < 0) print "-"; else printf "%.2f", s/b }')
   [ "$dir" = hi ] && tgt="≥ ${bar}× (goal ${goal}×)" || tgt="≤ ${bar}× (goal ${goal}×)"
   [ "$goal" = - ] && tgt=${tgt% (goal*}
@@ -773,8 +830,10 @@ ratio_row() {
   fi
   echo "| $label | $sv | $bv ($bp) | $ratio | $tgt | $verdict |"
 }
-ratio_table() {
-  echo "| metric | seam | best peer | seam / best | target | verdict |"
+SUBJ=seam   # whose numbers ratio_row compares (seam, or seam-accel)
+ratio_table() { # [SUBJECT]
+  SUBJ=${1:-seam}
+  echo "| metric | $SUBJ | best peer | $SUBJ / best | target | verdict |"
   echo "|---|---|---|---|---|---|"
   ratio_row "keep-alive req/s (wrk -c$CONNS)"            ka.rps      hi 1.3  2
   ratio_row "keep-alive CPU s per 1k req (pair)"        ka.pair     lo 0.75 0.5
@@ -793,11 +852,27 @@ ratio_table() {
   if [ -n "${PEER_KIND[haproxy]:-}" ] && [[ " ${RUN_PEERS[*]} " == *" haproxy "* ]]; then
     ratio_row "idle RSS KiB (out+in) vs haproxy"        rss0_pair   lo 0.5 - haproxy
   fi
-  ratio_row "KiB per held idle conn ($(v seam.hold.held) held, worst proxy)" hold.kb_max lo - -
-  [ "$HOLD_BIG" -gt 0 ] && ratio_row "KiB per held idle conn ($(v seam.holdbig.held) held, worst proxy)" holdbig.kb_max lo - -
+  ratio_row "KiB per held idle conn ($(v $SUBJ.hold.held) held, worst proxy)" hold.kb_max lo - -
+  [ "$HOLD_BIG" -gt 0 ] && ratio_row "KiB per held idle conn ($(v $SUBJ.holdbig.held) held, worst proxy)" holdbig.kb_max lo - -
   echo
-  echo "Absolute bar for memory: ≤ 8 KiB per held idle connection per proxy (seam: $(v seam.hold.kb_out)/$(v seam.hold.kb_in) out/in at $(v seam.hold.held), $(v seam.holdbig.kb_out)/$(v seam.holdbig.kb_in) at $(v seam.holdbig.held))."
-  echo "Best peer = best L4 peer of this run doing the same job (haproxy-l7 pools upstream mTLS and is excluded). 'goal' = the issue's goal reached, 'pass' = the bar reached."
+  echo "Absolute bar for memory: ≤ 8 KiB per held idle connection per proxy ($SUBJ: $(v $SUBJ.hold.kb_out)/$(v $SUBJ.hold.kb_in) out/in at $(v $SUBJ.hold.held), $(v $SUBJ.holdbig.kb_out)/$(v $SUBJ.holdbig.kb_in) at $(v $SUBJ.holdbig.held))."
+  echo "Best peer = best L4 peer of this run doing the same job, as shipped (haproxy-l7 pools upstream mTLS and is excluded; *-accel rows run under seam's accelerator and are excluded). 'goal' = the issue's goal reached, 'pass' = the bar reached."
+  SUBJ=seam
+}
+# accel_table: seam-accel against haproxy under the same accelerator (like for like)
+accel_table() {
+  SUBJ=seam-accel
+  echo "| metric | seam-accel | haproxy-accel | seam-accel / haproxy-accel | issue bar | verdict vs the bar |"
+  echo "|---|---|---|---|---|---|"
+  ratio_row "keep-alive req/s (wrk -c$CONNS)"      ka.rps      hi 1.3  2   haproxy-accel
+  ratio_row "keep-alive CPU s per 1k req (pair)"  ka.pair     lo 0.75 0.5 haproxy-accel
+  ratio_row "added p50 us at $RATE rps"           fr.add50    lo 0.75 -   haproxy-accel
+  ratio_row "added p90 us at $RATE rps"           fr.add90    lo 0.75 -   haproxy-accel
+  ratio_row "iperf3 client->server Gbit/s"        iperf.gbps  hi 1.5  2   haproxy-accel
+  ratio_row "iperf3 server->client Gbit/s"        iperfR.gbps hi 1.5  2   haproxy-accel
+  ratio_row "curl download Gbit/s"                curl.gbps   hi 1.5  2   haproxy-accel
+  ratio_row "CPU s/GB curl download (pair)"       curl.sgb_pair lo 0.6 0.5 haproxy-accel
+  SUBJ=seam
 }
 
 report() {
@@ -819,6 +894,20 @@ report() {
   echo
   ratio_table
   echo
+  if [[ " ${RUN_PEERS[*]} " == *" seam-accel "* ]]; then
+    echo "## Ratios: seam-accel / best peer (seam with its sockmap accelerator, docs/ACCEL.md)"
+    echo
+    echo "seam-accel = the same seam pair, each proxy with \`seam-accel\` moving the bytes of its plain-text hop (app -> outbound, inbound -> app) socket to socket without the TCP/IP stack; the mTLS hop between the proxies is untouched. It is seam's own optional component (root, cgroup v2); the peers below run as shipped."
+    echo
+    ratio_table seam-accel
+    echo
+    if [[ " ${RUN_PEERS[*]} " == *" haproxy-accel "* ]]; then
+      echo "Like for like: the accelerator is not seam-specific, so haproxy under the same seam-accel (haproxy-accel) shows how much of the gain is the kernel short cut and how much is seam:"
+      echo
+      accel_table
+      echo
+    fi
+  fi
   echo "## Peers"
   echo
   echo "| peer | kind | setting | procs out/in | threads out/in (idle) | mTLS check | suite | path |"
