@@ -27,6 +27,7 @@
 #   bash bench/run.sh --peer NAME 'OUT_CMD' 'IN_CMD' [l4|l7]  # extra proxy
 #   bash bench/run.sh --peers-file F      # file calling add_peer NAME KIND OUT IN NOTE
 #   bash bench/run.sh --no-speed --no-baseline
+#   (as root with seam-accel built: + seam-accel and haproxy-accel, docs/ACCEL.md)
 #   bash bench/run.sh --no-mesh           # skip section 7, the same job in mesh
 #                                         # mode (bench/mesh.py: root only; pods in
 #                                         # network namespaces behind seam-init's
@@ -250,16 +251,29 @@ accel_cgroup_remove() {
   local i; for i in $(seq 1 50); do rmdir "$ACCEL_CG" 2>/dev/null && return 0; sleep 0.1; done
   log "could not remove $ACCEL_CG (processes still in it: $(tr '\n' ' ' < "$ACCEL_CG/cgroup.procs"))"
 }
+accel_probe() { # seam-accel can load and attach here (some containers forbid BPF even to root)
+  local log=$WORK/accel-probe.log pid i
+  "$ACCEL_BIN" --cgroup "$ACCEL_CG" --port 1 --drain-timeout 0s >"$log" 2>&1 &
+  pid=$!
+  for i in $(seq 1 100); do grep -q accel.ready "$log" && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
+  kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null
+  grep -q accel.ready "$log" || { ACCEL_NOTE="seam-accel cannot attach here: $(grep -m1 -o 'error=.*' "$log")"; return 1; }
+}
+ACCEL_OK=0
 if accel_available; then
+  mkdir -p "$WORK"
+  if accel_cgroup && accel_probe; then ACCEL_OK=1
+  else [ -n "$ACCEL_NOTE" ] || ACCEL_NOTE="could not create a cgroup v2 directory"; accel_cgroup_remove; fi
+fi
+if [ "$ACCEL_OK" = 1 ]; then
   if [ "$ONLY_DEFAULT" = 1 ] && [ "$PROFILE" = 0 ]; then
     if [ "$SMOKE" = 1 ]; then ONLY="$ONLY,seam-accel"; else ONLY="$ONLY,seam-accel,haproxy-accel"; fi
   fi
+  export ACCEL_BIN ACCEL_CG
 elif wants seam-accel || wants haproxy-accel; then
   echo "seam-accel: $ACCEL_NOTE" >&2; exit 2
-fi
-if wants seam-accel || wants haproxy-accel; then
-  accel_cgroup || { echo "could not create a cgroup v2 directory for seam-accel" >&2; exit 1; }
-  export ACCEL_BIN ACCEL_CG
+else
+  log "seam-accel rows skipped: $ACCEL_NOTE"
 fi
 # ------------------------------------------------------------------ process helpers
 tree_pids() { # ROOT_PID... -> the roots plus all live descendants
