@@ -53,11 +53,13 @@ struct {
     __type(value, __u32);
 } seam_ports SEC(".maps");
 
-// seam_tcp_only: sockets that sent once without a peer in the map.
+// seam_tcp_only: per-socket storage, present on a socket that once sent
+// without its peer in the map. It lives and dies with the socket: nothing to
+// evict, nothing to clean up, no stale entry for a reused 4-tuple.
 struct {
-    __uint(type, BPF_MAP_TYPE_LRU_HASH);
-    __uint(max_entries, 65536);
-    __type(key, struct sock_key);
+    __uint(type, BPF_MAP_TYPE_SK_STORAGE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, int);
     __type(value, __u32);
 } seam_tcp_only SEC(".maps");
 
@@ -120,7 +122,6 @@ int seam_sockops(struct bpf_sock_ops *skops)
         return 1;
     }
     k.netns = bpf_get_netns_cookie(skops);
-    bpf_map_delete_elem(&seam_tcp_only, &k); // a reused 4-tuple starts afresh
     if (bpf_sock_hash_update(skops, &seam_socks, &k, BPF_ANY) == 0) {
         stat_add(STAT_SOCKETS, 1);
     }
@@ -130,34 +131,38 @@ int seam_sockops(struct bpf_sock_ops *skops)
 SEC("sk_msg")
 int seam_msg(struct sk_msg_md *msg)
 {
-    struct sock_key self = {};
+    // The other end of this connection: our 4-tuple reversed, same netns.
     struct sock_key peer = {};
-    self.family = peer.family = msg->family;
-    self.lport = peer.rport = msg->local_port;
-    self.rport = peer.lport = bpf_ntohl(msg->remote_port);
+    peer.family = msg->family;
+    peer.rport = msg->local_port;
+    peer.lport = bpf_ntohl(msg->remote_port);
     if (msg->family == AF_INET) {
-        self.lip[0] = peer.rip[0] = msg->local_ip4;
-        self.rip[0] = peer.lip[0] = msg->remote_ip4;
+        peer.rip[0] = msg->local_ip4;
+        peer.lip[0] = msg->remote_ip4;
     } else {
-        self.lip[0] = peer.rip[0] = msg->local_ip6[0];
-        self.lip[1] = peer.rip[1] = msg->local_ip6[1];
-        self.lip[2] = peer.rip[2] = msg->local_ip6[2];
-        self.lip[3] = peer.rip[3] = msg->local_ip6[3];
-        self.rip[0] = peer.lip[0] = msg->remote_ip6[0];
-        self.rip[1] = peer.lip[1] = msg->remote_ip6[1];
-        self.rip[2] = peer.lip[2] = msg->remote_ip6[2];
-        self.rip[3] = peer.lip[3] = msg->remote_ip6[3];
+        peer.rip[0] = msg->local_ip6[0];
+        peer.rip[1] = msg->local_ip6[1];
+        peer.rip[2] = msg->local_ip6[2];
+        peer.rip[3] = msg->local_ip6[3];
+        peer.lip[0] = msg->remote_ip6[0];
+        peer.lip[1] = msg->remote_ip6[1];
+        peer.lip[2] = msg->remote_ip6[2];
+        peer.lip[3] = msg->remote_ip6[3];
     }
-    self.netns = peer.netns = bpf_get_netns_cookie(msg);
+    peer.netns = bpf_get_netns_cookie(msg);
     __u64 size = msg->size;
-    if (bpf_map_lookup_elem(&seam_tcp_only, &self) == 0 &&
+    struct bpf_sock *sk = msg->sk;
+    if (sk == 0) {
+        return SK_PASS;
+    }
+    if (bpf_sk_storage_get(&seam_tcp_only, sk, 0, 0) == 0 &&
         bpf_msg_redirect_hash(msg, &seam_socks, &peer, BPF_F_INGRESS) == SK_PASS) {
         stat_add(STAT_MSGS_REDIRECTED, 1);
         stat_add(STAT_BYTES_REDIRECTED, size);
         return SK_PASS;
     }
-    __u32 one = 1;
-    bpf_map_update_elem(&seam_tcp_only, &self, &one, BPF_ANY);
+    // From now on this socket stays on the ordinary path (see the top).
+    bpf_sk_storage_get(&seam_tcp_only, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
     stat_add(STAT_MSGS_PASSED, 1);
     return SK_PASS; // no peer here: the ordinary TCP path
 }

@@ -181,6 +181,31 @@ def test_plain_hops_take_the_short_cut_and_bytes_arrive_intact(procs, cgroup, pk
     assert st["sockets"] >= 2 * len(sizes), st
 
 
+def test_a_peer_outside_the_cgroup_gets_the_ordinary_path(procs, cgroup, pki):
+    """The app runs outside the accelerator's cgroup: the inbound's upstream socket
+    is selected (the app's port) but its peer is not in the map, so those bytes go
+    the ordinary way (counted as passed) and still arrive intact."""
+    home = os.path.dirname(cgroup)  # where this test ran before the fixture moved it
+    port = seamtest.free_port()
+    app = procs.start(["sh", "-c", f"echo $$ > {home}/cgroup.procs && exec \"$0\" \"$@\"",
+                       sys.executable, os.path.join(tk.HERE, "echo_app.py"),
+                       "--listen", tk.addr(tk.LOOP, port),
+                       "--stats", tk.tmpfile("echo-", ".json")])
+    app.wait_log("echo.ready", timeout=10)
+    with open(f"/proc/{app.pid}/cgroup") as f:
+        assert f"seam-accel-test-{os.getpid()}" not in f.read()
+    inbound = tk.start_tunnel(procs, "inbound", tk.addr(tk.LOOP, port), pki)
+    outbound = tk.start_tunnel(procs, "outbound", tk.addr(tk.LOOP, inbound.port), pki)
+    accel = Accel(procs, cgroup, [outbound.port, port])
+    data = os.urandom(3 << 20)
+    got, eof = echo_through(outbound, data)
+    assert got == data and eof
+    st = accel.stats()
+    assert st["passed_msgs"] > 0, st
+    # Only the client <-> outbound hop was redirected: at most 2x the payload.
+    assert 0 < st["redirected_bytes"] <= 2 * len(data), st
+
+
 def test_sigterm_keeps_open_connections_and_stops_selecting_new_ones(procs, cgroup, pki):
     echo, inbound, outbound = pair(procs, pki)
     accel = Accel(procs, cgroup, [outbound.port, echo.port])
