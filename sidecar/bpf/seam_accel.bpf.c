@@ -92,6 +92,36 @@ static __always_inline int selected(__u32 port)
     return bpf_map_lookup_elem(&seam_ports, &port) != 0;
 }
 
+// The context's ports: local in host order, remote in network order (upper
+// 16 bits on little-endian) — both as host-order numbers.
+#define PORT_local(ctx) ((ctx)->local_port)
+#define PORT_remote(ctx) bpf_ntohl((ctx)->remote_port)
+
+// KEY_FROM fills |k| from a socket context (struct bpf_sock_ops or struct
+// sk_msg_md: same field names) with side L as the key's local side: L=local,
+// R=remote gives the socket's own key; L=remote, R=local gives its peer's.
+// Evaluates to 0 for a family other than IPv4/IPv6.
+#define KEY_FROM(k, ctx, L, R)                                                                     \
+    ({                                                                                             \
+        int ok_ = 1;                                                                               \
+        (k)->family = (ctx)->family;                                                               \
+        (k)->lport = PORT_##L(ctx);                                                                \
+        (k)->rport = PORT_##R(ctx);                                                                \
+        if ((ctx)->family == AF_INET) {                                                            \
+            (k)->lip[0] = (ctx)->L##_ip4;                                                          \
+            (k)->rip[0] = (ctx)->R##_ip4;                                                          \
+        } else if ((ctx)->family == AF_INET6) {                                                    \
+            for (int i_ = 0; i_ < 4; i_++) {                                                       \
+                (k)->lip[i_] = (ctx)->L##_ip6[i_];                                                 \
+                (k)->rip[i_] = (ctx)->R##_ip6[i_];                                                 \
+            }                                                                                      \
+        } else {                                                                                   \
+            ok_ = 0;                                                                               \
+        }                                                                                          \
+        (k)->netns = bpf_get_netns_cookie(ctx);                                                    \
+        ok_;                                                                                       \
+    })
+
 SEC("sockops")
 int seam_sockops(struct bpf_sock_ops *skops)
 {
@@ -100,28 +130,12 @@ int seam_sockops(struct bpf_sock_ops *skops)
         return 1;
     }
     struct sock_key k = {};
-    k.family = skops->family;
-    k.lport = skops->local_port;
-    k.rport = bpf_ntohl(skops->remote_port);
-    if (k.family == AF_INET) {
-        k.lip[0] = skops->local_ip4;
-        k.rip[0] = skops->remote_ip4;
-    } else if (k.family == AF_INET6) {
-        k.lip[0] = skops->local_ip6[0];
-        k.lip[1] = skops->local_ip6[1];
-        k.lip[2] = skops->local_ip6[2];
-        k.lip[3] = skops->local_ip6[3];
-        k.rip[0] = skops->remote_ip6[0];
-        k.rip[1] = skops->remote_ip6[1];
-        k.rip[2] = skops->remote_ip6[2];
-        k.rip[3] = skops->remote_ip6[3];
-    } else {
+    if (!KEY_FROM(&k, skops, local, remote)) {
         return 1;
     }
     if (!selected(k.lport) && !selected(k.rport)) {
         return 1;
     }
-    k.netns = bpf_get_netns_cookie(skops);
     if (bpf_sock_hash_update(skops, &seam_socks, &k, BPF_ANY) == 0) {
         stat_add(STAT_SOCKETS, 1);
     }
@@ -133,23 +147,9 @@ int seam_msg(struct sk_msg_md *msg)
 {
     // The other end of this connection: our 4-tuple reversed, same netns.
     struct sock_key peer = {};
-    peer.family = msg->family;
-    peer.rport = msg->local_port;
-    peer.lport = bpf_ntohl(msg->remote_port);
-    if (msg->family == AF_INET) {
-        peer.rip[0] = msg->local_ip4;
-        peer.lip[0] = msg->remote_ip4;
-    } else {
-        peer.rip[0] = msg->local_ip6[0];
-        peer.rip[1] = msg->local_ip6[1];
-        peer.rip[2] = msg->local_ip6[2];
-        peer.rip[3] = msg->local_ip6[3];
-        peer.lip[0] = msg->remote_ip6[0];
-        peer.lip[1] = msg->remote_ip6[1];
-        peer.lip[2] = msg->remote_ip6[2];
-        peer.lip[3] = msg->remote_ip6[3];
+    if (!KEY_FROM(&peer, msg, remote, local)) {
+        return SK_PASS;
     }
-    peer.netns = bpf_get_netns_cookie(msg);
     __u64 size = msg->size;
     struct bpf_sock *sk = msg->sk;
     if (sk == 0) {

@@ -115,11 +115,20 @@ class Accel:
         return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
 
 
-def pair(procs, pki):
-    echo = tk.Echo(procs)
-    inbound = tk.start_tunnel(procs, "inbound", echo.target, pki)
-    outbound = tk.start_tunnel(procs, "outbound", tk.addr(tk.LOOP, inbound.port), pki)
+def pair(procs, pki, host=tk.LOOP):
+    echo = tk.Echo(procs, host=host)
+    inbound = tk.start_tunnel(procs, "inbound", echo.target, pki, host=host)
+    outbound = tk.start_tunnel(procs, "outbound", tk.addr(host, inbound.port), pki, host=host)
     return echo, inbound, outbound
+
+
+def _has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
 
 
 def echo_through(outbound, data, chunk=65536, timeout=30):
@@ -148,8 +157,11 @@ def echo_through(outbound, data, chunk=65536, timeout=30):
     return bytes(got), bool(eof)
 
 
-def test_plain_hops_take_the_short_cut_and_bytes_arrive_intact(procs, cgroup, pki):
-    echo, inbound, outbound = pair(procs, pki)
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_plain_hops_take_the_short_cut_and_bytes_arrive_intact(procs, cgroup, pki, host):
+    if host == "::1" and not _has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback here")
+    echo, inbound, outbound = pair(procs, pki, host)
     accel = Accel(procs, cgroup, [outbound.port, echo.port])
     sizes = [1, 100, 4096, 65537, 1 << 20] * 4 + [16 << 20]
     payloads = [os.urandom(n) for n in sizes]
