@@ -63,11 +63,33 @@ struct {
     __type(value, __u32);
 } seam_tcp_only SEC(".maps");
 
+// seam_unanswered: per sending socket (its own key), the bytes it redirected
+// since its peer last sent anything back. The kernel gives a redirected hop
+// no backpressure: a receiver that stops reading does not block the sender,
+// its queue just grows (bench: iperf3 through the pair, until the sender got
+// ENOMEM). A receive hook could count what is read, but tracing programs are
+// refused on the machines seam is tested on. So the bound is on the sender:
+// past max_unanswered bytes without a byte coming back, the socket leaves the
+// short cut for good and TCP's flow control takes over. Request/response
+// traffic stays accelerated; a one-way bulk transfer moves to TCP after the
+// first max_unanswered bytes. Reset when a connection is established; LRU so
+// a closed socket's entry ages out.
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct sock_key);
+    __type(value, __u64);
+} seam_unanswered SEC(".maps");
+
+// Set by seam-accel (--max-unanswered) before the programs are loaded.
+const volatile __u64 max_unanswered = 4 << 20;
+
 enum {
     STAT_SOCKETS, // sockets put into seam_socks
     STAT_MSGS_REDIRECTED,
     STAT_BYTES_REDIRECTED,
     STAT_MSGS_PASSED, // sent the ordinary way (no peer, or tcp only)
+    STAT_FALLBACKS,   // sockets moved to the ordinary path by max_unanswered
     STAT_MAX,
 };
 
@@ -136,6 +158,7 @@ int seam_sockops(struct bpf_sock_ops *skops)
     if (!selected(k.lport) && !selected(k.rport)) {
         return 1;
     }
+    bpf_map_delete_elem(&seam_unanswered, &k); // a reused 4-tuple starts afresh
     if (bpf_sock_hash_update(skops, &seam_socks, &k, BPF_ANY) == 0) {
         stat_add(STAT_SOCKETS, 1);
     }
@@ -155,11 +178,26 @@ int seam_msg(struct sk_msg_md *msg)
     if (sk == 0) {
         return SK_PASS;
     }
-    if (bpf_sk_storage_get(&seam_tcp_only, sk, 0, 0) == 0 &&
-        bpf_msg_redirect_hash(msg, &seam_socks, &peer, BPF_F_INGRESS) == SK_PASS) {
-        stat_add(STAT_MSGS_REDIRECTED, 1);
-        stat_add(STAT_BYTES_REDIRECTED, size);
-        return SK_PASS;
+    if (bpf_sk_storage_get(&seam_tcp_only, sk, 0, 0) == 0) {
+        struct sock_key self = {};
+        KEY_FROM(&self, msg, local, remote);
+        __u64 zero = 0;
+        bpf_map_update_elem(&seam_unanswered, &self, &zero, BPF_NOEXIST);
+        __u64 *mine = bpf_map_lookup_elem(&seam_unanswered, &self);
+        if (mine != 0 && *mine + size > max_unanswered) {
+            stat_add(STAT_FALLBACKS, 1);
+        } else if (mine != 0 &&
+                   bpf_msg_redirect_hash(msg, &seam_socks, &peer, BPF_F_INGRESS) == SK_PASS) {
+            __sync_fetch_and_add(mine, size);
+            // We answered: what the peer sent us has been read.
+            __u64 *theirs = bpf_map_lookup_elem(&seam_unanswered, &peer);
+            if (theirs != 0) {
+                *theirs = 0;
+            }
+            stat_add(STAT_MSGS_REDIRECTED, 1);
+            stat_add(STAT_BYTES_REDIRECTED, size);
+            return SK_PASS;
+        }
     }
     // From now on this socket stays on the ordinary path (see the top).
     bpf_sk_storage_get(&seam_tcp_only, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);

@@ -35,7 +35,14 @@
 #define CGROUP2_MAGIC 0x63677270
 #define MAX_PORTS 256
 
-enum { STAT_SOCKETS, STAT_MSGS_REDIRECTED, STAT_BYTES_REDIRECTED, STAT_MSGS_PASSED, STAT_MAX };
+enum {
+    STAT_SOCKETS,
+    STAT_MSGS_REDIRECTED,
+    STAT_BYTES_REDIRECTED,
+    STAT_MSGS_PASSED,
+    STAT_FALLBACKS,
+    STAT_MAX
+};
 
 struct accel {
     struct seam_accel *skel;
@@ -116,10 +123,12 @@ static void log_stats(struct accel *a, const char *event)
     uint64_t s[STAT_MAX];
     read_stats(a, s);
     sc_info(event,
-            "sockets=%llu open=%zu redirected_msgs=%llu redirected_bytes=%llu passed_msgs=%llu",
+            "sockets=%llu open=%zu redirected_msgs=%llu redirected_bytes=%llu passed_msgs=%llu "
+            "fallbacks=%llu",
             (unsigned long long)s[STAT_SOCKETS], open_sockets(a),
             (unsigned long long)s[STAT_MSGS_REDIRECTED],
-            (unsigned long long)s[STAT_BYTES_REDIRECTED], (unsigned long long)s[STAT_MSGS_PASSED]);
+            (unsigned long long)s[STAT_BYTES_REDIRECTED], (unsigned long long)s[STAT_MSGS_PASSED],
+            (unsigned long long)s[STAT_FALLBACKS]);
 }
 
 static void accel_close(struct accel *a)
@@ -173,7 +182,7 @@ int main(int argc, char **argv)
 {
     const char *cgroup = NULL;
     struct sc_strlist ports = {0};
-    uint64_t drain_ms = 30000, stats_ms = 0;
+    uint64_t drain_ms = 30000, stats_ms = 0, max_unanswered = 4u << 20;
     const char *log_level = "info";
     struct sc_flag flags[] = {
         {.name = "cgroup",
@@ -190,6 +199,11 @@ int main(int argc, char **argv)
          .type = SC_FLAG_DURATION,
          .out = &drain_ms,
          .help = "on SIGTERM, how long open accelerated connections may still finish"},
+        {.name = "max-unanswered",
+         .type = SC_FLAG_SIZE,
+         .out = &max_unanswered,
+         .help = "a socket that sent this much with nothing coming back leaves the short cut "
+                 "for TCP (its flow control); 4MiB by default, at least 64KiB"},
         {.name = "stats-interval",
          .type = SC_FLAG_DURATION,
          .out = &stats_ms,
@@ -218,6 +232,11 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     sc_log_setup((enum sc_log_level)lvl, SC_LOG_TEXT);
+    if (max_unanswered < 64u * 1024) {
+        fprintf(stderr, "seam-accel: --max-unanswered: at least 64KiB\n");
+        sc_strlist_cleanup(&ports);
+        return EXIT_USAGE;
+    }
     uint32_t port_vals[MAX_PORTS];
     size_t nports = 0;
     for (size_t i = 0; i < ports.num; i++) {
@@ -254,9 +273,14 @@ int main(int argc, char **argv)
     }
 
     libbpf_set_print(libbpf_log);
-    a.skel = seam_accel__open_and_load();
+    a.skel = seam_accel__open();
     if (a.skel == NULL) {
-        return fail(&a, "accel.load_failed", "BPF programs", errno);
+        return fail(&a, "accel.load_failed", "BPF object", errno);
+    }
+    a.skel->rodata->max_unanswered = max_unanswered;
+    int err_load = seam_accel__load(a.skel);
+    if (err_load != 0) {
+        return fail(&a, "accel.load_failed", "BPF programs", -err_load);
     }
     uint32_t one = 1;
     for (size_t i = 0; i < nports; i++) {
@@ -286,7 +310,8 @@ int main(int argc, char **argv)
         off +=
             (size_t)snprintf(plist + off, sizeof(plist) - off, "%s%u", i ? "," : "", port_vals[i]);
     }
-    sc_info("accel.ready", "cgroup=%s ports=%s", cgroup, plist);
+    sc_info("accel.ready", "cgroup=%s ports=%s max_unanswered=%llu", cgroup, plist,
+            (unsigned long long)max_unanswered);
 
     uint64_t next_stats = stats_ms ? now_ms() + stats_ms : 0;
     uint64_t drain_deadline = 0;
