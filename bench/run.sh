@@ -198,7 +198,8 @@ PY=/usr/bin/python3; [ -x $PY ] || PY=python3
 build_bench() { # the Release build in build-bench/ (seam-accel too when its tools are there)
   local t=(seam-sidecar seam-control-plane seam-init)
   cmake -S "$REPO" -B "$REPO/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null || return 1
-  cmake --build "$REPO/build-bench" --target help 2>/dev/null | grep -q 'seam-accel$' && t+=(seam-accel)
+  local targets; targets=$(cmake --build "$REPO/build-bench" --target help 2>/dev/null)   # (grep -q in a pipe: SIGPIPE fails it under pipefail)
+  grep -q 'seam-accel$' <<<"$targets" && t+=(seam-accel)
   cmake --build "$REPO/build-bench" --target "${t[@]}" -j2 >"$WORK/build.log" 2>&1 ||
     { echo "seam build failed: see $WORK/build.log" >&2; return 1; }
 }
