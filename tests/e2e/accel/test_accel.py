@@ -13,9 +13,11 @@ skips with the reason elsewhere. Traffic stays on 127.0.0.1.
 import hashlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -378,9 +380,18 @@ def test_bad_flags_are_named(args, rc, needle):
     assert needle in r.stderr, r.stderr
 
 
-def test_unprivileged_is_refused_with_the_reason():
-    r = _run(["--cgroup", _cgroup2_dir(), "--port", "15001"],
-             preexec_fn=lambda: (os.setgroups([]), os.setgid(1337), os.setuid(1337)))
+def test_unprivileged_is_refused_with_the_reason(tmp_path):
+    # uid 1337 may not reach the build tree (a checkout in a 0700 directory): run a copy.
+    d = tempfile.mkdtemp(prefix="seam-accel-")
+    os.chmod(d, 0o755)
+    exe = os.path.join(d, "seam-accel")
+    shutil.copy2(ACCEL, exe)
+    try:
+        r = subprocess.run([exe, "--cgroup", _cgroup2_dir(), "--port", "15001"],
+                           capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
+                           preexec_fn=lambda: (os.setgroups([]), os.setgid(1337), os.setuid(1337)))
+    finally:
+        shutil.rmtree(d)
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert "CAP_BPF" in r.stderr, r.stderr
 
