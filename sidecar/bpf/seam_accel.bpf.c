@@ -179,11 +179,18 @@ int seam_msg(struct sk_msg_md *msg)
         return SK_PASS;
     }
     if (bpf_sk_storage_get(&seam_tcp_only, sk, 0, 0) == 0) {
-        struct sock_key self = {};
-        KEY_FROM(&self, msg, local, remote);
-        __u64 zero = 0;
-        bpf_map_update_elem(&seam_unanswered, &self, &zero, BPF_NOEXIST);
+        // Our own key is the peer's reversed (same netns): no second pass over the context.
+        struct sock_key self = peer;
+        self.lport = peer.rport;
+        self.rport = peer.lport;
+        __builtin_memcpy(self.lip, peer.rip, sizeof(self.lip));
+        __builtin_memcpy(self.rip, peer.lip, sizeof(self.rip));
         __u64 *mine = bpf_map_lookup_elem(&seam_unanswered, &self);
+        if (mine == 0) { // the socket's first send: one insert, not one per message
+            __u64 zero = 0;
+            bpf_map_update_elem(&seam_unanswered, &self, &zero, BPF_NOEXIST);
+            mine = bpf_map_lookup_elem(&seam_unanswered, &self);
+        }
         if (mine != 0 && *mine + size > max_unanswered) {
             stat_add(STAT_FALLBACKS, 1);
         } else if (mine != 0 &&
