@@ -118,11 +118,27 @@ class Accel:
         return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
 
 
+def tunnels(procs, pki, app_target, host=tk.LOOP):
+    """inbound (to app_target) and outbound (to inbound) tunnels."""
+    inbound = tk.start_tunnel(procs, "inbound", app_target, pki, host=host)
+    outbound = tk.start_tunnel(procs, "outbound", tk.addr(host, inbound.port), pki, host=host)
+    return inbound, outbound
+
+
 def pair(procs, pki, host=tk.LOOP):
     echo = tk.Echo(procs, host=host)
-    inbound = tk.start_tunnel(procs, "inbound", echo.target, pki, host=host)
-    outbound = tk.start_tunnel(procs, "outbound", tk.addr(host, inbound.port), pki, host=host)
-    return echo, inbound, outbound
+    return (echo,) + tunnels(procs, pki, echo.target, host)
+
+
+def read_all_hashed(sock):
+    """Reads sock to EOF; returns (byte count, sha256 hex)."""
+    h, n = hashlib.sha256(), 0
+    while True:
+        d = sock.recv(1 << 20)
+        if not d:
+            return n, h.hexdigest()
+        h.update(d)
+        n += len(d)
 
 
 def _has_ipv6_loopback():
@@ -211,8 +227,7 @@ def test_a_peer_outside_the_cgroup_gets_the_ordinary_path(procs, cgroup, pki):
     app.wait_log("echo.ready", timeout=10)
     with open(f"/proc/{app.pid}/cgroup") as f:
         assert f"seam-accel-test-{os.getpid()}" not in f.read()
-    inbound = tk.start_tunnel(procs, "inbound", tk.addr(tk.LOOP, port), pki)
-    outbound = tk.start_tunnel(procs, "outbound", tk.addr(tk.LOOP, inbound.port), pki)
+    inbound, outbound = tunnels(procs, pki, tk.addr(tk.LOOP, port))
     accel = Accel(procs, cgroup, [outbound.port, port])
     data = os.urandom(3 << 20)
     got, eof = echo_through(outbound, data)
@@ -238,21 +253,13 @@ def test_a_stalled_reader_gets_tcp_flow_control_back(procs, cgroup, pki):
     def app():
         c, _ = srv.accept()
         go.wait(60)
-        h, n = hashlib.sha256(), 0
         c.settimeout(60)
-        while True:
-            d = c.recv(1 << 20)
-            if not d:
-                break
-            h.update(d)
-            n += len(d)
-        result["got"] = (n, h.hexdigest())
+        result["got"] = read_all_hashed(c)
         c.close()
 
     t = threading.Thread(target=app)
     t.start()
-    inbound = tk.start_tunnel(procs, "inbound", tk.addr(tk.LOOP, app_port), pki)
-    outbound = tk.start_tunnel(procs, "outbound", tk.addr(tk.LOOP, inbound.port), pki)
+    inbound, outbound = tunnels(procs, pki, tk.addr(tk.LOOP, app_port))
     accel = Accel(procs, cgroup, [outbound.port, app_port], extra=["--max-unanswered", "1MiB"])
     s = outbound.connect()
     s.setblocking(False)
@@ -309,22 +316,15 @@ def test_sendfile_download_arrives_intact(procs, cgroup, pki, tmp_path):
 
     t = threading.Thread(target=app)
     t.start()
-    inbound = tk.start_tunnel(procs, "inbound", tk.addr(tk.LOOP, app_port), pki)
-    outbound = tk.start_tunnel(procs, "outbound", tk.addr(tk.LOOP, inbound.port), pki)
+    inbound, outbound = tunnels(procs, pki, tk.addr(tk.LOOP, app_port))
     accel = Accel(procs, cgroup, [outbound.port, app_port])
     s = outbound.connect(timeout=60)
     s.sendall(b"GET")
-    h, n = hashlib.sha256(), 0
-    while True:
-        d = s.recv(1 << 20)
-        if not d:
-            break
-        h.update(d)
-        n += len(d)
+    got = read_all_hashed(s)
     s.close()
     t.join(30)
     srv.close()
-    assert (n, h.hexdigest()) == (48 << 20, want)
+    assert got == (48 << 20, want)
     st = accel.stats()
     assert st["redirected_bytes"] > 0 and st["fallbacks"] >= 1, st
 
