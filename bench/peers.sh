@@ -216,17 +216,24 @@ peer_stunnel() {
 # app). Reads ACCEL_BIN and ACCEL_CG (a cgroup v2 dir holding the proxies, the
 # load generator and the backend). seam-accel becomes a child of the proxy
 # (this shell execs it), so its CPU and RSS count as the proxy's.
-accel_wrap() {
-  local port=$LISTEN_PORT i
-  [ "$ROLE" = inbound ] && port=$UPSTREAM_PORT
-  "$ACCEL_BIN" --cgroup "$ACCEL_CG" --port "$port" --drain-timeout 1s >"$WORKDIR/accel.log" 2>&1 &
+accel_start() { # LOG PORT DRAIN: seam-accel on $ACCEL_CG in the background; waits for
+  # accel.ready (5 s); ACCEL_PID is its PID; fails (returns 1) if it never gets ready
+  local log=$1 i
+  "$ACCEL_BIN" --cgroup "$ACCEL_CG" --port "$2" --drain-timeout "$3" >"$log" 2>&1 &
+  ACCEL_PID=$!
   for i in $(seq 1 100); do
-    grep -q accel.ready "$WORKDIR/accel.log" && break
-    kill -0 $! 2>/dev/null || break
+    grep -q accel.ready "$log" && return 0
+    kill -0 $ACCEL_PID 2>/dev/null || break
     sleep 0.05
   done
-  grep -q accel.ready "$WORKDIR/accel.log" || { echo "seam-accel did not start:" >&2; cat "$WORKDIR/accel.log" >&2; exit 1; }
+  grep -q accel.ready "$log"
+}
+accel_wrap() {
+  local port=$LISTEN_PORT
+  [ "$ROLE" = inbound ] && port=$UPSTREAM_PORT
+  accel_start "$WORKDIR/accel.log" "$port" 1s ||
+    { echo "seam-accel did not start:" >&2; cat "$WORKDIR/accel.log" >&2; exit 1; }
   "$1"
 }
-export -f nginx_main peer_seam peer_haproxy peer_haproxy_l4 peer_haproxy_l7 peer_nginx peer_stunnel accel_wrap
+export -f nginx_main peer_seam peer_haproxy peer_haproxy_l4 peer_haproxy_l7 peer_nginx peer_stunnel accel_start accel_wrap
 export ALLOW_ID

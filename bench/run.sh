@@ -252,13 +252,12 @@ accel_cgroup_remove() {
   local i; for i in $(seq 1 50); do rmdir "$ACCEL_CG" 2>/dev/null && return 0; sleep 0.1; done
   log "could not remove $ACCEL_CG (processes still in it: $(tr '\n' ' ' < "$ACCEL_CG/cgroup.procs"))"
 }
+. "$HERE/peers.sh"   # the proxies' commands, and accel_start for the probe below
 accel_probe() { # seam-accel can load and attach here (some containers forbid BPF even to root)
-  local log=$WORK/accel-probe.log pid i
-  "$ACCEL_BIN" --cgroup "$ACCEL_CG" --port 1 --drain-timeout 0s >"$log" 2>&1 &
-  pid=$!
-  for i in $(seq 1 100); do grep -q accel.ready "$log" && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
-  kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null
-  grep -q accel.ready "$log" || { ACCEL_NOTE="seam-accel cannot attach here: $(grep -m1 -o 'error=.*' "$log")"; return 1; }
+  local log=$WORK/accel-probe.log ok=0
+  accel_start "$log" 1 0s && ok=1
+  kill -TERM $ACCEL_PID 2>/dev/null; wait $ACCEL_PID 2>/dev/null
+  [ $ok = 1 ] || { ACCEL_NOTE="seam-accel cannot attach here: $(grep -m1 -o 'error=.*' "$log")"; return 1; }
 }
 ACCEL_OK=0
 if accel_available; then
@@ -347,8 +346,6 @@ start_backend() {
   local body; body=$(curl -s http://$LOOP:$BACKEND_PORT/100b)
   [ "$body" = "$(cat "$WORK/100b.txt")" ] || { echo "backend body is ${#body} bytes, expected 100" >&2; exit 1; }
 }
-
-. "$HERE/peers.sh"
 
 seam_note() {
   local v b=${SEAM_BIN:-not built}
