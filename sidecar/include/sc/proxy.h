@@ -78,6 +78,9 @@ struct sc_proxy_config {
     const struct sc_proxy_router *router; // NULL: tunnel mode (everything to |target|)
     void *route_snap;                // the router's first snapshot (may be NULL); referenced
     uint64_t detect_timeout_ms;      // SC_ROUTE_DETECT: wait this long for a first byte (0: 500)
+    uint64_t busy_poll_us;           // 0: off. A worker that forwarded a request polls instead
+                                     // of sleeping for up to this long while the answer is
+                                     // due (worker.c: lower latency for CPU)
 };
 
 #define SC_MAX_AGE_GRACE_MS 10000

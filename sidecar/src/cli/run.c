@@ -94,6 +94,7 @@ struct run {
     struct sc_admin *admin;
     struct sc_worker_stats **stats; // both proxies' workers, for the admin server
     int workers;
+    uint64_t busy_poll_us;
     struct sc_tls_opts opts[2];
     struct sockaddr_storage listen[2];
     uint64_t connect_ms, hs_ms, idle_ms, drain_ms, detect_ms, max_age_ms;
@@ -128,6 +129,7 @@ static int start_proxy(struct run *r, enum sc_dir dir, SSL_CTX *ctx)
         .route_snap = r->cfg,
         .detect_timeout_ms = r->detect_ms,
         .max_connection_age_ms = r->max_age_ms,
+        .busy_poll_us = r->busy_poll_us,
     };
     int rc = sc_proxy_start(&pc, ctx, &r->loop, on_proxy_done, r, &r->proxy[dir]);
     if (rc == UV_EAFNOSUPPORT && pc.listen.ss_family == AF_INET6) {
@@ -487,7 +489,7 @@ int sc_cmd_run(int argc, char **argv)
     const char *admin = "0.0.0.0:15020", *log_level = "info", *log_format = "text";
     const char *cluster = NULL;
     int64_t out_port = 15001, in_port = 15006, workers = 2;
-    int64_t proxy_uid = 1337, proxy_gid = 0;
+    int64_t proxy_uid = 1337, proxy_gid = 0, busy_poll_us = 0;
     uint64_t connect_ms = 10000, hs_ms = 10000, idle_ms = 3600000, drain_ms = 25000;
     uint64_t detect_ms = 500, max_age_ms = 0;
     struct sc_flag flags[] = {
@@ -570,6 +572,13 @@ int sc_cmd_run(int argc, char **argv)
          .help = "worker threads per direction (2)",
          .min = 1,
          .max = 256},
+        {.name = "busy-poll-us",
+         .type = SC_FLAG_INT,
+         .out = &busy_poll_us,
+         .help = "wait for an answer this many microseconds polling before sleeping (0: off; "
+                 "lower latency for CPU)",
+         .min = 0,
+         .max = 100000},
         {.name = "connect-timeout",
          .type = SC_FLAG_DURATION,
          .out = &connect_ms,
@@ -679,6 +688,7 @@ int sc_cmd_run(int argc, char **argv)
     }
 
     r->workers = (int)workers;
+    r->busy_poll_us = (uint64_t)busy_poll_us;
     r->connect_ms = connect_ms;
     r->hs_ms = hs_ms;
     r->idle_ms = idle_ms;

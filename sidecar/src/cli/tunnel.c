@@ -455,6 +455,7 @@ int sc_cmd_tunnel(int argc, char **argv)
     const char *spiffe_id = NULL, *td = NULL, *ns = NULL, *sa = NULL;
     struct sc_strlist allow = {0};
     int64_t workers = 2;
+    int64_t busy_poll_us = 0;
     uint64_t connect_ms = 10000, hs_ms = 10000, idle_ms = 3600000, drain_ms = 25000;
     uint64_t cert_ttl_ms = 0, max_age_ms = 0;
     bool tls12 = false;
@@ -486,6 +487,7 @@ int sc_cmd_tunnel(int argc, char **argv)
         {.name = "idle-timeout", .type = SC_FLAG_DURATION, .out = &idle_ms, .help = "close after no bytes for this long (1h)"},
         {.name = "max-connection-age", .type = SC_FLAG_DURATION, .out = &max_age_ms, .help = "end connections older than this gracefully (half-close, then close; default off)"},
         {.name = "drain-timeout", .type = SC_FLAG_DURATION, .out = &drain_ms, .help = "SIGTERM grace period (25s)"},
+        {.name = "busy-poll-us", .type = SC_FLAG_INT, .out = &busy_poll_us, .help = "wait for an answer this many microseconds polling before sleeping (0: off; lower latency for CPU)", .min = 0, .max = 100000},
         {.name = "log-level", .type = SC_FLAG_STRING, .out = &log_level, .help = "debug|info|warn|error (info)"},
         {.name = "log-format", .type = SC_FLAG_STRING, .out = &log_format, .help = "text|json (text)"},
         {.name = "admin", .type = SC_FLAG_STRING, .out = &admin, .help = "admin/metrics server address (HOST:PORT)"},
@@ -660,6 +662,7 @@ int sc_cmd_tunnel(int argc, char **argv)
         .listen = listen_sa,
         .target = target_sa,
         .num_workers = (int)workers,
+        .busy_poll_us = (uint64_t)busy_poll_us,
         .connect_timeout_ms = connect_ms,
         .handshake_timeout_ms = hs_ms,
         .idle_timeout_ms = idle_ms,

@@ -22,6 +22,10 @@ struct sc_worker {
     struct sc_accept_pause accept_pause; // closes and reopens listener on EMFILE/ENFILE
     uv_async_t async;                    // main -> worker: new snapshot, drain
     uv_timer_t tick;                     // 1 s: idle sweep, loop lag, drain deadline
+    uv_check_t poll_check;               // busy poll: after each poll, go on polling or sleep?
+    uv_idle_t poll_idle;                 // busy poll: active = the loop polls with timeout 0
+    uint64_t awaiting;                   // connections waiting for an answer
+    uint64_t poll_until;                 // uv_hrtime: keep polling until then
     uv_thread_t thread;
     struct sc_bufpool pool;
     SSL_CTX *ctx;                   // current snapshot (worker's reference)
@@ -60,6 +64,13 @@ void sc_conn__accept(struct sc_worker *w);
 // sc_conn__sweep closes connections idle longer than the idle timeout, and
 // all of them if |force| (drain deadline).
 void sc_conn__sweep(struct sc_worker *w, bool force);
+
+// sc_worker__awaiting records whether a connection of |w| forwarded bytes
+// downstream -> upstream and waits for the answer (|*flag|, the connection's
+// own, is kept in step with the worker's count). With busy polling on, a
+// worker that has such connections polls instead of sleeping for up to
+// busy_poll_us after the last request bytes.
+void sc_worker__awaiting(struct sc_worker *w, bool *flag, bool awaiting);
 
 // sc_worker__conn_gone is called by forward.c when a connection is freed.
 void sc_worker__conn_gone(struct sc_worker *w);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,8 @@ static void maybe_stop(struct sc_worker *w)
     w->stopping = true;
     uv_close((uv_handle_t *)&w->async, NULL);
     uv_close((uv_handle_t *)&w->tick, NULL);
+    uv_close((uv_handle_t *)&w->poll_check, NULL);
+    uv_close((uv_handle_t *)&w->poll_idle, NULL);
 }
 
 void sc_worker__conn_gone(struct sc_worker *w)
@@ -118,6 +121,51 @@ static void on_tick(uv_timer_t *t)
     SC_STAT_SET(w->stats.heartbeat_ns, now);
     bool force = w->draining && uv_now(&w->loop) >= w->drain_deadline;
     sc_conn__sweep(w, force);
+}
+
+// Busy poll. A request through the sidecar pair crosses cores several times,
+// and each crossing wakes a sleeping CPU; in a VM an idle vCPU takes tens of
+// microseconds to wake. With busy_poll_us set, a worker that forwarded a
+// request (bytes downstream -> upstream) and waits for the answer keeps its
+// loop polling with a zero timeout (an active idle handle) for up to that
+// long, yielding the core between polls, so the answer finds it awake. It
+// stops as soon as every answer arrived, so the price is CPU for the
+// upstream's response time (bounded by busy_poll_us per request), not for
+// the gaps between requests (HAProxy's busy-polling spins all the time).
+static void on_poll_idle(uv_idle_t *h)
+{
+    (void)h;       // its job is to make uv_run poll with timeout 0
+    sched_yield(); // the other proxy of a pair may share this core
+}
+
+void sc_worker__awaiting(struct sc_worker *w, bool *flag, bool awaiting)
+{
+    if (awaiting) {
+        w->poll_until = uv_hrtime() + w->proxy->cfg.busy_poll_us * 1000;
+    }
+    if (*flag != awaiting) {
+        *flag = awaiting;
+        if (awaiting) {
+            w->awaiting++;
+        } else {
+            w->awaiting--;
+        }
+    }
+}
+
+// on_poll_check runs after every poll: it keeps the loop polling while an
+// answer is due and the window is open, and lets it sleep otherwise.
+static void on_poll_check(uv_check_t *c)
+{
+    struct sc_worker *w = c->data;
+    bool spin = w->awaiting > 0 && uv_hrtime() < w->poll_until;
+    if (spin != (bool)uv_is_active((uv_handle_t *)&w->poll_idle)) {
+        if (spin) {
+            uv_idle_start(&w->poll_idle, on_poll_idle);
+        } else {
+            uv_idle_stop(&w->poll_idle);
+        }
+    }
 }
 
 static void worker_main(void *arg)
@@ -171,6 +219,8 @@ static void free_unstarted_worker(struct sc_worker *w)
     sc_accept_pause_close(&w->accept_pause, NULL, NULL);
     uv_close((uv_handle_t *)&w->async, NULL);
     uv_close((uv_handle_t *)&w->tick, NULL);
+    uv_close((uv_handle_t *)&w->poll_check, NULL);
+    uv_close((uv_handle_t *)&w->poll_idle, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
     SSL_CTX_free(w->ctx);
@@ -226,6 +276,9 @@ int sc_proxy_start(const struct sc_proxy_config *cfg, SSL_CTX *ctx, uv_loop_t *m
         sc_accept_pause_init(&w->accept_pause, &w->loop, &w->listener);
         uv_async_init(&w->loop, &w->async, on_async);
         uv_timer_init(&w->loop, &w->tick);
+        uv_check_init(&w->loop, &w->poll_check);
+        uv_idle_init(&w->loop, &w->poll_idle);
+        w->poll_check.data = w;
         w->listener.data = w;
         w->async.data = w;
         w->tick.data = w;
@@ -266,6 +319,11 @@ int sc_proxy_start(const struct sc_proxy_config *cfg, SSL_CTX *ctx, uv_loop_t *m
                                                      : ((struct sockaddr_in *)&la)->sin_port);
         }
         uv_timer_start(&w->tick, on_tick, SC_TICK_MS, SC_TICK_MS);
+        if (cfg->busy_poll_us > 0) {
+            uv_check_start(&w->poll_check, on_poll_check);
+            uv_unref((uv_handle_t *)&w->poll_check);
+            uv_unref((uv_handle_t *)&w->poll_idle);
+        }
     }
     uv_async_init(main_loop, &p->done_async, on_done_async);
     p->done_async.data = p;

@@ -65,6 +65,7 @@ def test_missing_required_flag_is_named(sidecar, flag):
     (["--control-plane", "no-port"], "--control-plane"),
     (["--log-level", "loud"], "--log-level"),
     (["--detect-timeout", "soon"], "detect-timeout"),
+    (["--busy-poll-us", "100001"], "--busy-poll-us"),
     (["--unknown-flag", "1"], "unknown-flag"),
     (["--max-connections", "many"], "--max-connections"),
     (["--max-buffer-memory", "lots"], "--max-buffer-memory"),
@@ -88,7 +89,7 @@ def test_help_lists_flags_with_env_names(sidecar):
     assert r.returncode == 0
     for name in ("SEAM_CONTROL_PLANE", "SEAM_POD_IP", "SEAM_OUTBOUND_PORT", "SEAM_INBOUND_PORT",
                  "SEAM_WORKERS", "SEAM_DRAIN_TIMEOUT", "SEAM_TOKEN_FILE",
-                 "SEAM_MAX_CONNECTIONS", "SEAM_MAX_BUFFER_MEMORY"):
+                 "SEAM_MAX_CONNECTIONS", "SEAM_MAX_BUFFER_MEMORY", "SEAM_BUSY_POLL_US"):
         assert name in r.stdout, name
 
 
