@@ -12,6 +12,9 @@
 #                          CERT KEY CERT_KEY_PEM CA PEER_ID PEER_DNS ALLOW_ID
 #                          TLS_RESUME=0|1 TLS_CIPHERSUITE SEAM_BIN WORKDIR
 #   accel_wrap PEER_FN     the same proxy with seam-accel on its plain side
+#   busypoll_wrap PEER_FN  the same proxy polling instead of sleeping: seam
+#                          with --busy-poll-us $BUSY_POLL_US, haproxy with
+#                          busy-polling (the like-for-like reference)
 # Sourced, never run: it only defines functions.
 # =============================================================================
 # ------------------------------------------------------------------ PKI
@@ -87,6 +90,7 @@ peer_seam() {
                 --cert "$CERT" --key "$KEY" --trust "$CA" --workers 1 --log-level warn --drain-timeout 1s)
   # seam resumes between its own proxies by default; the full-handshake rows turn it off.
   [ "${TLS_RESUME}" = 0 ] && common+=(--no-tls-resumption)
+  [ "${BUSY_POLL:-0}" = 1 ] && common+=(--busy-poll-us "${BUSY_POLL_US:-500}")
   if [ "$ROLE" = outbound ]; then
     exec "$bin" tunnel outbound "${common[@]}" --peer-id "$PEER_ID"
   else
@@ -106,6 +110,7 @@ peer_haproxy() { # $1 = tcp|http
     echo "  ssl-default-server-ciphersuites $TLS_CIPHERSUITE"
     echo "  ssl-default-server-options ssl-min-ver TLSv1.3"
     [ "${TLS_RESUME}" = 0 ] && echo "  tune.ssl.cachesize 0"
+    [ "${BUSY_POLL:-0}" = 1 ] && echo "  busy-polling"
     echo "defaults"
     echo "  mode $mode"
     echo "  maxconn 9900"
@@ -235,5 +240,9 @@ accel_wrap() {
     { echo "seam-accel did not start:" >&2; cat "$WORKDIR/accel.log" >&2; exit 1; }
   "$1"
 }
-export -f nginx_main peer_seam peer_haproxy peer_haproxy_l4 peer_haproxy_l7 peer_nginx peer_stunnel accel_start accel_wrap
+# busypoll_wrap PEER_FN: the proxy PEER_FN starts, told to poll instead of
+# sleeping (seam: while an answer is due, at most BUSY_POLL_US per request;
+# haproxy: busy-polling, always).
+busypoll_wrap() { BUSY_POLL=1 "$1"; }
+export -f nginx_main peer_seam peer_haproxy peer_haproxy_l4 peer_haproxy_l7 peer_nginx peer_stunnel accel_start accel_wrap busypoll_wrap
 export ALLOW_ID

@@ -28,6 +28,8 @@
 #   bash bench/run.sh --peers-file F      # file calling add_peer NAME KIND OUT IN NOTE
 #   bash bench/run.sh --no-speed --no-baseline
 #   (as root with seam-accel built: + seam-accel and haproxy-accel, docs/ACCEL.md)
+#   (a full run adds seam-busypoll and haproxy-busypoll to sections 1-2 only:
+#   seam with --busy-poll-us $BUSY_POLL_US, haproxy with busy-polling)
 #   bash bench/run.sh --no-mesh           # skip section 7, the same job in mesh
 #                                         # mode (bench/mesh.py: root only; pods in
 #                                         # network namespaces behind seam-init's
@@ -46,7 +48,7 @@
 #   HOLD_BIG=10000 (capped by the open-file limit: each held connection costs
 #   the outbound proxy 2 fds) BULK_SECS=8 LOADGEN_CPUS=0 PROXY_CPUS=1
 #   TLS_CIPHERSUITE=TLS_AES_128_GCM_SHA256 WAIT_IDLE=90 FOREIGN_MAX=1.0
-#   RETRIES=2 SPEED_SECS=3 PEERS=seam,haproxy,nginx
+#   RETRIES=2 SPEED_SECS=3 PEERS=seam,haproxy,nginx BUSY_POLL_US=500
 #   (REPS rounds: in each round every peer runs every test once, DUR (bulk:
 #   BULK_SECS) seconds each, peers in turn, so the shared machine's noise hits
 #   all peers alike; per-metric medians over the rounds, min-max in brackets.
@@ -100,6 +102,7 @@ else
   LOADGEN_CPUS=${LOADGEN_CPUS:-0}; PROXY_CPUS=${PROXY_CPUS:-0}
 fi
 export TLS_CIPHERSUITE=${TLS_CIPHERSUITE:-TLS_AES_128_GCM_SHA256}
+export BUSY_POLL_US=${BUSY_POLL_US:-500}
 LOOP=127.0.0.1
 DO_SPEED=1
 DO_BASELINE=1
@@ -159,6 +162,10 @@ if [ "$SMOKE" = 1 ]; then
   RESULTS=$RAW/smoke.md
 fi
 ONLY=${ONLY:-seam,haproxy,nginx}
+if [ "$ONLY_DEFAULT" = 1 ] && [ "$PROFILE" = 0 ]; then   # seam's opt-in latency mode and its like-for-like reference
+  if [ "$SMOKE" = 1 ]; then ONLY="$ONLY,seam-busypoll"; else ONLY="$ONLY,seam-busypoll,haproxy-busypoll"; fi
+fi
+busypoll_peer() { [[ "$1" == *-busypoll ]]; }   # sections 1-2 only
 for k in DUR CONNS RATE RATE_CONNS HOLD_CONNS HOLD_BIG BULK_SECS REPS RETRIES WAIT_IDLE SPEED_SECS; do
   [[ "${!k}" =~ ^[0-9]+$ ]] || { echo "$k must be a non-negative integer (got '${!k}')" >&2; exit 2; }
 done
@@ -222,7 +229,7 @@ find_seam() {
   build_bench || return 1
   SEAM_BIN=$REPO/build-bench/sidecar/seam-sidecar
 }
-if wants seam || wants seam-accel || wants haproxy-accel; then
+if wants seam || wants seam-accel || wants haproxy-accel || wants seam-busypoll; then
   mkdir -p "$WORK"
   find_seam || exit 1
   export SEAM_BIN
@@ -361,6 +368,8 @@ add_peer haproxy-l7 l7 peer_haproxy_l7 peer_haproxy_l7 "haproxy mode http, nbthr
 add_peer stunnel    l4 peer_stunnel    peer_stunnel    "stunnel4, thread per connection (not limitable), TIMEOUTclose=0"
 add_peer seam-accel l4 "accel_wrap peer_seam" "accel_wrap peer_seam" "seam as above + seam-accel (sockmap) on each proxy's plain-text hop"
 add_peer haproxy-accel l4 "accel_wrap peer_haproxy_l4" "accel_wrap peer_haproxy_l4" "haproxy mode tcp as above + seam-accel on each proxy's plain-text hop (like-for-like reference)"
+add_peer seam-busypoll l4 "busypoll_wrap peer_seam" "busypoll_wrap peer_seam" "seam as above + --busy-poll-us $BUSY_POLL_US (polls while an answer is due; sections 1-2 only)"
+add_peer haproxy-busypoll l4 "busypoll_wrap peer_haproxy_l4" "busypoll_wrap peer_haproxy_l4" "haproxy mode tcp as above + busy-polling (polls always; like-for-like reference; sections 1-2 only)"
 
 for f in "${PEERS_FILES[@]}"; do . "$f"; done
 i=0
@@ -649,6 +658,9 @@ bench_peer() { # PEER
   log "$p: keep-alive saturation wrk -c$CONNS ${DUR}s x $REPS"
   measure $p.ka run_wrk $p.ka http://$LOOP:$OUT_PORT/100b
   R[$p.hwm_ka_out]=$(mem_kb VmHWM $(pids_out)); R[$p.hwm_ka_in]=$(mem_kb VmHWM $(pids_in))
+  if busypoll_peer "$p"; then   # a latency mode: the other sections are the plain peer's
+    stop_chain; sleep 1; derive "$p"; return
+  fi
 
   if [ "${ROUND:-1}" = 1 ]; then   # memory: once (holding ~10k connections is slow)
     hold "$p" hold "$HOLD_CONNS"
@@ -692,6 +704,7 @@ bench_peer() { # PEER
 derive() {
   local p=$1 k
   R[$p.ka.pair]=$(awk -v a=$(v $p.ka.cpu_out) -v b=$(v $p.ka.cpu_in) -v n=$(v $p.ka.reqs) 'BEGIN{ if (n>0 && a!="-") printf "%.4f", (a+b)*1000/n; else print "-" }')
+  R[$p.fr.pair]=$(awk -v a=$(v $p.fr.cpu_out) -v b=$(v $p.fr.cpu_in) -v r=$(v $p.fr.achieved_rps) -v d=$DUR 'BEGIN{ if (r>0 && a!="-") printf "%.4f", (a+b)*1000/(r*(d+1)); else print "-" }')
   for k in 50 90 99; do
     R[$p.fr.add$k]=$(awk -v a=$(v $p.fr.p${k}_us) -v b=$(v base.fr.p${k}_us) 'BEGIN{ if (a=="-"||b=="-") print "-"; else printf "%.0f", a-b }')
   done
@@ -781,6 +794,13 @@ smoke_check() { # PEER -> prints failures; returns non-zero if any path did not 
   awk -v a=$(v $p.fr.achieved_rps) 'BEGIN{exit !(a+0 > 0)}' || bad+=("fixed-rate: no responses")
   [ "$(v $p.fr.errors)" = 0 ] || bad+=("fixed-rate: $(v $p.fr.errors) errors")
   local k
+  if busypoll_peer "$p"; then   # sections 1-2 only
+    awk -v a=$(v $p.ka.reqs) 'BEGIN{exit !(a+0 > 0)}' || bad+=("ka: no requests completed")
+    [ "$(v $p.ka.errs)" = 0 ] || bad+=("ka: $(v $p.ka.errs) wrk errors / non-2xx")
+    [ ${#bad[@]} -eq 0 ] && return 0
+    printf "$p: %s\n" "${bad[@]}"
+    return 1
+  fi
   for k in ka cc ccr; do
     [ "${PEER_KIND[$p]}" = l7 ] && [ $k = ccr ] && continue
     awk -v a=$(v $p.$k.reqs) 'BEGIN{exit !(a+0 > 0)}' || bad+=("$k: no requests completed")
@@ -815,6 +835,7 @@ best_of() {
   for p in "${RUN_PEERS[@]}"; do
     [ "$p" = seam ] && continue; [ "${PEER_KIND[$p]}" = l4 ] || continue
     [[ "$p" == *-accel ]] && continue   # peers as shipped: no sockmap accelerator
+    busypoll_peer "$p" && continue       # ... and in their default mode
     [ -z "${R[$p.failed]:-}" ] || continue
     x=$(v $p.$key); [[ "$x" =~ ^-?[0-9.]+$ ]] || continue
     if [ "$bv" = "-" ] || awk -v x=$x -v b=$bv -v d=$dir 'BEGIN{exit !((d=="hi" && x>b) || (d=="lo" && x<b))}'; then bv=$x; bp=$p; fi
@@ -868,7 +889,7 @@ ratio_table() { # [SUBJECT]
   [ "$HOLD_BIG" -gt 0 ] && ratio_row "KiB per held idle conn ($(v $SUBJ.holdbig.held) held, worst proxy)" holdbig.kb_max lo - -
   echo
   echo "Absolute bar for memory: ≤ 8 KiB per held idle connection per proxy ($SUBJ: $(v $SUBJ.hold.kb_out)/$(v $SUBJ.hold.kb_in) out/in at $(v $SUBJ.hold.held), $(v $SUBJ.holdbig.kb_out)/$(v $SUBJ.holdbig.kb_in) at $(v $SUBJ.holdbig.held))."
-  echo "Best peer = best L4 peer of this run doing the same job, as shipped (haproxy-l7 pools upstream mTLS and is excluded; *-accel rows run under seam's accelerator and are excluded). 'goal' = the issue's goal reached, 'pass' = the bar reached."
+  echo "Best peer = best L4 peer of this run doing the same job, as shipped (haproxy-l7 pools upstream mTLS and is excluded; *-accel rows run under seam's accelerator and *-busypoll rows in a polling mode: both excluded). 'goal' = the issue's goal reached, 'pass' = the bar reached."
   SUBJ=seam
 }
 # accel_table: seam-accel against haproxy under the same accelerator (like for like)
@@ -884,6 +905,21 @@ accel_table() {
   ratio_row "iperf3 server->client Gbit/s"        iperfR.gbps hi 1.5  2   haproxy-accel
   ratio_row "curl download Gbit/s"                curl.gbps   hi 1.5  2   haproxy-accel
   ratio_row "CPU s/GB curl download (pair)"       curl.sgb_pair lo 0.6 0.5 haproxy-accel
+  SUBJ=seam
+}
+
+# busypoll_table [FIXED_PEER]: seam-busypoll's latency-mode rows against the
+# best peer as shipped, or against FIXED_PEER (haproxy-busypoll: like for like)
+busypoll_table() {
+  local fixed=${1:-} col=${1:-best peer}
+  SUBJ=seam-busypoll
+  echo "| metric | seam-busypoll | $col | seam-busypoll / ${1:-best} | issue bar | verdict vs the bar |"
+  echo "|---|---|---|---|---|---|"
+  ratio_row "added p50 us at $RATE rps"                   fr.add50 lo 0.75 -   $fixed
+  ratio_row "added p90 us at $RATE rps"                   fr.add90 lo 0.75 -   $fixed
+  ratio_row "CPU s per 1k req at $RATE rps (pair)"        fr.pair  lo -    -   $fixed
+  ratio_row "keep-alive req/s (wrk -c$CONNS)"             ka.rps   hi 1.3  2   $fixed
+  ratio_row "keep-alive CPU s per 1k req (pair)"          ka.pair  lo 0.75 0.5 $fixed
   SUBJ=seam
 }
 
@@ -917,6 +953,20 @@ report() {
       echo "Like for like: the accelerator is not seam-specific, so haproxy under the same seam-accel (haproxy-accel) shows how much of the gain is the kernel short cut and how much is seam:"
       echo
       accel_table
+      echo
+    fi
+  fi
+  if [[ " ${RUN_PEERS[*]} " == *" seam-busypoll "* ]]; then
+    echo "## Ratios: seam-busypoll / best peer (seam's opt-in latency mode, \`--busy-poll-us $BUSY_POLL_US\`)"
+    echo
+    echo "seam-busypoll = the same seam pair with \`--busy-poll-us $BUSY_POLL_US\`: a worker that forwarded a request polls (zero-timeout epoll, yielding the core) instead of sleeping until the answer arrives, at most $BUSY_POLL_US us per request, so the answer does not have to wake a sleeping vCPU. It trades CPU for latency only while answers are due; the 'CPU s per 1k req at $RATE rps' row is that price. Sections 1-2 only (the other sections would measure plain seam again). The peers below run as shipped."
+    echo
+    busypoll_table
+    echo
+    if [[ " ${RUN_PEERS[*]} " == *" haproxy-busypoll "* ]]; then
+      echo "Like for like: haproxy has a busy-polling mode too (\`busy-polling\` in global: every poll with a zero timeout, all the time):"
+      echo
+      busypoll_table haproxy-busypoll
       echo
     fi
   fi
@@ -987,7 +1037,7 @@ report() {
     echo "| direct (no proxy) | $(v phys.iperf_1core.gbps) (1 core) / $(v phys.iperf_2core.gbps) (2 cores) | - | - | - | - | - | $(v base.bulk.gbps) ($(v base.bulk.gbps_range)) | - | - | -/-/$(v base.bulk.foreign) |"
   fi
   for p in "${peers[@]}"; do
-    [ -n "${R[$p.failed]:-}" ] && continue
+    [ -n "${R[$p.failed]:-}" ] && continue; busypoll_peer "$p" && continue
     echo "| $p | $(v $p.iperf.gbps) ($(v $p.iperf.gbps_range)) | $(cpu_per_gb $(v $p.iperf.cpu_out) $(v $p.iperf.bytes)) | $(cpu_per_gb $(v $p.iperf.cpu_in) $(v $p.iperf.bytes)) | $(v $p.iperfR.gbps) ($(v $p.iperfR.gbps_range)) | $(cpu_per_gb $(v $p.iperfR.cpu_out) $(v $p.iperfR.bytes)) | $(cpu_per_gb $(v $p.iperfR.cpu_in) $(v $p.iperfR.bytes)) | $(v $p.curl.gbps) ($(v $p.curl.gbps_range)) | $(cpu_per_gb $(v $p.curl.cpu_out) $(v $p.curl.bytes)) | $(cpu_per_gb $(v $p.curl.cpu_in) $(v $p.curl.bytes)) | $(v $p.iperf.foreign)/$(v $p.iperfR.foreign)/$(v $p.curl.foreign) |"
   done
   echo
@@ -996,7 +1046,7 @@ report() {
   echo "| peer | RSS idle MiB out/in | VmHWM after keep-alive ($CONNS conns) MiB out/in | KiB per held idle conn out/in ($HOLD_CONNS asked; held) | KiB per held idle conn out/in ($HOLD_BIG asked, capped by fds; held) | threads out/in while holding | VmHWM whole run MiB out/in |"
   echo "|---|---|---|---|---|---|---|"
   for p in "${peers[@]}"; do
-    [ -n "${R[$p.failed]:-}" ] && continue
+    [ -n "${R[$p.failed]:-}" ] && continue; busypoll_peer "$p" && continue
     echo "| $p | $(mb $(v $p.rss0_out))/$(mb $(v $p.rss0_in)) | $(mb $(v $p.hwm_ka_out))/$(mb $(v $p.hwm_ka_in)) | $(v $p.hold.kb_out)/$(v $p.hold.kb_in) ($(v $p.hold.held)) | $(v $p.holdbig.kb_out)/$(v $p.holdbig.kb_in) ($(v $p.holdbig.held)) | $(v $p.holdbig.threads_out)/$(v $p.holdbig.threads_in) | $(mb $(v $p.hwm_out))/$(mb $(v $p.hwm_in)) |"
   done
   if [ "$DO_SPEED" = 1 ]; then
