@@ -1,5 +1,5 @@
 // sc/accept_pause.h — a listening TCP handle that pauses accepting, instead
-// of spinning, when accept() runs out of file descriptors.
+// of spinning, when accept() runs out of file descriptors or kernel memory.
 //
 // libuv 1.44 (src/unix/stream.c uv__server_io) answers EMFILE/ENFILE with its
 // reserve-fd trick; when that fails too it calls the connection callback with
@@ -72,7 +72,8 @@ int sc_accept_pause_listen(struct sc_accept_pause *ap, int backlog, uv_connectio
 
 // sc_accept_pause_on_status takes the connection callback's |status| before
 // the owner acts on it. A 0 ends a run of pauses (logged) and resets the
-// back-off. UV_EMFILE and UV_ENFILE close the handle and start a pause (the
+// back-off. UV_EMFILE, UV_ENFILE (no fd), UV_ENOBUFS and UV_ENOMEM (no
+// kernel memory for the socket) close the handle and start a pause (the
 // first of a run is logged as a warning); it returns true then, and the
 // owner must not use the handle. Other statuses return false.
 bool sc_accept_pause_on_status(struct sc_accept_pause *ap, int status);

@@ -1,5 +1,7 @@
 // accept_pause.c — pause a listening handle instead of letting libuv's
-// accept loop spin on EMFILE/ENFILE (sc/accept_pause.h).
+// accept loop spin on EMFILE/ENFILE, or on ENOBUFS/ENOMEM (the kernel short
+// of memory for the new socket: libuv would retry the same pending
+// connection at once, for as long as the shortage lasts) (sc/accept_pause.h).
 //
 // Invariant: the handle listens only while a spare dup of its fd exists. A
 // pause therefore never has to close the socket itself: the spare keeps it
@@ -188,7 +190,9 @@ bool sc_accept_pause_on_status(struct sc_accept_pause *ap, int status)
         ap->delay_ms = SC_AP_MIN_DELAY_MS;
         return false;
     }
-    if ((status != UV_EMFILE && status != UV_ENFILE) || ap->state != SC_AP_LISTENING) {
+    bool shortage = status == UV_EMFILE || status == UV_ENFILE || status == UV_ENOBUFS ||
+                    status == UV_ENOMEM;
+    if (!shortage || ap->state != SC_AP_LISTENING) {
         return false;
     }
     if (ap->num_failed++ == 0) {

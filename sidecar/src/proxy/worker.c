@@ -18,7 +18,8 @@
 #define SC_TICK_MS 1000
 
 // on_connection takes one pending connection. Out of fds (EMFILE/ENFILE,
-// after libuv's own reserve-fd trick failed), accept_pause closes the
+// after libuv's own reserve-fd trick failed) or of kernel memory for the
+// socket (ENOBUFS/ENOMEM), accept_pause closes the
 // listening handle and reopens it on the same socket after a pause: without
 // that, libuv would call accept() again at once for as long as connections
 // are pending, and this worker's loop, with every connection on it, would
