@@ -244,5 +244,6 @@ accel_wrap() {
 # sleeping (seam: while an answer is due, at most BUSY_POLL_US per request;
 # haproxy: busy-polling, always).
 busypoll_wrap() { BUSY_POLL=1 "$1"; }
-export -f nginx_main peer_seam peer_haproxy peer_haproxy_l4 peer_haproxy_l7 peer_nginx peer_stunnel accel_start accel_wrap busypoll_wrap
+peer_seam_busypoll() { BUSY_POLL=1 peer_seam; }   # for accel_wrap (both opt-ins)
+export -f nginx_main peer_seam peer_haproxy peer_haproxy_l4 peer_haproxy_l7 peer_nginx peer_stunnel accel_start accel_wrap busypoll_wrap peer_seam_busypoll
 export ALLOW_ID

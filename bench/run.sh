@@ -28,7 +28,8 @@
 #   bash bench/run.sh --peers-file F      # file calling add_peer NAME KIND OUT IN NOTE
 #   bash bench/run.sh --no-speed --no-baseline
 #   (as root with seam-accel built: + seam-accel and haproxy-accel, docs/ACCEL.md)
-#   (a full run adds seam-busypoll and haproxy-busypoll to sections 1-2 only:
+#   (a full run adds seam-busypoll and haproxy-busypoll, as root with seam-accel
+#   also seam-accel-busypoll (both opt-ins), to sections 1-2 only:
 #   seam with --busy-poll-us $BUSY_POLL_US, haproxy with busy-polling)
 #   bash bench/run.sh --no-mesh           # skip section 7, the same job in mesh
 #                                         # mode (bench/mesh.py: root only; pods in
@@ -229,7 +230,7 @@ find_seam() {
   build_bench || return 1
   SEAM_BIN=$REPO/build-bench/sidecar/seam-sidecar
 }
-if wants seam || wants seam-accel || wants haproxy-accel || wants seam-busypoll; then
+if wants seam || wants seam-accel || wants haproxy-accel || wants seam-busypoll || wants seam-accel-busypoll; then
   mkdir -p "$WORK"
   find_seam || exit 1
   export SEAM_BIN
@@ -274,10 +275,10 @@ if accel_available; then
 fi
 if [ "$ACCEL_OK" = 1 ]; then
   if [ "$ONLY_DEFAULT" = 1 ] && [ "$PROFILE" = 0 ]; then
-    if [ "$SMOKE" = 1 ]; then ONLY="$ONLY,seam-accel"; else ONLY="$ONLY,seam-accel,haproxy-accel"; fi
+    if [ "$SMOKE" = 1 ]; then ONLY="$ONLY,seam-accel"; else ONLY="$ONLY,seam-accel,haproxy-accel,seam-accel-busypoll"; fi
   fi
   export ACCEL_BIN ACCEL_CG
-elif wants seam-accel || wants haproxy-accel; then
+elif wants seam-accel || wants haproxy-accel || wants seam-accel-busypoll; then
   echo "seam-accel: $ACCEL_NOTE" >&2; exit 2
 else
   log "seam-accel rows skipped: $ACCEL_NOTE"
@@ -369,6 +370,7 @@ add_peer stunnel    l4 peer_stunnel    peer_stunnel    "stunnel4, thread per con
 add_peer seam-accel l4 "accel_wrap peer_seam" "accel_wrap peer_seam" "seam as above + seam-accel (sockmap) on each proxy's plain-text hop"
 add_peer haproxy-accel l4 "accel_wrap peer_haproxy_l4" "accel_wrap peer_haproxy_l4" "haproxy mode tcp as above + seam-accel on each proxy's plain-text hop (like-for-like reference)"
 add_peer seam-busypoll l4 "busypoll_wrap peer_seam" "busypoll_wrap peer_seam" "seam as above + --busy-poll-us $BUSY_POLL_US (polls while an answer is due; sections 1-2 only)"
+add_peer seam-accel-busypoll l4 "accel_wrap peer_seam_busypoll" "accel_wrap peer_seam_busypoll" "seam with both opt-ins: seam-accel on the plain-text hops + --busy-poll-us $BUSY_POLL_US (sections 1-2 only)"
 add_peer haproxy-busypoll l4 "busypoll_wrap peer_haproxy_l4" "busypoll_wrap peer_haproxy_l4" "haproxy mode tcp as above + busy-polling (polls always; like-for-like reference; sections 1-2 only)"
 
 for f in "${PEERS_FILES[@]}"; do . "$f"; done
@@ -908,12 +910,12 @@ accel_table() {
   SUBJ=seam
 }
 
-# busypoll_table [FIXED_PEER]: seam-busypoll's latency-mode rows against the
-# best peer as shipped, or against FIXED_PEER (haproxy-busypoll: like for like)
+# busypoll_table [FIXED_PEER [SUBJECT]]: seam-busypoll's (or SUBJECT's) latency-mode rows
+# against the best peer as shipped, or against FIXED_PEER (haproxy-busypoll: like for like)
 busypoll_table() {
   local fixed=${1:-} col=${1:-best peer}
-  SUBJ=seam-busypoll
-  echo "| metric | seam-busypoll | $col | seam-busypoll / ${1:-best} | issue bar | verdict vs the bar |"
+  SUBJ=${2:-seam-busypoll}
+  echo "| metric | $SUBJ | $col | $SUBJ / ${1:-best} | issue bar | verdict vs the bar |"
   echo "|---|---|---|---|---|---|"
   ratio_row "added p50 us at $RATE rps"                   fr.add50 lo 0.75 -   $fixed
   ratio_row "added p90 us at $RATE rps"                   fr.add90 lo 0.75 -   $fixed
@@ -969,6 +971,14 @@ report() {
       busypoll_table haproxy-busypoll
       echo
     fi
+  fi
+  if [[ " ${RUN_PEERS[*]} " == *" seam-accel-busypoll "* ]] && [ -z "${R[seam-accel-busypoll.failed]:-}" ]; then
+      echo "## Ratios: seam-accel-busypoll / best peer (both opt-ins)"
+      echo
+      echo "Both opt-ins together (seam-accel-busypoll: seam-accel on the plain-text hops and \`--busy-poll-us $BUSY_POLL_US\`; root and cgroup v2 for the accelerator), against the best peer as shipped:"
+      echo
+      busypoll_table "" seam-accel-busypoll
+      echo
   fi
   echo "## Peers"
   echo
