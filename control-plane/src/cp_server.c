@@ -135,7 +135,7 @@ struct cp_server {
     uv_loop_t loop;
     uv_tcp_t listener;
     uv_tcp_t admin;
-    struct sc_accept_pause listener_pause; // close and reopen the listeners on EMFILE/ENFILE
+    struct sc_accept_pause listener_pause; // close and reopen the listeners on fd/memory shortage
     struct sc_accept_pause admin_pause;
     uv_timer_t poll;
     uv_timer_t grace;

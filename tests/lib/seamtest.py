@@ -288,7 +288,14 @@ class LoopServer:
     port (self.port) and starts a thread that accepts until self.stopping or
     the listener closes, and runs self._serve(*self._serve_args(conn)) for
     each connection on a daemon thread of its own. A subclass sets its state
-    up, calls _listen() and defines _serve and stop (quacking like Proc)."""
+    up, calls _listen() and defines _serve; stop() (quacking like Proc) ends
+    the accept thread and closes the listener."""
+
+    def stop(self, *a, **kw):
+        self.stopping = True
+        self.thread.join(2)
+        self.lsock.close()
+        return 0
 
     def _listen(self, backlog):
         self.port = free_port()

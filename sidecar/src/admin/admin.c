@@ -52,7 +52,7 @@ struct admin_conn {
 struct sc_admin {
     uv_loop_t *loop;
     uv_tcp_t listener;
-    struct sc_accept_pause accept_pause; // closes and reopens listener on EMFILE/ENFILE
+    struct sc_accept_pause accept_pause; // closes and reopens listener on fd/memory shortage
     uv_timer_t lag_timer;
     int open_handles; // listener (with its pause timer) + lag timer
     bool stopping;

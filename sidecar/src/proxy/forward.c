@@ -214,9 +214,7 @@ static void on_pump_read(struct sc_stream *src, ssize_t nread, const uv_buf_t *b
         return;
     }
     c->last_active_ms = uv_now(&w->loop);
-    if (w->proxy->cfg.busy_poll_us > 0) {
-        sc_worker__awaiting(w, &c->awaiting, d == 0);
-    }
+    sc_worker__awaiting(w, &c->awaiting, d == 0);
     if (d == 0) {
         c->bytes_in += (uint64_t)nread;
         SC_STAT_ADD(w->stats.bytes_received[dir], (uint64_t)nread);
@@ -249,9 +247,7 @@ static void start_pump(struct sc_conn *c)
         uv_buf_t b = uv_buf_init(first, (unsigned)c->first_len);
         c->first = NULL;
         c->bytes_in += b.len;
-        if (c->w->proxy->cfg.busy_poll_us > 0) {
-            sc_worker__awaiting(c->w, &c->awaiting, true);
-        }
+        sc_worker__awaiting(c->w, &c->awaiting, true);
         SC_STAT_ADD(c->w->stats.bytes_received[c->w->proxy->cfg.dir], b.len);
         if (sc_stream_write_owned(c->up, &b, 1, first, on_pump_written, NULL) != 0) {
             finalize(c, "upstream_write_error", false);

@@ -19,7 +19,7 @@ struct sc_worker {
     int id;
     uv_loop_t loop;
     uv_tcp_t listener;
-    struct sc_accept_pause accept_pause; // closes and reopens listener on EMFILE/ENFILE
+    struct sc_accept_pause accept_pause; // closes and reopens listener on fd/memory shortage
     uv_async_t async;                    // main -> worker: new snapshot, drain
     uv_timer_t tick;                     // 1 s: idle sweep, loop lag, drain deadline
     uv_check_t poll_check;               // busy poll: after each poll, go on polling or sleep?
@@ -69,7 +69,7 @@ void sc_conn__sweep(struct sc_worker *w, bool force);
 // downstream -> upstream and waits for the answer (|*flag|, the connection's
 // own, is kept in step with the worker's count). With busy polling on, a
 // worker that has such connections polls instead of sleeping for up to
-// busy_poll_us after the last request bytes.
+// busy_poll_us after the last request bytes; with it off this does nothing.
 void sc_worker__awaiting(struct sc_worker *w, bool *flag, bool awaiting);
 
 // sc_worker__conn_gone is called by forward.c when a connection is freed.

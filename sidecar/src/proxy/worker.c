@@ -141,6 +141,9 @@ static void on_poll_idle(uv_idle_t *h)
 
 void sc_worker__awaiting(struct sc_worker *w, bool *flag, bool awaiting)
 {
+    if (w->proxy->cfg.busy_poll_us == 0) {
+        return; // off: no clock read, no count
+    }
     if (awaiting) {
         w->poll_until = uv_hrtime() + w->proxy->cfg.busy_poll_us * 1000;
     }

@@ -45,12 +45,6 @@ class DelayServer(seamtest.LoopServer):
     def target(self):
         return addr(LOOP, self.port)
 
-    def stop(self, *a, **kw):
-        self.stopping = True
-        self.thread.join(2)
-        self.lsock.close()
-        return 0
-
 
 def cpu_ns(proc):
     """Nanoseconds the process's threads spent on a CPU so far."""

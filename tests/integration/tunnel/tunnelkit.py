@@ -418,12 +418,6 @@ class TLSEchoServer(seamtest.LoopServer):
     def alive(self):
         return self.thread.is_alive()
 
-    def stop(self, *a, **kw):
-        self.stopping = True
-        self.thread.join(2)
-        self.lsock.close()
-        return 0
-
 
 def start_tls_echo(procs, pki, cert="server"):
     s = TLSEchoServer(pki, cert)
