@@ -112,6 +112,41 @@ def wait_port(host, port, timeout=10.0):
     wait_for(lambda: port_open(host, port), timeout, what=f"{host}:{port} to accept")
 
 
+def tcp_sockets(netns=None):
+    """Established TCP sockets from `ss -tinpH` (in |netns| if given): a list
+    of dicts with local, peer ("ip:port"), process, pid and cc (the socket's
+    congestion control, e.g. "reno", "cubic", "bbr")."""
+    cmd = ["ss", "-tinpH", "state", "established"]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns] + cmd
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True).stdout
+    socks, cur = [], None
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            f = line.split()
+            # Recv-Q Send-Q Local Peer [users:(("name",pid=N,fd=M))]
+            cur = {"local": f[2], "peer": f[3], "process": None, "pid": None, "cc": None}
+            users = line.split("users:((", 1)
+            if len(users) == 2:
+                u = users[1]
+                cur["process"] = u.split('"')[1]
+                cur["pid"] = int(u.split("pid=", 1)[1].split(",", 1)[0])
+            socks.append(cur)
+        elif cur is not None and cur["cc"] is None:
+            # ss prints its option flags first: "ts sack ecn ecnseen fastopen cubic wscale..."
+            flags = {"ts", "sack", "ecn", "ecnseen", "fastopen"}
+            cur["cc"] = next((t for t in line.split() if t not in flags), None)
+    return socks
+
+
+def tcp_cc_default():
+    """This network namespace's default congestion control."""
+    with open("/proc/sys/net/ipv4/tcp_congestion_control") as f:
+        return f.read().strip()
+
+
 def gen_pki(outdir=None):
     """Runs tests/certs/gen.sh into outdir (a new temp dir by default)."""
     outdir = outdir or tempfile.mkdtemp(prefix="seam-pki-")

@@ -28,4 +28,9 @@ int sc_parse_hostport_name(const char *s, char *host, size_t host_cap, uint16_t 
 // sc_format_addr writes "1.2.3.4:80" or "[::1]:80" for |sa| into |out|; returns |out|.
 char *sc_format_addr(const struct sockaddr *sa, char *out, size_t cap);
 
+// sc_addr_is_loopback reports whether |sa| is in 127.0.0.0/8, is ::1 or is a
+// v4-mapped ::ffff:127.x.y.z (a dual-stack socket's view of an IPv4 loopback
+// peer). Anything else, and families other than AF_INET/AF_INET6: false.
+bool sc_addr_is_loopback(const struct sockaddr *sa);
+
 #endif

@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "sc/stats.h"
+#include "sc/tcp_cc.h"
 
 // ---- routing (mesh mode) ---------------------------------------------------
 //
@@ -81,6 +82,13 @@ struct sc_proxy_config {
     uint64_t busy_poll_us;           // 0: off. A worker that forwarded a request polls instead
                                      // of sleeping for up to this long while the answer is
                                      // due (worker.c: lower latency for CPU)
+    char loopback_cc[SC_TCP_CC_MAX]; // "": system default. Else the TCP congestion control of
+                                     // the sockets whose other end is on this host: a loopback
+                                     // listener's (and every accepted one), one to a loopback
+                                     // target (sc/tcp_cc.h, --loopback-cc)
+    bool clients_on_host;            // every client of the listener is on this host (mesh
+                                     // outbound: the pod's own redirected connections), so
+                                     // loopback_cc applies to it whatever its address
 };
 
 #define SC_MAX_AGE_GRACE_MS 10000

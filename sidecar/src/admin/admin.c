@@ -20,6 +20,7 @@
 #include "sc/admin.h"
 #include "sc/failures.h"
 #include "sc/log.h"
+#include "sc/parse.h"
 
 #define DEFAULT_REQUEST_TIMEOUT_MS 10000
 #define DEFAULT_MAX_WORKER_LAG_US 10000000ULL
@@ -441,22 +442,6 @@ static void on_request_timeout(uv_timer_t *t)
     conn_close(c);
 }
 
-bool sc_admin__is_loopback(const struct sockaddr_storage *ss)
-{
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
-        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-    }
-    if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
-        if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) {
-            return true;
-        }
-        return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127;
-    }
-    return false;
-}
-
 static void on_reject_closed(uv_handle_t *h)
 {
     free(h);
@@ -512,7 +497,7 @@ static void on_connection(uv_stream_t *server, int status)
     struct sockaddr_storage peer;
     int len = sizeof(peer);
     c->loopback = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &len) == 0 &&
-                  sc_admin__is_loopback(&peer);
+                  sc_addr_is_loopback((struct sockaddr *)&peer);
     uint64_t timeout =
         a->hooks.request_timeout_ms ? a->hooks.request_timeout_ms : DEFAULT_REQUEST_TIMEOUT_MS;
     uv_timer_start(&c->timer, on_request_timeout, timeout, 0);

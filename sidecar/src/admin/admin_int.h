@@ -9,10 +9,6 @@
 
 #include "sc/admin.h"
 
-// sc_admin__is_loopback reports whether |ss| is 127.0.0.0/8, ::1 or
-// ::ffff:127.x.y.z: the clients allowed to use the mutating endpoints.
-bool sc_admin__is_loopback(const struct sockaddr_storage *ss);
-
 // sc_admin__file_certs_json appends the /certs JSON object for the PEM files
 // |cert_path| (leaf first, then chain) and |trust_path| (roots, may be NULL):
 // {"source":"files","leaf":{…}|null,"chain":[…],"roots":[…],"error":…}.

@@ -31,6 +31,7 @@
 #include "sc/parse.h"
 #include "sc/proxy.h"
 #include "sc/spiffe.h"
+#include "sc/tcp_cc.h"
 #include "sc/tls.h"
 
 // drop_privileges runs the rest of the process as |uid|:|gid| with no
@@ -95,6 +96,7 @@ struct run {
     struct sc_worker_stats **stats; // both proxies' workers, for the admin server
     int workers;
     uint64_t busy_poll_us;
+    char loopback_cc[SC_TCP_CC_MAX]; // sc_proxy_config.loopback_cc
     struct sc_tls_opts opts[2];
     struct sockaddr_storage listen[2];
     uint64_t connect_ms, hs_ms, idle_ms, drain_ms, detect_ms, max_age_ms;
@@ -130,7 +132,10 @@ static int start_proxy(struct run *r, enum sc_dir dir, SSL_CTX *ctx)
         .detect_timeout_ms = r->detect_ms,
         .max_connection_age_ms = r->max_age_ms,
         .busy_poll_us = r->busy_poll_us,
+        // Outbound takes only the pod's own redirected connections.
+        .clients_on_host = dir == SC_DIR_OUTBOUND,
     };
+    memcpy(pc.loopback_cc, r->loopback_cc, sizeof(pc.loopback_cc));
     int rc = sc_proxy_start(&pc, ctx, &r->loop, on_proxy_done, r, &r->proxy[dir]);
     if (rc == UV_EAFNOSUPPORT && pc.listen.ss_family == AF_INET6) {
         // No IPv6 in this network namespace: IPv4 only.
@@ -490,6 +495,8 @@ int sc_cmd_run(int argc, char **argv)
     const char *cluster = NULL;
     int64_t out_port = 15001, in_port = 15006, workers = 2;
     int64_t proxy_uid = 1337, proxy_gid = 0, busy_poll_us = 0;
+    const char *loopback_cc = "auto";
+    struct sc_tcp_cc_choice cc_choice;
     uint64_t connect_ms = 10000, hs_ms = 10000, idle_ms = 3600000, drain_ms = 25000;
     uint64_t detect_ms = 500, max_age_ms = 0;
     struct sc_flag flags[] = {
@@ -579,6 +586,11 @@ int sc_cmd_run(int argc, char **argv)
                  "lower latency for CPU)",
          .min = 0,
          .max = 100000},
+        {.name = "loopback-cc",
+         .type = SC_FLAG_STRING,
+         .out = &loopback_cc,
+         .help = "TCP congestion control of the sockets to this host (the app's): auto (reno "
+                 "if the system default paces, i.e. bbr), off, or a name"},
         {.name = "connect-timeout",
          .type = SC_FLAG_DURATION,
          .out = &connect_ms,
@@ -686,6 +698,15 @@ int sc_cmd_run(int argc, char **argv)
         rc = 1;
         goto out;
     }
+    // After the drop: what uid 1337 may select is what counts.
+    if (sc_tcp_cc_choose(loopback_cc, &cc_choice, err, sizeof(err)) != 0) {
+        fprintf(stderr, "seam-sidecar run: --loopback-cc \"%s\": %s\n", loopback_cc, err);
+        goto out;
+    }
+    sc_info("tcp.loopback_cc", "cc=%s system=%s reason=%s",
+            cc_choice.cc[0] != '\0' ? cc_choice.cc : "-",
+            cc_choice.system[0] != '\0' ? cc_choice.system : "-", cc_choice.why);
+    memcpy(r->loopback_cc, cc_choice.cc, sizeof(r->loopback_cc));
 
     r->workers = (int)workers;
     r->busy_poll_us = (uint64_t)busy_poll_us;

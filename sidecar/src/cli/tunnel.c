@@ -28,6 +28,7 @@
 #include "sc/parse.h"
 #include "sc/proxy.h"
 #include "sc/spiffe.h"
+#include "sc/tcp_cc.h"
 #include "sc/tls.h"
 
 #define SC_WATCH_MS 1000
@@ -456,6 +457,8 @@ int sc_cmd_tunnel(int argc, char **argv)
     struct sc_strlist allow = {0};
     int64_t workers = 2;
     int64_t busy_poll_us = 0;
+    const char *loopback_cc = "auto";
+    struct sc_tcp_cc_choice cc_choice;
     uint64_t connect_ms = 10000, hs_ms = 10000, idle_ms = 3600000, drain_ms = 25000;
     uint64_t cert_ttl_ms = 0, max_age_ms = 0;
     bool tls12 = false;
@@ -488,6 +491,7 @@ int sc_cmd_tunnel(int argc, char **argv)
         {.name = "max-connection-age", .type = SC_FLAG_DURATION, .out = &max_age_ms, .help = "end connections older than this gracefully (half-close, then close; default off)"},
         {.name = "drain-timeout", .type = SC_FLAG_DURATION, .out = &drain_ms, .help = "SIGTERM grace period (25s)"},
         {.name = "busy-poll-us", .type = SC_FLAG_INT, .out = &busy_poll_us, .help = "wait for an answer this many microseconds polling before sleeping (0: off; lower latency for CPU)", .min = 0, .max = 100000},
+        {.name = "loopback-cc", .type = SC_FLAG_STRING, .out = &loopback_cc, .help = "TCP congestion control of the sockets to this host: auto (reno if the system default paces, i.e. bbr), off, or a name"},
         {.name = "log-level", .type = SC_FLAG_STRING, .out = &log_level, .help = "debug|info|warn|error (info)"},
         {.name = "log-format", .type = SC_FLAG_STRING, .out = &log_format, .help = "text|json (text)"},
         {.name = "admin", .type = SC_FLAG_STRING, .out = &admin, .help = "admin/metrics server address (HOST:PORT)"},
@@ -642,8 +646,15 @@ int sc_cmd_tunnel(int argc, char **argv)
             goto out;
         }
     }
+    if (sc_tcp_cc_choose(loopback_cc, &cc_choice, err, sizeof(err)) != 0) {
+        fprintf(stderr, "seam-sidecar tunnel: --loopback-cc \"%s\": %s\n", loopback_cc, err);
+        goto out;
+    }
     sc_log_setup((enum sc_log_level)level,
                  strcmp(log_format, "json") == 0 ? SC_LOG_JSON : SC_LOG_TEXT);
+    sc_info("tcp.loopback_cc", "cc=%s system=%s reason=%s",
+            cc_choice.cc[0] != '\0' ? cc_choice.cc : "-",
+            cc_choice.system[0] != '\0' ? cc_choice.system : "-", cc_choice.why);
 
     t->allow.num_patterns = allow.num;
     t->allow.patterns = allow.items;
@@ -669,6 +680,7 @@ int sc_cmd_tunnel(int argc, char **argv)
         .sni = sni,
         .max_connection_age_ms = max_age_ms,
     };
+    memcpy(t->cfg.loopback_cc, cc_choice.cc, sizeof(cc_choice.cc));
     snapshot_ids(t, t->ids);
     if (cp == NULL) {
         // The first snapshot: a bad file is fatal at start (nothing to keep).

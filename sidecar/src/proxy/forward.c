@@ -25,6 +25,7 @@
 #include "sc/log.h"
 #include "sc/mesh.h"
 #include "sc/parse.h"
+#include "sc/tcp_cc.h"
 #include "sc/tls.h"
 
 #if __has_include("sc/failures.h")
@@ -348,6 +349,27 @@ static void on_handshake(struct sc_stream *s, int status)
     start_pump(c);
 }
 
+// set_loopback_cc gives the upstream socket of |c| the loopback congestion
+// control when its target is on this host (sc/tcp_cc.h). Checked at startup,
+// so a failure costs only speed; logged once per worker.
+static void set_loopback_cc(struct sc_conn *c, struct sc_stream *up)
+{
+    struct sc_worker *w = c->w;
+    const char *cc = w->proxy->cfg.loopback_cc;
+    if (cc[0] == '\0' || !sc_addr_is_loopback(target_of(c))) {
+        return;
+    }
+    uv_os_fd_t fd;
+    int r = uv_fileno((uv_handle_t *)sc_stream_get0_tcp(up), &fd);
+    if (r == 0) {
+        r = sc_tcp_cc_set(fd, cc);
+    }
+    if (r != 0 && !w->loopback_cc_warned) {
+        w->loopback_cc_warned = true;
+        sc_warn("proxy.loopback_cc_failed", "worker=%d cc=%s error=%s", w->id, cc, uv_strerror(r));
+    }
+}
+
 static void on_upstream_connect(struct sc_stream *up, int status)
 {
     struct sc_conn *c = sc_stream_get_data(up);
@@ -370,6 +392,7 @@ static void on_upstream_connect(struct sc_stream *up, int status)
         finalize(c, "upstream_connect_failed", false);
         return;
     }
+    set_loopback_cc(c, up);
     if (dir == SC_DIR_OUTBOUND && c->mode == SC_MODE_MTLS) {
         c->state = SC_CONN_HANDSHAKE;
         int r = sc_stream_start_tls(up, w->ctx, false, w->proxy->cfg.sni,

@@ -35,6 +35,7 @@ struct sc_worker {
     atomic_bool drain_requested;
     bool draining;
     bool stopping;
+    bool loopback_cc_warned; // a loopback_cc failure was logged (once per worker)
     uint64_t drain_deadline; // uv_now ms
     uint64_t last_tick;      // uv_hrtime of the last tick (loop lag)
     struct sc_conn *conns;   // doubly linked list of open connections

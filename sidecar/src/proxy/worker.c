@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "sc/log.h"
+#include "sc/parse.h"
+#include "sc/tcp_cc.h"
 
 #define SC_TICK_MS 1000
 
@@ -41,8 +43,10 @@ static void on_connection(uv_stream_t *server, int status)
 
 // make_listen_socket binds a non-blocking TCP socket with SO_REUSEPORT so
 // every worker can own one on the same address; the kernel spreads
-// connections over them. Returns the fd or a negative UV_E* code.
-static int make_listen_socket(const struct sockaddr *sa)
+// connections over them. With |cc| (not NULL) the listener gets that
+// congestion control, and with it every socket it accepts. Returns the fd or
+// a negative UV_E* code.
+static int make_listen_socket(const struct sockaddr *sa, const char *cc)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -60,6 +64,13 @@ static int make_listen_socket(const struct sockaddr *sa)
         int err = -errno;
         close(fd);
         return err;
+    }
+    if (cc != NULL) {
+        int r = sc_tcp_cc_set(fd, cc);
+        if (r != 0) {
+            // Checked at startup (sc_tcp_cc_probe): only the speed is lost.
+            sc_warn("proxy.loopback_cc_failed", "cc=%s error=%s", cc, uv_strerror(r));
+        }
     }
     return fd;
 }
@@ -300,7 +311,12 @@ int sc_proxy_start(const struct sc_proxy_config *cfg, SSL_CTX *ctx, uv_loop_t *m
         p->stats[i] = &w->stats;
         started = i + 1;
 
-        int fd = make_listen_socket((struct sockaddr *)&la);
+        // The loopback congestion control goes on a listener whose clients
+        // are all on this host; a wildcard one also takes other hosts'.
+        bool on_host = cfg->clients_on_host || sc_addr_is_loopback((struct sockaddr *)&la);
+        int fd =
+            make_listen_socket((struct sockaddr *)&la,
+                               cfg->loopback_cc[0] != '\0' && on_host ? cfg->loopback_cc : NULL);
         if (fd < 0) {
             r = fd;
             goto out_fail;

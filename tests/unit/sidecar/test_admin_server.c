@@ -22,6 +22,7 @@
 #include "admin/admin_int.h"
 #include "sc/admin.h"
 #include "sc/failures.h"
+#include "sc/parse.h"
 #include "sc/stats.h"
 
 struct fixture {
@@ -381,7 +382,7 @@ static bool loopback(const char *ip)
         in->sin_family = AF_INET;
         assert_int_equal(inet_pton(AF_INET, ip, &in->sin_addr), 1);
     }
-    return sc_admin__is_loopback(&ss);
+    return sc_addr_is_loopback((struct sockaddr *)&ss);
 }
 
 static void test_loopback_check(void **state)
