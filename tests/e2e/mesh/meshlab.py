@@ -331,3 +331,21 @@ class MeshLab:
 
     def cleanup_dir(self):
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def close_checked(self):
+        """A test fixture's teardown: close(), remove the directory, then
+        assert that no namespace is left, that every sidecar exited 0 on
+        SIGTERM and that no sanitizer report is in their logs."""
+        codes = self.close()
+        failed = {k: v for k, v in codes.items() if "sidecar-" in k and v != 0}
+        logs = {}
+        for p in self.procs:
+            if "sidecar-" in p.log_path:
+                with open(p.log_path, errors="replace") as f:
+                    logs[p.log_path] = f.read()
+        leftover = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        self.cleanup_dir()
+        assert self.tag not in leftover, f"namespaces left behind: {leftover}"
+        assert not failed, f"sidecars did not exit 0 on SIGTERM: {failed}"
+        for text in logs.values():
+            assert "Sanitizer" not in text and "runtime error" not in text, text[-4000:]

@@ -109,19 +109,7 @@ def lab():
         lab.wait_ready()
         yield lab
     finally:
-        codes = lab.close()
-        failed = {k: v for k, v in codes.items() if "sidecar-" in k and v != 0}
-        logs = {}
-        for p in lab.procs:
-            if "sidecar-" in p.log_path:
-                with open(p.log_path, errors="replace") as f:
-                    logs[p.log_path] = f.read()
-        leftover = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        lab.cleanup_dir()
-        assert lab.tag not in leftover, f"namespaces left behind: {leftover}"
-        assert not failed, f"sidecars did not exit 0 on SIGTERM: {failed}"
-        for path, text in logs.items():
-            assert "Sanitizer" not in text and "runtime error" not in text, text[-4000:]
+        lab.close_checked()
 
 
 def count(proc, needle):
