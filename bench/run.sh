@@ -502,7 +502,7 @@ cpu_end() {
   R[$pfx.foreign]=$(foreign_cpu "$WORK/foreign.before" "$WORK/foreign.after")
   FOREIGN_TOTAL=$(awk -v a="${FOREIGN_TOTAL:-0}" -v b="${R[$pfx.foreign]}" 'BEGIN{printf "%.1f", a+b}')
 }
-median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else { m=(a[NR/2]+a[NR/2+1])/2; if (m==int(m)) printf "%d\n", m; else printf "%.10g\n", m } }'; }
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else { m=(a[NR/2]+a[NR/2+1])/2; if (m==int(m)) printf "%.0f\n", m; else printf "%.10g\n", m } }'; }   # %.0f: mawk's %d clamps at 2^31-1 (byte counts)
 minmax() { tr ' ' '\n' | awk 'NF' | sort -g | awk 'NR==1{m=$1} {x=$1} END{ if (NR>1) printf "%s-%s", m, x; else print "" }'; }
 steal_snap() { # -> "steal total" ticks summed over the CPUs in $1 (e.g. "1" or "0,2")
   awk -v l=",$1," '$1 ~ /^cpu[0-9]+$/ { n=substr($1,4); if (index(l, ","n",")) { s+=$9; for (i=2;i<=NF;i++) t+=$i } } END{ print s+0, t+0 }' /proc/stat
