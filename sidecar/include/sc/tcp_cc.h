@@ -58,6 +58,9 @@ struct sc_tcp_cc_choice {
 // back to the system default (logged by the caller through |out->why|).
 int sc_tcp_cc_choose(const char *flag, struct sc_tcp_cc_choice *out, char *err, size_t err_cap);
 
+// sc_tcp_cc_log writes the startup event "tcp.loopback_cc cc=… system=… reason=…".
+void sc_tcp_cc_log(const struct sc_tcp_cc_choice *choice);
+
 // sc_tcp_cc_set selects |name| on the TCP socket |fd|. 0 or a negative UV
 // error code.
 int sc_tcp_cc_set(int fd, const char *name);

@@ -703,9 +703,7 @@ int sc_cmd_run(int argc, char **argv)
         fprintf(stderr, "seam-sidecar run: --loopback-cc \"%s\": %s\n", loopback_cc, err);
         goto out;
     }
-    sc_info("tcp.loopback_cc", "cc=%s system=%s reason=%s",
-            cc_choice.cc[0] != '\0' ? cc_choice.cc : "-",
-            cc_choice.system[0] != '\0' ? cc_choice.system : "-", cc_choice.why);
+    sc_tcp_cc_log(&cc_choice);
     memcpy(r->loopback_cc, cc_choice.cc, sizeof(r->loopback_cc));
 
     r->workers = (int)workers;

@@ -652,9 +652,7 @@ int sc_cmd_tunnel(int argc, char **argv)
     }
     sc_log_setup((enum sc_log_level)level,
                  strcmp(log_format, "json") == 0 ? SC_LOG_JSON : SC_LOG_TEXT);
-    sc_info("tcp.loopback_cc", "cc=%s system=%s reason=%s",
-            cc_choice.cc[0] != '\0' ? cc_choice.cc : "-",
-            cc_choice.system[0] != '\0' ? cc_choice.system : "-", cc_choice.why);
+    sc_tcp_cc_log(&cc_choice);
 
     t->allow.num_patterns = allow.num;
     t->allow.patterns = allow.items;

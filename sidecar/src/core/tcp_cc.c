@@ -11,6 +11,8 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include "sc/log.h"
+
 #define SYSTEM_CC_PATH "/proc/sys/net/ipv4/tcp_congestion_control"
 
 static bool valid_name(const char *s)
@@ -139,4 +141,11 @@ int sc_tcp_cc_choose(const char *flag, struct sc_tcp_cc_choice *out, char *err, 
     out->cc[0] = '\0';
     out->why = "probe_failed";
     return 0;
+}
+
+void sc_tcp_cc_log(const struct sc_tcp_cc_choice *choice)
+{
+    sc_info("tcp.loopback_cc", "cc=%s system=%s reason=%s",
+            choice->cc[0] != '\0' ? choice->cc : "-",
+            choice->system[0] != '\0' ? choice->system : "-", choice->why);
 }

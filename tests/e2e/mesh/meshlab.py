@@ -24,6 +24,20 @@ TD = "cluster.local"
 CP_PORT = 15010
 APP_UID = 1000
 PROXY_UID = 1337
+# The build the e2e tests use (ctest sets SEAM_BUILD_DIR).
+BUILD_DIR = os.environ.get("SEAM_BUILD_DIR") or os.path.join(HERE, "..", "..", "..", "build")
+
+
+def root_marks(*tools):
+    """pytest marks: skip unless root with setpriv and |tools| on the PATH."""
+    import pytest  # only the tests need it, not the demo
+    return [
+        pytest.mark.skipif(os.geteuid() != 0,
+                           reason="needs root: network namespaces, iptables, setpriv"),
+        pytest.mark.skipif(not os.path.exists("/usr/bin/setpriv")
+                           or not all(shutil.which(t) for t in tools),
+                           reason="needs setpriv" + "".join(f" and {t}" for t in tools)),
+    ]
 
 
 def run_built(build_dir):

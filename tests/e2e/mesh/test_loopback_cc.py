@@ -23,14 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import meshlab  # noqa: E402
 import seamtest  # noqa: E402 - tests/conftest.py puts tests/lib on the path
 
-BUILD_DIR = os.environ.get("SEAM_BUILD_DIR") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "..", "build")
-
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0,
-                       reason="needs root: network namespaces, iptables, setpriv"),
-    pytest.mark.skipif(not os.path.exists("/usr/bin/setpriv"), reason="needs setpriv"),
-]
+BUILD_DIR = meshlab.BUILD_DIR
+pytestmark = meshlab.root_marks()
 
 A, B = meshlab.spiffe("default", "a"), meshlab.spiffe("default", "b")
 MESH = f"""trust_domain: cluster.local

@@ -28,16 +28,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import meshlab  # noqa: E402
 
-BUILD_DIR = os.environ.get("SEAM_BUILD_DIR") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "..", "build")
-
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0,
-                       reason="needs root: network namespaces, iptables, setpriv"),
-    pytest.mark.skipif(not all(os.path.exists(p) for p in ("/usr/bin/setpriv",))
-                       or subprocess.run(["which", "curl"], capture_output=True).returncode,
-                       reason="needs setpriv and curl"),
-]
+BUILD_DIR = meshlab.BUILD_DIR
+pytestmark = meshlab.root_marks("curl")
 
 A, B, C = (meshlab.spiffe("default", "a"), meshlab.spiffe("default", "b"),
            meshlab.spiffe("other", "c"))
