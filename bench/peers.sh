@@ -215,7 +215,7 @@ peer_stunnel() {
   } > "$f"
   exec stunnel4 "$f"
 }
-# accel_wrap PEER_FN: the proxy PEER_FN starts, with seam-accel (docs/ACCEL.md)
+# accel_wrap PEER_FN...: the proxy PEER_FN starts, with seam-accel (docs/ACCEL.md)
 # giving the plain-text side of this proxy the sockmap short cut: the
 # outbound's listen port (app -> proxy), the inbound's upstream port (proxy ->
 # app). Reads ACCEL_BIN and ACCEL_CG (a cgroup v2 dir holding the proxies, the
@@ -238,12 +238,12 @@ accel_wrap() {
   [ "$ROLE" = inbound ] && port=$UPSTREAM_PORT
   accel_start "$WORKDIR/accel.log" "$port" 1s ||
     { echo "seam-accel did not start:" >&2; cat "$WORKDIR/accel.log" >&2; exit 1; }
-  "$1"
+  "$@"
 }
-# busypoll_wrap PEER_FN: the proxy PEER_FN starts, told to poll instead of
+# busypoll_wrap PEER_FN...: the proxy PEER_FN starts, told to poll instead of
 # sleeping (seam: while an answer is due, at most BUSY_POLL_US per request;
-# haproxy: busy-polling, always).
-busypoll_wrap() { BUSY_POLL=1 "$1"; }
-peer_seam_busypoll() { BUSY_POLL=1 peer_seam; }   # for accel_wrap (both opt-ins)
-export -f nginx_main peer_seam peer_haproxy peer_haproxy_l4 peer_haproxy_l7 peer_nginx peer_stunnel accel_start accel_wrap busypoll_wrap peer_seam_busypoll
+# haproxy: busy-polling, always). Both wrappers run the rest of their
+# arguments, so they compose: accel_wrap busypoll_wrap peer_seam.
+busypoll_wrap() { BUSY_POLL=1 "$@"; }
+export -f nginx_main peer_seam peer_haproxy peer_haproxy_l4 peer_haproxy_l7 peer_nginx peer_stunnel accel_start accel_wrap busypoll_wrap
 export ALLOW_ID

@@ -370,7 +370,7 @@ add_peer stunnel    l4 peer_stunnel    peer_stunnel    "stunnel4, thread per con
 add_peer seam-accel l4 "accel_wrap peer_seam" "accel_wrap peer_seam" "seam as above + seam-accel (sockmap) on each proxy's plain-text hop"
 add_peer haproxy-accel l4 "accel_wrap peer_haproxy_l4" "accel_wrap peer_haproxy_l4" "haproxy mode tcp as above + seam-accel on each proxy's plain-text hop (like-for-like reference)"
 add_peer seam-busypoll l4 "busypoll_wrap peer_seam" "busypoll_wrap peer_seam" "seam as above + --busy-poll-us $BUSY_POLL_US (polls while an answer is due; sections 1-2 only)"
-add_peer seam-accel-busypoll l4 "accel_wrap peer_seam_busypoll" "accel_wrap peer_seam_busypoll" "seam with both opt-ins: seam-accel on the plain-text hops + --busy-poll-us $BUSY_POLL_US (sections 1-2 only)"
+add_peer seam-accel-busypoll l4 "accel_wrap busypoll_wrap peer_seam" "accel_wrap busypoll_wrap peer_seam" "seam with both opt-ins: seam-accel on the plain-text hops + --busy-poll-us $BUSY_POLL_US (sections 1-2 only)"
 add_peer haproxy-busypoll l4 "busypoll_wrap peer_haproxy_l4" "busypoll_wrap peer_haproxy_l4" "haproxy mode tcp as above + busy-polling (polls always; like-for-like reference; sections 1-2 only)"
 
 for f in "${PEERS_FILES[@]}"; do . "$f"; done
