@@ -53,6 +53,8 @@ struct sc_worker_stats {
     uint64_t authz_deny;
     uint64_t refused_limit;                        // new work refused by a limit
     uint64_t accept_errors;                        // accept() failed (e.g. EMFILE)
+    uint64_t mux_opened[SC_DIR_MAX];               // seam-mux sessions opened (handshake done)
+    uint64_t mux_closed[SC_DIR_MAX];               // ... and closed again
     uint64_t loop_lag_us;                          // gauge: last measured loop lag
     uint64_t heartbeat_ns;                         // uv_hrtime() of the worker's last tick;
                                                    // 0 while its loop is not running

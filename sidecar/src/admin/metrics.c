@@ -14,6 +14,8 @@
 //   seam_authz_decisions_total{result="allow|deny"}            counter
 //   seam_connections_refused_total                             counter (a limit refused new work)
 //   seam_accept_errors_total                                   counter
+//   seam_mux_sessions_opened_total{direction}                  counter (docs/MUX.md)
+//   seam_mux_sessions_active{direction}                        gauge
 //   seam_worker_loop_lag_seconds{worker}                       gauge
 //   seam_main_loop_lag_seconds                                 gauge
 //   seam_tls_failures_recorded_total                           counter (/debug/tls-failures)
@@ -49,6 +51,7 @@ struct totals {
     uint64_t hs_bucket[SC_HS_BUCKETS + 1];
     uint64_t hs_sum_us;
     uint64_t allow, deny, refused, accept_errors;
+    uint64_t mux_opened[SC_DIR_MAX], mux_closed[SC_DIR_MAX];
 };
 
 static void sum_workers(struct totals *t, const struct sc_admin_hooks *h)
@@ -67,6 +70,8 @@ static void sum_workers(struct totals *t, const struct sc_admin_hooks *h)
                 t->opened[d][m] += SC_STAT_GET(s->conn_opened[d][m]);
                 t->failed[d][m] += SC_STAT_GET(s->conn_failed[d][m]);
             }
+            t->mux_closed[d] += SC_STAT_GET(s->mux_closed[d]); // closed first, as above
+            t->mux_opened[d] += SC_STAT_GET(s->mux_opened[d]);
             t->rx[d] += SC_STAT_GET(s->bytes_received[d]);
             t->tx[d] += SC_STAT_GET(s->bytes_sent[d]);
             for (int r = 0; r < SC_TLS_FAIL_MAX; r++) {
@@ -278,6 +283,17 @@ void sc_metrics_render(struct sc_admin_buf *out, const struct sc_admin_hooks *h,
     family(out, "seam_accept_errors_total", "counter", "accept() failures (e.g. EMFILE).");
     sc_admin_buf_printf(out, "seam_accept_errors_total %llu\n",
                         (unsigned long long)t.accept_errors);
+    dir_family(out, "seam_mux_sessions_opened_total",
+               "seam-mux/1 sessions opened (many connections over one mTLS connection), by "
+               "direction.",
+               t.mux_opened);
+    family(out, "seam_mux_sessions_active", "gauge",
+           "seam-mux/1 sessions currently open, by direction.");
+    for (int d = 0; d < SC_DIR_MAX; d++) {
+        sc_admin_buf_printf(out, "seam_mux_sessions_active{direction=\"%s\"} %llu\n",
+                            dir_names[d],
+                            (unsigned long long)(t.mux_opened[d] - t.mux_closed[d]));
+    }
 
     family(out, "seam_worker_loop_lag_seconds", "gauge",
            "Last measured event-loop lag of each worker thread.");

@@ -463,6 +463,7 @@ int sc_cmd_tunnel(int argc, char **argv)
     uint64_t cert_ttl_ms = 0, max_age_ms = 0;
     bool tls12 = false;
     bool no_resume = false;
+    bool mux = false;
     struct sc_limits limits;
     struct sc_flag limit_flags[SC_LIMITS_NUM_FLAGS];
     sc_limits_defaults(&limits);
@@ -497,6 +498,7 @@ int sc_cmd_tunnel(int argc, char **argv)
         {.name = "admin", .type = SC_FLAG_STRING, .out = &admin, .help = "admin/metrics server address (HOST:PORT)"},
         {.name = "sni", .type = SC_FLAG_STRING, .out = &sni, .help = "outbound: TLS server name to send"},
         {.name = "allow-tls12", .type = SC_FLAG_BOOL, .out = &tls12, .help = "also accept TLS 1.2 (default: TLS 1.3 only)"},
+        {.name = "mux", .type = SC_FLAG_BOOL, .out = &mux, .help = "outbound: carry all connections as streams of a few long-lived mTLS sessions (seam-mux/1; the inbound accepts it always)"},
         {.name = "no-tls-resumption", .type = SC_FLAG_BOOL, .out = &no_resume, .help = "full handshakes only: no session tickets issued or kept (default: resumption on)"},
         limit_flags[0],
         limit_flags[1],
@@ -627,6 +629,11 @@ int sc_cmd_tunnel(int argc, char **argv)
             fprintf(stderr, "seam-sidecar tunnel outbound: --allow is for inbound tunnels\n");
             goto out;
         }
+        if (mux && busy_poll_us > 0) {
+            fprintf(stderr, "seam-sidecar tunnel outbound: --mux and --busy-poll-us do not "
+                            "combine (yet)\n");
+            goto out;
+        }
     } else {
         if (allow.num == 0) {
             fprintf(stderr, "seam-sidecar tunnel inbound: missing required flag --allow (or "
@@ -645,6 +652,11 @@ int sc_cmd_tunnel(int argc, char **argv)
             fprintf(stderr, "seam-sidecar tunnel inbound: --peer-id is for outbound tunnels\n");
             goto out;
         }
+        if (mux) {
+            fprintf(stderr, "seam-sidecar tunnel inbound: --mux is for outbound tunnels (the "
+                            "inbound accepts seam-mux/1 sessions without it)\n");
+            goto out;
+        }
     }
     if (sc_tcp_cc_choose(loopback_cc, &cc_choice, err, sizeof(err)) != 0) {
         fprintf(stderr, "seam-sidecar tunnel: --loopback-cc \"%s\": %s\n", loopback_cc, err);
@@ -657,6 +669,7 @@ int sc_cmd_tunnel(int argc, char **argv)
     t->allow.num_patterns = allow.num;
     t->allow.patterns = allow.items;
     t->opts.is_server = dir == SC_DIR_INBOUND;
+    t->opts.accept_mux = dir == SC_DIR_INBOUND; // only where forward.c hands it to mux.c
     t->opts.peer_id = peer_id;
     t->opts.allow = dir == SC_DIR_INBOUND ? &t->allow : NULL;
     t->opts.allow_tls12 = tls12;
@@ -677,6 +690,7 @@ int sc_cmd_tunnel(int argc, char **argv)
         .idle_timeout_ms = idle_ms,
         .sni = sni,
         .max_connection_age_ms = max_age_ms,
+        .mux = mux,
     };
     memcpy(t->cfg.loopback_cc, cc_choice.cc, sizeof(cc_choice.cc));
     snapshot_ids(t, t->ids);

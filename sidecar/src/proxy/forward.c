@@ -15,6 +15,7 @@
 // destination (sc_stream_shutdown: TLS close_notify + FIN); when both
 // directions have ended and no write is in flight the connection is done.
 #include "proxy/proxy_int.h"
+#include "proxy/mux.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -264,22 +265,24 @@ static void start_pump(struct sc_conn *c)
 
 // ---- handshake and connect ----------------------------------------------
 
-static void handshake_failed(struct sc_conn *c)
+void sc_proxy__handshake_failed(struct sc_worker *w, struct sc_stream *tls, const char *peer,
+                                enum sc_conn_mode mode, bool count_conn)
 {
-    struct sc_worker *w = c->w;
     enum sc_dir dir = w->proxy->cfg.dir;
     const char *detail = "-";
-    enum sc_tls_fail reason = sc_stream_tls_fail(c->tls, &detail);
-    const char *peer_id = sc_tls_peer_id(sc_stream_get0_ssl(c->tls));
+    enum sc_tls_fail reason = sc_stream_tls_fail(tls, &detail);
+    const char *peer_id = sc_tls_peer_id(sc_stream_get0_ssl(tls));
     SC_STAT_ADD(w->stats.hs_failures[dir][reason], 1);
-    SC_STAT_ADD(w->stats.conn_failed[dir][c->mode], 1);
+    if (count_conn) {
+        SC_STAT_ADD(w->stats.conn_failed[dir][mode], 1);
+    }
     if (reason == SC_TLS_FAIL_NOT_ALLOWED) {
         SC_STAT_ADD(w->stats.authz_deny, 1);
     }
     sc_warn("tls.handshake_failed", "dir=%s reason=%s peer=%s peer_id=%s detail=%s",
-            dir_name(dir), sc_tls_fail_name(reason), c->peer, peer_id, detail);
+            dir_name(dir), sc_tls_fail_name(reason), peer, peer_id, detail);
 #ifdef SC_HAVE_FAILURES
-    sc_failures_record(dir, reason, c->peer, peer_id, detail);
+    sc_failures_record(dir, reason, peer, peer_id, detail);
 #endif
 }
 
@@ -314,7 +317,7 @@ static void on_handshake(struct sc_stream *s, int status)
     struct sc_worker *w = c->w;
     enum sc_dir dir = w->proxy->cfg.dir;
     if (status != 0) {
-        handshake_failed(c);
+        sc_proxy__handshake_failed(w, c->tls, c->peer, c->mode, true);
         // An orderly close: the app sees EOF without a byte. (A RST can
         // reach a loopback client before its connect() returns and look like
         // a connection error instead of a refusal.)
@@ -342,6 +345,18 @@ static void on_handshake(struct sc_stream *s, int status)
             return;
         }
         SC_STAT_ADD(w->stats.authz_allow, 1);
+        if (rt == NULL && sc_mux__negotiated(s)) {
+            // A seam-mux/1 session: its streams are the connections (each
+            // counted as one); this TLS connection is handed over to it.
+            SC_STAT_ADD(w->stats.conn_closed[dir][c->mode], 1);
+            c->counted = false;
+            c->state = SC_CONN_CLOSING;
+            c->down = NULL;
+            c->tls = NULL;
+            sc_mux__serve(w, s, c->peer);
+            release_handle(c);
+            return;
+        }
         // Authenticated and authorized: only now reach the app.
         connect_upstream(c);
         return;
@@ -349,18 +364,15 @@ static void on_handshake(struct sc_stream *s, int status)
     start_pump(c);
 }
 
-// set_loopback_cc gives the upstream socket of |c| the loopback congestion
-// control when its target is on this host (sc/tcp_cc.h). Checked at startup,
-// so a failure costs only speed; logged once per worker.
-static void set_loopback_cc(struct sc_conn *c, struct sc_stream *up)
+void sc_proxy__set_loopback_cc(struct sc_worker *w, const struct sockaddr *target,
+                               struct sc_stream *s)
 {
-    struct sc_worker *w = c->w;
     const char *cc = w->proxy->cfg.loopback_cc;
-    if (cc[0] == '\0' || !sc_addr_is_loopback(target_of(c))) {
+    if (cc[0] == '\0' || !sc_addr_is_loopback(target)) {
         return;
     }
     uv_os_fd_t fd;
-    int r = uv_fileno((uv_handle_t *)sc_stream_get0_tcp(up), &fd);
+    int r = uv_fileno((uv_handle_t *)sc_stream_get0_tcp(s), &fd);
     if (r == 0) {
         r = sc_tcp_cc_set(fd, cc);
     }
@@ -392,7 +404,7 @@ static void on_upstream_connect(struct sc_stream *up, int status)
         finalize(c, "upstream_connect_failed", false);
         return;
     }
-    set_loopback_cc(c, up);
+    sc_proxy__set_loopback_cc(w, target_of(c), up);
     if (dir == SC_DIR_OUTBOUND && c->mode == SC_MODE_MTLS) {
         c->state = SC_CONN_HANDSHAKE;
         int r = sc_stream_start_tls(up, w->ctx, false, w->proxy->cfg.sni,
@@ -566,6 +578,10 @@ void sc_conn__accept(struct sc_worker *w)
 {
     struct sc_proxy *p = w->proxy;
     enum sc_dir dir = p->cfg.dir;
+    if (p->cfg.mux && p->cfg.router == NULL && dir == SC_DIR_OUTBOUND) {
+        sc_mux__accept(w);
+        return;
+    }
     struct sc_conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         SC_STAT_ADD(w->stats.accept_errors, 1);

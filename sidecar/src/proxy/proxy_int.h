@@ -12,6 +12,7 @@
 #include "sc/stream.h"
 
 struct sc_conn;
+struct sc_mux_sess;
 
 struct sc_worker {
     struct sc_worker_stats stats; // first: cache-line aligned, only this thread writes
@@ -36,6 +37,10 @@ struct sc_worker {
     bool draining;
     bool stopping;
     bool loopback_cc_warned; // a loopback_cc failure was logged (once per worker)
+    uv_check_t mux_check;               // seam-mux: writes sessions' frames once per loop turn,
+    uv_prepare_t mux_prepare;           // after the I/O callbacks and before polling
+    struct sc_mux_sess *mux_sessions;   // open seam-mux sessions (mux.c)
+    struct sc_mux_sess *mux_flush;      // sessions with frames to write this turn
     uint64_t drain_deadline; // uv_now ms
     uint64_t last_tick;      // uv_hrtime of the last tick (loop lag)
     struct sc_conn *conns;   // doubly linked list of open connections
@@ -72,6 +77,18 @@ void sc_conn__sweep(struct sc_worker *w, bool force);
 // worker that has such connections polls instead of sleeping for up to
 // busy_poll_us after the last request bytes; with it off this does nothing.
 void sc_worker__awaiting(struct sc_worker *w, bool *flag, bool awaiting);
+
+// sc_proxy__handshake_failed counts and logs the failed TLS handshake of
+// |tls| (peer address |peer|) like every failed handshake of the data path;
+// with |count_conn| also as a failed connection.
+void sc_proxy__handshake_failed(struct sc_worker *w, struct sc_stream *tls, const char *peer,
+                                enum sc_conn_mode mode, bool count_conn);
+
+// sc_proxy__set_loopback_cc gives |s|, connected to |target|, the loopback
+// congestion control when |target| is on this host (sc/tcp_cc.h); a failure
+// is logged once per worker.
+void sc_proxy__set_loopback_cc(struct sc_worker *w, const struct sockaddr *target,
+                               struct sc_stream *s);
 
 // sc_worker__conn_gone is called by forward.c when a connection is freed.
 void sc_worker__conn_gone(struct sc_worker *w);

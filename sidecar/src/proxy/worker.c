@@ -2,6 +2,7 @@
 // SO_REUSEPORT listening socket each, TLS snapshots published from the main
 // thread (uv_async + an atomic pointer), and the drain on SIGTERM.
 #include "proxy/proxy_int.h"
+#include "proxy/mux.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -85,6 +86,7 @@ static void maybe_stop(struct sc_worker *w)
     uv_close((uv_handle_t *)&w->tick, NULL);
     uv_close((uv_handle_t *)&w->poll_check, NULL);
     uv_close((uv_handle_t *)&w->poll_idle, NULL);
+    sc_mux__worker_close(w);
 }
 
 void sc_worker__conn_gone(struct sc_worker *w)
@@ -100,6 +102,7 @@ static void on_async(uv_async_t *a)
     if (ctx != NULL) {
         SSL_CTX_free(w->ctx);
         w->ctx = ctx; // new connections use it; open ones keep theirs
+        sc_mux__retire(w); // and new streams go on a session that uses it
     }
     void *snap = atomic_exchange(&w->pending_snap, NULL);
     if (snap != NULL) {
@@ -115,6 +118,7 @@ static void on_async(uv_async_t *a)
         // Stop accepting: closes the listener whether it listens, is paused
         // or is closing for a pause, and the pause timer and spare fd.
         sc_accept_pause_close(&w->accept_pause, NULL, NULL);
+        sc_mux__sweep(w, false); // GOAWAY, idle sessions closed
         maybe_stop(w);
     }
 }
@@ -133,6 +137,7 @@ static void on_tick(uv_timer_t *t)
     SC_STAT_SET(w->stats.heartbeat_ns, now);
     bool force = w->draining && uv_now(&w->loop) >= w->drain_deadline;
     sc_conn__sweep(w, force);
+    sc_mux__sweep(w, force);
 }
 
 // Busy poll. A request through the sidecar pair crosses cores several times,
@@ -236,6 +241,7 @@ static void free_unstarted_worker(struct sc_worker *w)
     uv_close((uv_handle_t *)&w->tick, NULL);
     uv_close((uv_handle_t *)&w->poll_check, NULL);
     uv_close((uv_handle_t *)&w->poll_idle, NULL);
+    sc_mux__worker_close(w);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
     SSL_CTX_free(w->ctx);
@@ -293,6 +299,7 @@ int sc_proxy_start(const struct sc_proxy_config *cfg, SSL_CTX *ctx, uv_loop_t *m
         uv_timer_init(&w->loop, &w->tick);
         uv_check_init(&w->loop, &w->poll_check);
         uv_idle_init(&w->loop, &w->poll_idle);
+        sc_mux__worker_init(w);
         w->poll_check.data = w;
         w->listener.data = w;
         w->async.data = w;

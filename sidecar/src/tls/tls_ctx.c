@@ -16,6 +16,7 @@
 #include <openssl/x509v3.h>
 
 #include "sc/err.h"
+#include "sc/muxframe.h"
 
 // on_alpn_select picks our protocol from the client's list. A client that
 // offers only others goes on without ALPN, unless the context requires it
@@ -125,14 +126,23 @@ SSL_CTX *sc_tls_ctx_new_pem(const struct sc_tls_opts *opts, const char *cert_pem
     if (policy == NULL) {
         goto out_free;
     }
-    policy->alpn = malloc(alpn_n + 1);
+    // A tunnel inbound also accepts seam-mux/1 (many connections over one,
+    // proxy/mux.c), but only from a client that asks for it; clients offer
+    // the one protocol they speak.
+    bool with_mux = opts->is_server && opts->accept_mux && strcmp(alpn, SC_TLS_ALPN_DATA) == 0;
+    size_t mux_n = with_mux ? strlen(SC_MUX_ALPN) + 1 : 0;
+    policy->alpn = malloc(mux_n + alpn_n + 1);
     if (policy->alpn == NULL) {
         snprintf(err, err_cap, "out of memory");
         goto out_free;
     }
-    policy->alpn[0] = (uint8_t)alpn_n;
-    memcpy(policy->alpn + 1, alpn, alpn_n);
-    policy->alpn_len = alpn_n + 1;
+    if (with_mux) {
+        policy->alpn[0] = (uint8_t)(mux_n - 1);
+        memcpy(policy->alpn + 1, SC_MUX_ALPN, mux_n - 1);
+    }
+    policy->alpn[mux_n] = (uint8_t)alpn_n;
+    memcpy(policy->alpn + mux_n + 1, alpn, alpn_n);
+    policy->alpn_len = mux_n + alpn_n + 1;
     policy->alpn_required = opts->alpn_required;
 
     // TLS_with_buffers_method: BoringSSL keeps certificates as DER bytes

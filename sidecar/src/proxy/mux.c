@@ -1,0 +1,1197 @@
+// mux.c — seam-mux/1 sessions and streams (mux.h, docs/MUX.md).
+//
+//   outbound: accept client -> (the worker's open session, or a new one:
+//             connect inbound, mTLS handshake offering seam-mux/1) ->
+//             OPEN -> pump client <-> stream
+//   inbound:  mTLS handshake chose seam-mux/1 (forward.c) -> session ->
+//             each OPEN: connect the app, pump stream <-> app
+//
+// Writes: frames of every stream go into the session's one plaintext buffer;
+// it is encrypted and written once per loop turn (the worker's check handle,
+// after all I/O callbacks of the turn) or when it fills. That is the point:
+// N connections' requests served in one turn leave in one write.
+//
+// Flow control, per stream: a sender has SC_MUX_STREAM_WINDOW bytes of credit and
+// stops reading its source when it runs out; the receiver gives credit back
+// (WINDOW) as its writes to the local socket complete. A reader that stops
+// thus stalls its own stream only; the session is always read. A sender may
+// overshoot by one read buffer; beyond that the stream is reset.
+#include "proxy/mux.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/proxy_int.h"
+#include "sc/err.h"
+#include "sc/limits.h"
+#include "sc/log.h"
+#include "sc/muxframe.h"
+#include "sc/parse.h"
+#include "sc/tls.h"
+
+enum sess_state { SESS_CONNECTING, SESS_HANDSHAKE, SESS_OPEN, SESS_CLOSING };
+enum chan_state { CHAN_WAIT, CHAN_CONNECTING, CHAN_PUMP, CHAN_CLOSING };
+
+// pend holds bytes that arrived for an inbound stream whose app connection
+// is not up yet (bounded by the stream's window).
+struct pend {
+    struct pend *next;
+    char *buf;
+    size_t len;
+};
+
+struct mux_chan {
+    struct mux_chan *next; // session's list
+    struct mux_chan *prev;
+    struct mux_chan *hnext;   // session's id hash chain
+    struct sc_mux_sess *sess; // NULL once unlinked
+    struct sc_worker *w;
+    struct sc_stream *plain; // client (outbound) or app (inbound); NULL once closed
+    uint32_t sid;            // 0 until opened
+    enum chan_state state;
+    int64_t credit;    // bytes we may still send
+    uint64_t unacked;  // received, not yet given back with WINDOW
+    uint64_t to_ack;   // written on, not yet given back
+    int inflight;      // writes to |plain| not completed
+    bool paused;       // |plain| not read: out of credit
+    bool fin_sent;     // |plain|'s EOF went out as FIN
+    bool fin_recv;     // the peer's FIN arrived
+    bool shut_pending; // fin_recv before the app connection was up
+    bool aged;         // past max_connection_age: FIN sent, closed after a grace period
+    bool drop_in;      // inbound, aged: the peer's further DATA is dropped
+    uint64_t aged_ms;
+    struct pend *pend_head;
+    struct pend *pend_tail;
+    char *wbuf; // bytes of this session read for |plain|, written after it
+    size_t wlen;
+    struct mux_chan *wnext; // session's wlist
+    bool wlisted;           // on it
+    uint64_t start_ms;
+    uint64_t last_active_ms;
+    uint64_t bytes_in;  // from the downstream (client / peer stream)
+    uint64_t bytes_out; // to the downstream
+};
+
+struct sc_mux_sess {
+    struct sc_mux_sess *next; // worker's list
+    struct sc_mux_sess *prev;
+    struct sc_mux_sess *flush_next; // worker's flush list
+    struct sc_worker *w;
+    struct sc_stream *s; // NULL once closed
+    enum sess_state state;
+    bool client;
+    bool retired; // no new streams: closes once empty
+    bool goaway_sent;
+    bool flush_queued;
+    uint32_t last_sid; // highest stream id opened
+    struct mux_chan *chans;
+    uint32_t nchans;
+    struct mux_chan **buckets;
+    uint32_t nbuckets; // power of two
+    char *out;         // frames not yet written
+    size_t out_len;
+    struct mux_chan *wlist; // streams given bytes by the read being decoded
+    struct sc_mux_decoder dec;
+    uint64_t start_ms;
+    uint64_t idle_since_ms;
+    uint64_t streams_total;
+    char peer[64];
+};
+
+static const char *dir_name(const struct sc_worker *w)
+{
+    return w->proxy->cfg.dir == SC_DIR_INBOUND ? "inbound" : "outbound";
+}
+
+static void sess_close(struct sc_mux_sess *m, const char *reason);
+static void chan_finalize(struct mux_chan *ch, const char *reason, bool send_rst);
+
+// ---- stream id table ------------------------------------------------------
+
+static uint32_t bucket_of(const struct sc_mux_sess *m, uint32_t sid)
+{
+    return (sid * 2654435761u) & (m->nbuckets - 1);
+}
+
+static struct mux_chan *chan_find(const struct sc_mux_sess *m, uint32_t sid)
+{
+    if (m->buckets == NULL) {
+        return NULL;
+    }
+    for (struct mux_chan *ch = m->buckets[bucket_of(m, sid)]; ch != NULL; ch = ch->hnext) {
+        if (ch->sid == sid) {
+            return ch;
+        }
+    }
+    return NULL;
+}
+
+static void hash_insert(struct sc_mux_sess *m, struct mux_chan *ch)
+{
+    if (m->buckets == NULL || m->nchans > m->nbuckets * 2) {
+        uint32_t n = m->buckets == NULL ? 16 : m->nbuckets * 2;
+        struct mux_chan **b = calloc(n, sizeof(*b));
+        if (b == NULL) {
+            abort(); // like sc_buf_get: no graceful path for a few hundred bytes
+        }
+        struct mux_chan **old = m->buckets;
+        uint32_t oldn = m->nbuckets;
+        m->buckets = b;
+        m->nbuckets = n;
+        for (uint32_t i = 0; i < oldn; i++) {
+            struct mux_chan *c = old[i];
+            while (c != NULL) {
+                struct mux_chan *next = c->hnext;
+                uint32_t k = bucket_of(m, c->sid);
+                c->hnext = b[k];
+                b[k] = c;
+                c = next;
+            }
+        }
+        free(old);
+    }
+    uint32_t k = bucket_of(m, ch->sid);
+    ch->hnext = m->buckets[k];
+    m->buckets[k] = ch;
+}
+
+static void hash_remove(struct sc_mux_sess *m, struct mux_chan *ch)
+{
+    if (ch->sid == 0 || m->buckets == NULL) {
+        return;
+    }
+    struct mux_chan **p = &m->buckets[bucket_of(m, ch->sid)];
+    while (*p != NULL && *p != ch) {
+        p = &(*p)->hnext;
+    }
+    if (*p == ch) {
+        *p = ch->hnext;
+    }
+}
+
+// ---- output: frames into the session buffer, one write per loop turn -------
+
+static void sess_write_now(struct sc_mux_sess *m)
+{
+    if (m->out == NULL) {
+        return;
+    }
+    char *o = m->out;
+    uv_buf_t b = uv_buf_init(o, (unsigned)m->out_len);
+    m->out = NULL;
+    m->out_len = 0;
+    if (m->s == NULL || m->state != SESS_OPEN) {
+        sc_buf_release(o);
+        return;
+    }
+    int r = sc_stream_write_owned(m->s, &b, 1, o, NULL, NULL);
+    if (r != 0) {
+        sc_warn("mux.write_failed", "dir=%s peer=%s error=%s", dir_name(m->w), m->peer,
+                sc_strerror(r));
+        sess_close(m, "write_error");
+    }
+}
+
+static void flush_unlink(struct sc_mux_sess *m)
+{
+    if (!m->flush_queued) {
+        return;
+    }
+    struct sc_mux_sess **p = &m->w->mux_flush;
+    while (*p != NULL && *p != m) {
+        p = &(*p)->flush_next;
+    }
+    if (*p == m) {
+        *p = m->flush_next;
+    }
+    m->flush_queued = false;
+}
+
+static void flush_all(struct sc_worker *w)
+{
+    while (w->mux_flush != NULL) {
+        struct sc_mux_sess *m = w->mux_flush;
+        w->mux_flush = m->flush_next;
+        m->flush_queued = false;
+        sess_write_now(m);
+    }
+}
+
+// Frames queued by I/O callbacks are written after the poll phase (check);
+// those queued by timers (a write completion reported on the next turn,
+// giving window back) before the loop sleeps in the next poll (prepare).
+static void on_mux_check(uv_check_t *h)
+{
+    flush_all(h->data);
+}
+
+static void on_mux_prepare(uv_prepare_t *h)
+{
+    flush_all(h->data);
+}
+
+// reserve returns room for |need| bytes (at most a buffer) at the end of the
+// session's pending frames, writing out a full buffer first.
+static uint8_t *reserve(struct sc_mux_sess *m, size_t need, bool large, size_t *room)
+{
+    if (m->out != NULL && sc_buf_size(m->out) - m->out_len < need) {
+        sess_write_now(m);
+    }
+    if (m->out == NULL) {
+        m->out = sc_buf_get_sized(&m->w->pool, large);
+        m->out_len = 0;
+    }
+    if (!m->flush_queued) {
+        m->flush_queued = true;
+        m->flush_next = m->w->mux_flush;
+        m->w->mux_flush = m;
+    }
+    *room = sc_buf_size(m->out) - m->out_len;
+    return (uint8_t *)m->out + m->out_len;
+}
+
+static void send_control(struct sc_mux_sess *m, enum sc_mux_type type, uint32_t sid, uint32_t arg32)
+{
+    if (m->state != SESS_OPEN) {
+        return;
+    }
+    size_t room;
+    uint8_t *p = reserve(m, SC_MUX_HDR_LEN + 4, false, &room);
+    sc_mux_put_hdr(p, type, 0, type == SC_MUX_OPEN ? 0 : 4, sid);
+    if (type == SC_MUX_OPEN) {
+        m->out_len += SC_MUX_HDR_LEN;
+        return;
+    }
+    sc_mux_put_u32(p + SC_MUX_HDR_LEN, arg32);
+    m->out_len += SC_MUX_HDR_LEN + 4;
+}
+
+// send_data frames |n| bytes (n may be 0 with |fin|) of stream |sid|.
+static void send_data(struct sc_mux_sess *m, uint32_t sid, const char *p, size_t n, bool fin)
+{
+    if (m->state != SESS_OPEN) {
+        return;
+    }
+    do {
+        // A large write goes into large buffers (one socket write per 256 KiB);
+        // no tiny tail of it is put into a nearly full buffer.
+        size_t want = n < 1024 ? n : 1024;
+        size_t room;
+        uint8_t *o = reserve(m, SC_MUX_HDR_LEN + want, n > SC_BUF_SIZE / 2, &room);
+        size_t chunk = room - SC_MUX_HDR_LEN;
+        if (chunk > n) {
+            chunk = n;
+        }
+        if (chunk > SC_MUX_MAX_DATA) {
+            chunk = SC_MUX_MAX_DATA;
+        }
+        bool last = chunk == n;
+        sc_mux_put_hdr(o, SC_MUX_DATA, last && fin ? SC_MUX_FLAG_FIN : 0, (uint16_t)chunk, sid);
+        if (chunk > 0) {
+            memcpy(o + SC_MUX_HDR_LEN, p, chunk);
+        }
+        m->out_len += SC_MUX_HDR_LEN + chunk;
+        p += chunk;
+        n -= chunk;
+    } while (n > 0);
+}
+
+// ---- streams ---------------------------------------------------------------
+
+static void on_chan_closed(struct sc_stream *s)
+{
+    struct mux_chan *ch = sc_stream_get_data(s);
+    struct sc_worker *w = ch->w;
+    free(ch);
+    sc_worker__conn_gone(w);
+}
+
+static void chan_unlink(struct mux_chan *ch)
+{
+    struct sc_mux_sess *m = ch->sess;
+    if (m == NULL) {
+        return;
+    }
+    hash_remove(m, ch);
+    if (ch->prev != NULL) {
+        ch->prev->next = ch->next;
+    } else {
+        m->chans = ch->next;
+    }
+    if (ch->next != NULL) {
+        ch->next->prev = ch->prev;
+    }
+    ch->sess = NULL;
+    if (--m->nchans == 0) {
+        m->idle_since_ms = uv_now(&m->w->loop);
+        if (m->retired && m->state == SESS_OPEN) {
+            sess_close(m, m->w->draining ? "drain" : "retired");
+        }
+    }
+}
+
+static void chan_link(struct sc_mux_sess *m, struct mux_chan *ch)
+{
+    ch->sess = m;
+    ch->next = m->chans;
+    ch->prev = NULL;
+    if (m->chans != NULL) {
+        m->chans->prev = ch;
+    }
+    m->chans = ch;
+    m->nchans++;
+    m->streams_total++;
+}
+
+static struct mux_chan *chan_new(struct sc_worker *w)
+{
+    struct mux_chan *ch = calloc(1, sizeof(*ch));
+    if (ch == NULL) {
+        return NULL;
+    }
+    ch->w = w;
+    ch->credit = SC_MUX_STREAM_WINDOW;
+    ch->start_ms = ch->last_active_ms = uv_now(&w->loop);
+    ch->plain = sc_stream_new(&w->loop, &w->pool);
+    sc_stream_set_data(ch->plain, ch);
+    atomic_fetch_add(&w->num_conns, 1);
+    return ch;
+}
+
+// chan_finalize ends a stream once: RST to the peer unless both sides ended
+// cleanly (or the peer reset it), then the local socket is closed.
+static void chan_finalize(struct mux_chan *ch, const char *reason, bool send_rst)
+{
+    if (ch->state == CHAN_CLOSING) {
+        return;
+    }
+    struct sc_worker *w = ch->w;
+    enum sc_dir dir = w->proxy->cfg.dir;
+    bool pumped = ch->state == CHAN_PUMP;
+    ch->state = CHAN_CLOSING;
+    struct sc_mux_sess *m = ch->sess;
+    if (pumped) {
+        sc_info("conn.close",
+                "dir=%s peer=%s peer_id=%s tls=mux stream=%u bytes_in=%llu bytes_out=%llu "
+                "duration_ms=%llu reason=%s",
+                dir_name(w), m ? m->peer : "-",
+                m && m->s ? sc_tls_peer_id(sc_stream_get0_ssl(m->s)) : "-", ch->sid,
+                (unsigned long long)ch->bytes_in, (unsigned long long)ch->bytes_out,
+                (unsigned long long)(uv_now(&w->loop) - ch->start_ms), reason);
+    }
+    SC_STAT_ADD(w->stats.conn_closed[dir][SC_MODE_MTLS], 1);
+    if (m != NULL) {
+        if (send_rst && ch->sid != 0 && !(ch->fin_sent && ch->fin_recv)) {
+            send_control(m, SC_MUX_RST, ch->sid, SC_MUX_RST_CANCEL);
+        }
+        chan_unlink(ch);
+    }
+    while (ch->pend_head != NULL) {
+        struct pend *p = ch->pend_head;
+        ch->pend_head = p->next;
+        sc_buf_release(p->buf);
+        free(p);
+    }
+    sc_buf_release(ch->wbuf); // it may stay on its session's wlist until the read ends
+    ch->wbuf = NULL;
+    ch->wlen = 0;
+    sc_stream_close(ch->plain, on_chan_closed);
+}
+
+static void chan_maybe_done(struct mux_chan *ch)
+{
+    if (ch->fin_sent && ch->fin_recv && ch->inflight == 0 && ch->state == CHAN_PUMP) {
+        chan_finalize(ch, "eof", false);
+    }
+}
+
+static void on_chan_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf);
+
+static void chan_resume(struct mux_chan *ch)
+{
+    if (ch->paused && ch->credit > 0 && !ch->fin_sent && ch->state == CHAN_PUMP) {
+        ch->paused = false;
+        sc_stream_read_start(ch->plain, on_chan_read);
+    }
+}
+
+static void on_chan_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct mux_chan *ch = sc_stream_get_data(s);
+    struct sc_worker *w = ch->w;
+    struct sc_mux_sess *m = ch->sess;
+    enum sc_dir dir = w->proxy->cfg.dir;
+    if (m == NULL) { // not expected: a stream leaves its session only when it closes
+        if (nread > 0) {
+            sc_buf_release(buf->base);
+        }
+        chan_finalize(ch, "mux_session_closed", false);
+        return;
+    }
+    if (nread < 0) {
+        if (nread != UV_EOF) {
+            chan_finalize(ch, dir == SC_DIR_OUTBOUND ? "downstream_error" : "upstream_error", true);
+            return;
+        }
+        ch->fin_sent = true;
+        send_data(m, ch->sid, NULL, 0, true);
+        chan_maybe_done(ch);
+        return;
+    }
+    ch->last_active_ms = uv_now(&w->loop);
+    send_data(m, ch->sid, buf->base, (size_t)nread, false);
+    sc_buf_release(buf->base);
+    if (dir == SC_DIR_OUTBOUND) {
+        ch->bytes_in += (uint64_t)nread;
+        SC_STAT_ADD(w->stats.bytes_received[dir], (uint64_t)nread);
+    } else {
+        ch->bytes_out += (uint64_t)nread;
+        SC_STAT_ADD(w->stats.bytes_sent[dir], (uint64_t)nread);
+    }
+    ch->credit -= nread;
+    if (ch->credit <= 0 && !ch->paused) {
+        ch->paused = true;
+        sc_stream_read_stop(s);
+    }
+}
+
+static void on_chan_written(struct sc_stream *s, int status, void *arg)
+{
+    struct mux_chan *ch = sc_stream_get_data(s);
+    ch->inflight--;
+    if (ch->state == CHAN_CLOSING) {
+        return;
+    }
+    if (status != 0) {
+        chan_finalize(ch,
+                      ch->w->proxy->cfg.dir == SC_DIR_OUTBOUND ? "downstream_write_error"
+                                                               : "upstream_write_error",
+                      true);
+        return;
+    }
+    ch->to_ack += (uintptr_t)arg;
+    if (ch->to_ack >= SC_MUX_STREAM_WINDOW / 4 && ch->sess != NULL) {
+        send_control(ch->sess, SC_MUX_WINDOW, ch->sid, (uint32_t)ch->to_ack);
+        ch->unacked -= ch->to_ack;
+        ch->to_ack = 0;
+    }
+    chan_maybe_done(ch);
+}
+
+// chan_write_plain writes |n| bytes to the local socket (copied into pool
+// buffers that the stream releases once the kernel has them).
+static int chan_write_plain(struct mux_chan *ch, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        char *b = sc_buf_get_sized(&ch->w->pool, n > SC_BUF_SIZE);
+        size_t k = sc_buf_size(b) < n ? sc_buf_size(b) : n;
+        memcpy(b, p, k);
+        uv_buf_t ub = uv_buf_init(b, (unsigned)k);
+        if (sc_stream_write_owned(ch->plain, &ub, 1, b, on_chan_written, (void *)(uintptr_t)k) !=
+            0) {
+            return -1;
+        }
+        ch->inflight++;
+        p += k;
+        n -= k;
+    }
+    return 0;
+}
+
+// chan_flush_plain writes the bytes collected in |ch->wbuf|.
+static int chan_flush_plain(struct mux_chan *ch)
+{
+    char *b = ch->wbuf;
+    size_t k = ch->wlen;
+    ch->wbuf = NULL;
+    ch->wlen = 0;
+    if (b == NULL) {
+        return 0;
+    }
+    if (k == 0 || ch->state != CHAN_PUMP) {
+        sc_buf_release(b);
+        return 0;
+    }
+    uv_buf_t ub = uv_buf_init(b, (unsigned)k);
+    if (sc_stream_write_owned(ch->plain, &ub, 1, b, on_chan_written, (void *)(uintptr_t)k) != 0) {
+        return -1;
+    }
+    ch->inflight++;
+    return 0;
+}
+
+// chan_collect copies |n| bytes for |ch|'s socket into its wbuf: all the
+// slices one session read holds for a stream leave in one socket write
+// (written when the read is decoded, or when the buffer is full).
+static int chan_collect(struct sc_mux_sess *m, struct mux_chan *ch, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        if (ch->wbuf != NULL && ch->wlen == sc_buf_size(ch->wbuf) && chan_flush_plain(ch) != 0) {
+            return -1;
+        }
+        if (ch->wbuf == NULL) {
+            ch->wbuf = sc_buf_get_sized(&ch->w->pool, n > SC_BUF_SIZE / 2);
+            ch->wlen = 0;
+        }
+        if (!ch->wlisted) {
+            ch->wlisted = true;
+            ch->wnext = m->wlist;
+            m->wlist = ch;
+        }
+        size_t k = sc_buf_size(ch->wbuf) - ch->wlen;
+        if (k > n) {
+            k = n;
+        }
+        memcpy(ch->wbuf + ch->wlen, p, k);
+        ch->wlen += k;
+        p += k;
+        n -= k;
+    }
+    return 0;
+}
+
+static void chan_start_pump(struct mux_chan *ch)
+{
+    ch->state = CHAN_PUMP;
+    ch->last_active_ms = uv_now(&ch->w->loop);
+    while (ch->pend_head != NULL) {
+        struct pend *p = ch->pend_head;
+        ch->pend_head = p->next;
+        int r = chan_write_plain(ch, (const uint8_t *)p->buf, p->len);
+        sc_buf_release(p->buf);
+        free(p);
+        if (r != 0) {
+            chan_finalize(ch, "upstream_write_error", true);
+            return;
+        }
+    }
+    ch->pend_tail = NULL;
+    if (ch->shut_pending) {
+        sc_stream_shutdown(ch->plain);
+    }
+    if (sc_stream_read_start(ch->plain, on_chan_read) != 0) {
+        chan_finalize(ch, "read_error", true);
+    }
+}
+
+// ---- input: frames from the peer ---------------------------------------------
+
+static int proto_error(struct sc_mux_sess *m, const char *why, uint32_t sid)
+{
+    sc_warn("mux.protocol_error", "dir=%s peer=%s peer_id=%s stream=%u detail=%s", dir_name(m->w),
+            m->peer, m->s ? sc_tls_peer_id(sc_stream_get0_ssl(m->s)) : "-", sid, why);
+    return 1;
+}
+
+// known_sid tells whether |sid| was opened on this session (it may have been
+// closed since: frames for it are dropped).
+static bool known_sid(const struct sc_mux_sess *m, uint32_t sid)
+{
+    return sid <= m->last_sid;
+}
+
+static void on_app_connect(struct sc_stream *s, int status);
+
+// serve_open starts an inbound stream: connect the app.
+static int serve_open(struct sc_mux_sess *m, uint32_t sid, size_t dest_len)
+{
+    struct sc_worker *w = m->w;
+    if (m->client) {
+        return proto_error(m, "OPEN from the server", sid);
+    }
+    if (sid <= m->last_sid) {
+        return proto_error(m, "stream id not increasing", sid);
+    }
+    m->last_sid = sid;
+    const char *refuse = NULL;
+    if (m->retired || w->draining) {
+        refuse = "draining";
+    } else if (dest_len != 0) {
+        refuse = "destination given in tunnel mode";
+    } else if (m->nchans >= SC_MUX_MAX_STREAMS) {
+        refuse = "max_streams";
+    } else {
+        refuse = sc_limits_admit(&w->stats, w->id, w->proxy->num_workers, -1,
+                                 atomic_load_explicit(&w->num_conns, memory_order_relaxed),
+                                 (uint64_t)w->pool.bytes_out);
+    }
+    if (refuse != NULL) {
+        sc_warn("mux.stream_refused", "dir=inbound peer=%s stream=%u reason=%s", m->peer, sid,
+                refuse);
+        send_control(m, SC_MUX_RST, sid, SC_MUX_RST_NOT_ALLOWED);
+        return 0;
+    }
+    struct mux_chan *ch = chan_new(w);
+    if (ch == NULL) {
+        send_control(m, SC_MUX_RST, sid, SC_MUX_RST_REFUSED);
+        return 0;
+    }
+    ch->sid = sid;
+    ch->state = CHAN_CONNECTING;
+    chan_link(m, ch);
+    hash_insert(m, ch);
+    SC_STAT_ADD(w->stats.conn_opened[SC_DIR_INBOUND][SC_MODE_MTLS], 1);
+    int r = sc_stream_connect(ch->plain, (const struct sockaddr *)&w->proxy->cfg.target,
+                              w->proxy->cfg.connect_timeout_ms, on_app_connect);
+    if (r != 0) {
+        on_app_connect(ch->plain, r); // the stream made no call: not re-entrant
+    }
+    return 0;
+}
+
+static void on_app_connect(struct sc_stream *s, int status)
+{
+    struct mux_chan *ch = sc_stream_get_data(s);
+    struct sc_worker *w = ch->w;
+    if (ch->state == CHAN_CLOSING) {
+        return;
+    }
+    if (status != 0) {
+        char target[64];
+        SC_STAT_ADD(w->stats.conn_failed[SC_DIR_INBOUND][SC_MODE_MTLS], 1);
+        sc_warn(
+            "conn.upstream_failed", "dir=inbound target=%s stream=%u error=%s",
+            sc_format_addr((const struct sockaddr *)&w->proxy->cfg.target, target, sizeof(target)),
+            ch->sid, status == UV_ETIMEDOUT ? "connect timeout" : uv_strerror(status));
+        if (ch->sess != NULL) {
+            send_control(ch->sess, SC_MUX_RST, ch->sid, SC_MUX_RST_REFUSED);
+        }
+        chan_finalize(ch, "upstream_connect_failed", false);
+        return;
+    }
+    sc_proxy__set_loopback_cc(w, (const struct sockaddr *)&w->proxy->cfg.target, s);
+    chan_start_pump(ch);
+}
+
+static int on_frame_control(void *arg, enum sc_mux_type type, uint32_t sid, uint32_t arg32,
+                            const uint8_t *dest, size_t dest_len)
+{
+    (void)dest;
+    struct sc_mux_sess *m = arg;
+    if (m->state == SESS_CLOSING) {
+        return 1; // closed meanwhile (a write failed): the rest is not read
+    }
+    if (type == SC_MUX_OPEN) {
+        return serve_open(m, sid, dest_len);
+    }
+    if (type == SC_MUX_GOAWAY) {
+        if (!m->client) {
+            return proto_error(m, "GOAWAY from the client", 0);
+        }
+        m->retired = true;
+        // Streams the server never took are refused; the rest finish.
+        struct mux_chan *ch = m->chans;
+        while (ch != NULL) {
+            struct mux_chan *next = ch->next;
+            if (ch->sid > arg32) {
+                chan_finalize(ch, "goaway", false);
+            }
+            ch = next;
+        }
+        return 0;
+    }
+    if (!known_sid(m, sid)) {
+        return proto_error(m, "frame for a stream never opened", sid);
+    }
+    struct mux_chan *ch = chan_find(m, sid);
+    if (ch == NULL) {
+        return 0; // closed here already: late frames are dropped
+    }
+    if (type == SC_MUX_RST) {
+        chan_finalize(ch, arg32 == SC_MUX_RST_REFUSED ? "upstream_connect_failed" : "reset_by_peer",
+                      false);
+        return 0;
+    }
+    // WINDOW
+    if (arg32 == 0 || arg32 > INT32_MAX || ch->credit + (int64_t)arg32 > INT32_MAX) {
+        return proto_error(m, "bad WINDOW increment", sid);
+    }
+    ch->credit += arg32;
+    chan_resume(ch);
+    return 0;
+}
+
+static int on_frame_data(void *arg, uint32_t sid, const uint8_t *p, size_t n)
+{
+    struct sc_mux_sess *m = arg;
+    if (m->state == SESS_CLOSING) {
+        return 1; // closed meanwhile (a write failed): the rest is not read
+    }
+    if (!known_sid(m, sid)) {
+        return proto_error(m, "DATA for a stream never opened", sid);
+    }
+    struct mux_chan *ch = chan_find(m, sid);
+    if (ch == NULL || ch->state == CHAN_CLOSING) {
+        return 0;
+    }
+    struct sc_worker *w = m->w;
+    enum sc_dir dir = w->proxy->cfg.dir;
+    if (ch->drop_in) {
+        return 0;
+    }
+    if (ch->fin_recv) {
+        send_control(m, SC_MUX_RST, sid, SC_MUX_RST_CANCEL);
+        chan_finalize(ch, "data_after_fin", false);
+        return 0;
+    }
+    ch->unacked += n;
+    if (ch->unacked > (uint64_t)SC_MUX_STREAM_WINDOW + SC_BUF_LARGE_SIZE) {
+        sc_warn("mux.flow_violation", "dir=%s peer=%s stream=%u unacked=%llu", dir_name(w), m->peer,
+                sid, (unsigned long long)ch->unacked);
+        send_control(m, SC_MUX_RST, sid, SC_MUX_RST_FLOW);
+        chan_finalize(ch, "flow_violation", false);
+        return 0;
+    }
+    ch->last_active_ms = uv_now(&w->loop);
+    if (dir == SC_DIR_OUTBOUND) {
+        ch->bytes_out += n;
+        SC_STAT_ADD(w->stats.bytes_sent[dir], n);
+    } else {
+        ch->bytes_in += n;
+        SC_STAT_ADD(w->stats.bytes_received[dir], n);
+    }
+    if (ch->state != CHAN_PUMP) {
+        // Inbound, app not connected yet: keep a copy (bounded by the window).
+        while (n > 0) {
+            struct pend *pd = malloc(sizeof(*pd));
+            if (pd == NULL) {
+                abort(); // like sc_buf_get
+            }
+            pd->buf = sc_buf_get_sized(&w->pool, n > SC_BUF_SIZE);
+            pd->len = sc_buf_size(pd->buf) < n ? sc_buf_size(pd->buf) : n;
+            memcpy(pd->buf, p, pd->len);
+            p += pd->len;
+            n -= pd->len;
+            pd->next = NULL;
+            if (ch->pend_tail != NULL) {
+                ch->pend_tail->next = pd;
+            } else {
+                ch->pend_head = pd;
+            }
+            ch->pend_tail = pd;
+        }
+        return 0;
+    }
+    if (chan_collect(m, ch, p, n) != 0) {
+        chan_finalize(
+            ch, dir == SC_DIR_OUTBOUND ? "downstream_write_error" : "upstream_write_error", true);
+    }
+    return 0;
+}
+
+static int on_frame_data_end(void *arg, uint32_t sid, bool fin)
+{
+    struct sc_mux_sess *m = arg;
+    if (m->state == SESS_CLOSING) {
+        return 1; // closed meanwhile (a write failed): the rest is not read
+    }
+    if (!fin) {
+        return 0;
+    }
+    struct mux_chan *ch = chan_find(m, sid);
+    if (ch == NULL || ch->state == CHAN_CLOSING || ch->fin_recv) {
+        return 0;
+    }
+    ch->fin_recv = true;
+    if (ch->state == CHAN_PUMP) {
+        if (chan_flush_plain(ch) != 0) {
+            chan_finalize(ch, "write_error", true);
+            return 0;
+        }
+        sc_stream_shutdown(ch->plain); // after the queued bytes
+    } else {
+        ch->shut_pending = true;
+    }
+    chan_maybe_done(ch);
+    return 0;
+}
+
+static const struct sc_mux_frame_cbs frame_cbs = {
+    .control = on_frame_control,
+    .data = on_frame_data,
+    .data_end = on_frame_data_end,
+};
+
+static void on_sess_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct sc_mux_sess *m = sc_stream_get_data(s);
+    if (nread < 0) {
+        sess_close(m, nread == UV_EOF ? "eof" : "read_error");
+        return;
+    }
+    const char *err = NULL;
+    int r = sc_mux_decode(&m->dec, (const uint8_t *)buf->base, (size_t)nread, &frame_cbs, m, &err);
+    sc_buf_release(buf->base);
+    // The bytes of this read go on to each stream's socket in one write. A
+    // stream closed meanwhile still has its memory (freed after its close
+    // callback, later in the loop turn); chan_finalize released its wbuf.
+    while (m->wlist != NULL) {
+        struct mux_chan *ch = m->wlist;
+        m->wlist = ch->wnext;
+        ch->wnext = NULL;
+        ch->wlisted = false;
+        if (ch->state == CHAN_PUMP && chan_flush_plain(ch) != 0) {
+            chan_finalize(ch, "write_error", true);
+        }
+    }
+    if (r == SC_MUX_EPROTO) {
+        proto_error(m, err, m->dec.sid);
+    }
+    if (r != 0) {
+        sess_close(m, "protocol_error");
+    }
+}
+
+// ---- sessions ------------------------------------------------------------------
+
+static void on_sess_closed(struct sc_stream *s)
+{
+    struct sc_mux_sess *m = sc_stream_get_data(s);
+    struct sc_worker *w = m->w;
+    free(m);
+    sc_worker__conn_gone(w);
+}
+
+static struct sc_mux_sess *sess_new(struct sc_worker *w, bool client)
+{
+    struct sc_mux_sess *m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        return NULL;
+    }
+    m->w = w;
+    m->client = client;
+    m->start_ms = m->idle_since_ms = uv_now(&w->loop);
+    sc_mux_decoder_init(&m->dec);
+    m->next = w->mux_sessions;
+    if (w->mux_sessions != NULL) {
+        w->mux_sessions->prev = m;
+    }
+    w->mux_sessions = m;
+    atomic_fetch_add(&w->num_conns, 1);
+    return m;
+}
+
+// sess_close ends a session and every stream on it (their sockets closed
+// without an answer: the peer proxy is gone, as when a 1:1 mTLS connection
+// breaks).
+static void sess_close(struct sc_mux_sess *m, const char *reason)
+{
+    if (m->state == SESS_CLOSING) {
+        return;
+    }
+    struct sc_worker *w = m->w;
+    bool was_open = m->state == SESS_OPEN;
+    if (was_open) {
+        sess_write_now(m); // last frames (RSTs, FINs) before close_notify
+    }
+    m->state = SESS_CLOSING;
+    flush_unlink(m);
+    if (was_open) {
+        SC_STAT_ADD(w->stats.mux_closed[w->proxy->cfg.dir], 1);
+        sc_info("mux.session_close",
+                "dir=%s peer=%s streams=%llu open=%u duration_ms=%llu "
+                "reason=%s",
+                dir_name(w), m->peer, (unsigned long long)m->streams_total, m->nchans,
+                (unsigned long long)(uv_now(&w->loop) - m->start_ms), reason);
+    }
+    while (m->chans != NULL) {
+        struct mux_chan *ch = m->chans; // chan_finalize unlinks it
+        if (ch->state == CHAN_WAIT) {
+            SC_STAT_ADD(w->stats.conn_failed[w->proxy->cfg.dir][SC_MODE_MTLS], 1);
+        }
+        chan_finalize(ch, was_open ? "mux_session_closed" : reason, false);
+    }
+    sc_buf_release(m->out);
+    m->out = NULL;
+    free(m->buckets);
+    m->buckets = NULL;
+    if (m->prev != NULL) {
+        m->prev->next = m->next;
+    } else {
+        w->mux_sessions = m->next;
+    }
+    if (m->next != NULL) {
+        m->next->prev = m->prev;
+    }
+    m->next = m->prev = NULL;
+    sc_stream_close(m->s, on_sess_closed);
+}
+
+static void sess_opened(struct sc_mux_sess *m)
+{
+    struct sc_worker *w = m->w;
+    m->state = SESS_OPEN;
+    m->idle_since_ms = uv_now(&w->loop);
+    SC_STAT_ADD(w->stats.mux_opened[w->proxy->cfg.dir], 1);
+    sc_info("mux.session_open", "dir=%s peer=%s peer_id=%s", dir_name(w), m->peer,
+            sc_tls_peer_id(sc_stream_get0_ssl(m->s)));
+    if (sc_stream_read_start(m->s, on_sess_read) != 0) {
+        sess_close(m, "read_error");
+    }
+}
+
+// chan_open sends OPEN for a waiting outbound stream and starts its pump.
+static void chan_open(struct sc_mux_sess *m, struct mux_chan *ch)
+{
+    ch->sid = ++m->last_sid;
+    hash_insert(m, ch);
+    send_control(m, SC_MUX_OPEN, ch->sid, 0);
+    ch->state = CHAN_PUMP;
+    ch->last_active_ms = uv_now(&m->w->loop);
+    if (sc_stream_read_start(ch->plain, on_chan_read) != 0) {
+        chan_finalize(ch, "read_error", true);
+    }
+}
+
+static void on_sess_handshake(struct sc_stream *s, int status)
+{
+    struct sc_mux_sess *m = sc_stream_get_data(s);
+    struct sc_worker *w = m->w;
+    if (m->state == SESS_CLOSING) {
+        return;
+    }
+    if (status != 0) {
+        // Counted per waiting client (sess_close), not for the session itself.
+        sc_proxy__handshake_failed(w, s, m->peer, SC_MODE_MTLS, false);
+        sess_close(m, "handshake_failed");
+        return;
+    }
+    sc_stats_observe_handshake(&w->stats, sc_stream_handshake_us(s));
+    if (!sc_mux__negotiated(s)) {
+        sc_warn("mux.not_supported", "dir=outbound peer=%s detail=%s", m->peer,
+                "the peer did not accept ALPN " SC_MUX_ALPN " (an older seam, or not seam)");
+        sess_close(m, "mux_not_supported");
+        return;
+    }
+    sess_opened(m);
+    // Oldest first: the list has the newest at its head.
+    struct mux_chan *last = m->chans;
+    while (last != NULL && last->next != NULL) {
+        last = last->next;
+    }
+    for (struct mux_chan *ch = last; ch != NULL && m->state == SESS_OPEN;) {
+        struct mux_chan *prev = ch->prev;
+        if (ch->state == CHAN_WAIT) {
+            chan_open(m, ch);
+        }
+        ch = prev;
+    }
+}
+
+static const uint8_t mux_alpn_wire[] = "\x0a" SC_MUX_ALPN;
+
+static void on_sess_connect(struct sc_stream *s, int status)
+{
+    struct sc_mux_sess *m = sc_stream_get_data(s);
+    struct sc_worker *w = m->w;
+    if (m->state == SESS_CLOSING) {
+        return;
+    }
+    if (status != 0) {
+        sc_warn("conn.upstream_failed", "dir=outbound target=%s error=%s", m->peer,
+                status == UV_ETIMEDOUT ? "connect timeout" : uv_strerror(status));
+        sess_close(m, "upstream_connect_failed");
+        return;
+    }
+    sc_proxy__set_loopback_cc(w, (const struct sockaddr *)&w->proxy->cfg.target, s);
+    m->state = SESS_HANDSHAKE;
+    int r = sc_stream_start_tls(s, w->ctx, false, w->proxy->cfg.sni,
+                                w->proxy->cfg.handshake_timeout_ms, on_sess_handshake);
+    if (r == 0 &&
+        SSL_set_alpn_protos(sc_stream_get0_ssl(s), mux_alpn_wire, sizeof(mux_alpn_wire) - 1) != 0) {
+        r = SC_ETLS;
+    }
+    if (r != 0) {
+        sc_warn("tls.start_failed", "dir=outbound error=%s", sc_strerror(r));
+        sess_close(m, "tls_start_failed");
+    }
+}
+
+// out_session returns the outbound session a new stream goes on: the newest
+// open or opening one with room, else a new one (|*fresh|: not connecting yet).
+static struct sc_mux_sess *out_session(struct sc_worker *w, bool *fresh)
+{
+    *fresh = false;
+    for (struct sc_mux_sess *m = w->mux_sessions; m != NULL; m = m->next) {
+        if (m->client && !m->retired && m->state != SESS_CLOSING &&
+            m->nchans < SC_MUX_MAX_STREAMS && m->last_sid < INT32_MAX) {
+            return m;
+        }
+    }
+    struct sc_mux_sess *m = sess_new(w, true);
+    if (m == NULL) {
+        return NULL;
+    }
+    m->state = SESS_CONNECTING;
+    m->s = sc_stream_new(&w->loop, &w->pool);
+    sc_stream_set_data(m->s, m);
+    sc_format_addr((const struct sockaddr *)&w->proxy->cfg.target, m->peer, sizeof(m->peer));
+    *fresh = true;
+    return m;
+}
+
+void sc_mux__accept(struct sc_worker *w)
+{
+    struct mux_chan *ch = chan_new(w);
+    if (ch == NULL) {
+        SC_STAT_ADD(w->stats.accept_errors, 1);
+        return;
+    }
+    int r = sc_stream_accept_inherited(ch->plain, (uv_stream_t *)&w->listener);
+    if (r != 0 || sc_limits_admit_conn(w, ch->plain) != 0) {
+        if (r != 0) {
+            SC_STAT_ADD(w->stats.accept_errors, 1);
+        }
+        ch->state = CHAN_CLOSING;
+        sc_stream_close(ch->plain, on_chan_closed);
+        return;
+    }
+    SC_STAT_ADD(w->stats.conn_opened[SC_DIR_OUTBOUND][SC_MODE_MTLS], 1);
+    bool fresh;
+    struct sc_mux_sess *m = out_session(w, &fresh);
+    if (m == NULL) {
+        chan_finalize(ch, "out_of_memory", false);
+        return;
+    }
+    chan_link(m, ch);
+    if (m->state == SESS_OPEN) {
+        chan_open(m, ch);
+    }
+    if (fresh) {
+        r = sc_stream_connect(m->s, (const struct sockaddr *)&w->proxy->cfg.target,
+                              w->proxy->cfg.connect_timeout_ms, on_sess_connect);
+        if (r != 0) {
+            on_sess_connect(m->s, r);
+        }
+    }
+}
+
+void sc_mux__serve(struct sc_worker *w, struct sc_stream *tls, const char *peer)
+{
+    struct sc_mux_sess *m = sess_new(w, false);
+    if (m == NULL) {
+        sc_stream_set_data(tls, NULL);
+        sc_stream_close(tls, NULL);
+        return;
+    }
+    m->s = tls;
+    sc_stream_set_data(tls, m);
+    snprintf(m->peer, sizeof(m->peer), "%s", peer);
+    sess_opened(m);
+}
+
+bool sc_mux__negotiated(const struct sc_stream *tls)
+{
+    const uint8_t *p;
+    size_t n;
+    return sc_stream_alpn(tls, &p, &n) && n == sizeof(SC_MUX_ALPN) - 1 &&
+           memcmp(p, SC_MUX_ALPN, n) == 0;
+}
+
+// chan_sweep applies the idle timeout and max_connection_age to a stream,
+// like forward.c to a connection: an old one stops taking bytes from its
+// downstream and sends FIN, and is closed SC_MAX_AGE_GRACE_MS later.
+static void chan_sweep(struct mux_chan *ch, uint64_t now)
+{
+    const struct sc_proxy_config *cfg = &ch->w->proxy->cfg;
+    if (ch->state != CHAN_PUMP) {
+        return;
+    }
+    if (cfg->idle_timeout_ms > 0 && now - ch->last_active_ms >= cfg->idle_timeout_ms) {
+        chan_finalize(ch, "idle_timeout", true);
+    } else if (ch->aged && now - ch->aged_ms >= SC_MAX_AGE_GRACE_MS) {
+        chan_finalize(ch, "max_connection_age", true);
+    } else if (!ch->aged && cfg->max_connection_age_ms > 0 &&
+               now - ch->start_ms >= cfg->max_connection_age_ms) {
+        ch->aged = true;
+        ch->aged_ms = now;
+        bool from_client = cfg->dir == SC_DIR_OUTBOUND;
+        if (from_client && !ch->fin_sent) {
+            ch->fin_sent = true;
+            sc_stream_read_stop(ch->plain);
+            send_data(ch->sess, ch->sid, NULL, 0, true);
+        } else if (!from_client && !ch->fin_recv) {
+            // Inbound: the downstream is the peer's stream. As forward.c does,
+            // take no more of it (later DATA is dropped), FIN the app, and
+            // let the app's answer drain back.
+            ch->drop_in = true;
+            ch->fin_recv = true;
+            sc_stream_shutdown(ch->plain);
+        }
+        chan_maybe_done(ch);
+    }
+}
+
+void sc_mux__sweep(struct sc_worker *w, bool force)
+{
+    uint64_t now = uv_now(&w->loop);
+    const struct sc_proxy_config *cfg = &w->proxy->cfg;
+    uint64_t sess_idle = cfg->idle_timeout_ms > 0 ? cfg->idle_timeout_ms : 60000;
+    struct sc_mux_sess *m = w->mux_sessions;
+    while (m != NULL) {
+        struct sc_mux_sess *next = m->next;
+        if (force) {
+            sess_close(m, "drain_timeout");
+            m = next;
+            continue;
+        }
+        if (w->draining ||
+            (cfg->max_connection_age_ms > 0 && now - m->start_ms >= cfg->max_connection_age_ms)) {
+            if (!m->client && !m->goaway_sent && m->state == SESS_OPEN) {
+                m->goaway_sent = true;
+                send_control(m, SC_MUX_GOAWAY, 0, m->last_sid);
+            }
+            m->retired = true;
+        }
+        struct mux_chan *ch = m->chans;
+        while (ch != NULL) {
+            struct mux_chan *cn = ch->next;
+            chan_sweep(ch, now);
+            ch = cn;
+        }
+        // The outbound closes a session without streams after the idle time;
+        // the inbound, later, only if its client vanished without closing.
+        if (m->state == SESS_OPEN && m->nchans == 0 &&
+            (m->retired || now - m->idle_since_ms >= (m->client ? sess_idle : 2 * sess_idle))) {
+            sess_close(m, w->draining ? "drain" : m->retired ? "retired" : "idle_timeout");
+        }
+        m = next;
+    }
+}
+
+void sc_mux__retire(struct sc_worker *w)
+{
+    // Either side's new certificate ends its sessions' intake: the outbound
+    // opens a new session (with its new certificate, or to see the peer's),
+    // so no session outlives a rotation of either certificate for longer
+    // than its streams do.
+    for (struct sc_mux_sess *m = w->mux_sessions; m != NULL; m = m->next) {
+        if (!m->client && !m->goaway_sent && m->state == SESS_OPEN) {
+            m->goaway_sent = true;
+            send_control(m, SC_MUX_GOAWAY, 0, m->last_sid);
+        }
+        m->retired = true;
+        if (m->nchans == 0 && m->state == SESS_OPEN) {
+            sess_close(m, "retired");
+        }
+    }
+}
+
+void sc_mux__worker_init(struct sc_worker *w)
+{
+    uv_check_init(&w->loop, &w->mux_check);
+    w->mux_check.data = w;
+    uv_check_start(&w->mux_check, on_mux_check);
+    uv_unref((uv_handle_t *)&w->mux_check);
+    uv_prepare_init(&w->loop, &w->mux_prepare);
+    w->mux_prepare.data = w;
+    uv_prepare_start(&w->mux_prepare, on_mux_prepare);
+    uv_unref((uv_handle_t *)&w->mux_prepare);
+}
+
+void sc_mux__worker_close(struct sc_worker *w)
+{
+    uv_close((uv_handle_t *)&w->mux_check, NULL);
+    uv_close((uv_handle_t *)&w->mux_prepare, NULL);
+}

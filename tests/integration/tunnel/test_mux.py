@@ -1,0 +1,436 @@
+"""seam-mux/1 (`tunnel outbound --mux`, docs/MUX.md): many client
+connections as streams of one mTLS session between the two sidecars.
+
+What must hold, as for the 1:1 tunnel: every byte in order per connection,
+half-close both ways, backpressure per connection (a stalled app stalls its
+own stream, not its neighbours), failures reach the client; and what mux
+adds: one handshake for many connections, a session per 128 streams, a peer
+without seam-mux refused with a clear log line, a bad frame ending only that
+session.
+"""
+import hashlib
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+
+from seamtest import free_port, wait_for
+from tunnelkit import (LOOP, SERVER_ID, Echo, OneConnServer, addr, client_ctx, closed_by_peer,
+                       echo_roundtrip, events, run_threads, start_s_server, start_tunnel,
+                       tls_connect)
+
+import pytest
+
+MUX = ["--mux"]
+
+
+@pytest.fixture
+def chain(pki, procs):
+    echo = Echo(procs)
+    in_t = start_tunnel(procs, "inbound", echo.target, pki)
+    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, peer_id=SERVER_ID,
+                         extra=MUX, workers=1)
+    return echo, in_t, out_t
+
+
+def _sessions(t, kind="mux.session_open"):
+    return events(t.proc, kind)
+
+
+def test_many_connections_one_handshake(chain):
+    """50 sequential connections (each a round trip) and 100 at once: all
+    carried by one session, one handshake, each logged as a stream."""
+    echo, in_t, out_t = chain
+    for i in range(50):
+        s = out_t.connect()
+        data = b"%d:" % i + os.urandom(1000)
+        assert echo_roundtrip(s, data) == data
+        s.close()
+    socks = [out_t.connect() for _ in range(100)]
+    try:
+        ok = run_threads([lambda s=s, i=i: echo_roundtrip(s, b"x%d" % i * 50) == b"x%d" % i * 50
+                          for i, s in enumerate(socks)], timeout=60)
+        assert all(ok)
+        wait_for(lambda: echo.stats()["active"] == 100, 10, what="100 streams at the app at once")
+    finally:
+        for s in socks:
+            s.close()
+    wait_for(lambda: echo.stats()["active"] == 0, 15, what="all closed at the app")
+    assert echo.stats()["accepted"] == 150
+    assert len(_sessions(out_t)) == 1, out_t.log()
+    assert len(_sessions(in_t)) == 1, in_t.log()
+    hs = [e for e in events(in_t.proc, "tls.handshake_failed")]
+    assert not hs
+    ev = wait_for(lambda: len(events(out_t.proc, "conn.close")) == 150 and
+                  events(out_t.proc, "conn.close"), 15, what="150 conn.close on the outbound")
+    assert all(e["tls"] == "mux" for e in ev), ev[0]["line"]
+    assert len({e["stream"] for e in ev}) == 150
+    ev_in = wait_for(lambda: len(events(in_t.proc, "conn.close")) == 150 and
+                     events(in_t.proc, "conn.close"), 15, what="150 conn.close on the inbound")
+    assert all(e["peer_id"].endswith("/sa/client") for e in ev_in), ev_in[0]["line"]
+
+
+def test_64_mib_sha256_both_ways(chain):
+    echo, in_t, out_t = chain
+    total = 64 << 20
+    s = out_t.connect(timeout=60)
+    recv_hash = hashlib.sha256()
+    sent_hash = hashlib.sha256()
+    got = [0]
+
+    def reader():
+        while True:
+            d = s.recv(1 << 18)
+            if not d:
+                break
+            recv_hash.update(d)
+            got[0] += len(d)
+
+    rt = threading.Thread(target=reader, daemon=True)
+    rt.start()
+    for _ in range(total >> 20):
+        block = os.urandom(1 << 20)
+        sent_hash.update(block)
+        s.sendall(block)
+    s.shutdown(socket.SHUT_WR)
+    rt.join(120)
+    assert not rt.is_alive(), f"stalled after {got[0]} of {total} bytes"
+    s.close()
+    assert got[0] == total
+    assert recv_hash.hexdigest() == sent_hash.hexdigest()
+    for t in (out_t, in_t):
+        ev = wait_for(lambda t=t: events(t.proc, "conn.close"), 10, what="conn.close")
+        assert int(ev[0]["bytes_in"]) == total and int(ev[0]["bytes_out"]) == total, ev[0]["line"]
+
+
+def test_200_concurrent_two_sessions(chain):
+    """More streams than one session takes (128): a second session opens;
+    every connection still echoes its own bytes."""
+    echo, in_t, out_t = chain
+    n = 200
+    socks = []
+    try:
+        for i in range(n):
+            s = out_t.connect(timeout=30)
+            socks.append(s)
+            assert echo_roundtrip(s, b"hello %d\n" % i, 30) == b"hello %d\n" % i
+        wait_for(lambda: echo.stats()["active"] == n, 15, what="200 active at the app")
+
+        def exchange(i):
+            data = os.urandom(64 * 1024)
+            return echo_roundtrip(socks[i], data, 60) == data
+
+        assert all(run_threads([lambda i=i: exchange(i) for i in range(n)], timeout=120))
+    finally:
+        for s in socks:
+            s.close()
+    wait_for(lambda: echo.stats()["active"] == 0, 15, what="all closed at the app")
+    assert len(_sessions(out_t)) == 2, out_t.log()
+
+
+def test_half_close_reply_after_fin(pki, procs):
+    """The app answers only after the client's FIN: FIN crosses as a frame
+    while the other direction stays open."""
+    def serve(c):
+        c.settimeout(20)
+        n = 0
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            n += len(d)
+        c.sendall(b"count=%d\n" % n)
+        c.shutdown(socket.SHUT_WR)
+
+    srv = OneConnServer(serve)
+    try:
+        in_t = start_tunnel(procs, "inbound", srv.target, pki)
+        out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, extra=MUX)
+        s = out_t.connect(timeout=20)
+        s.sendall(b"x" * 100000)
+        s.shutdown(socket.SHUT_WR)
+        closed, got = closed_by_peer(s, 15)
+        s.close()
+        assert got == b"count=100000\n"
+        assert closed
+    finally:
+        srv.close()
+
+
+def test_upstream_down_closes_only_that_stream(pki, procs):
+    """The inbound's app refuses: the client is closed without a byte, the
+    session stays up for the next connection (no new handshake)."""
+    port = free_port()
+    in_t = start_tunnel(procs, "inbound", addr(LOOP, port), pki)
+    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, extra=MUX, workers=1)
+    s = out_t.connect()
+    s.sendall(b"anyone there?")
+    closed, got = closed_by_peer(s, 5)
+    s.close()
+    assert closed and got == b""
+    ev = wait_for(lambda: events(in_t.proc, "conn.upstream_failed"), 5, what="upstream_failed")
+    assert "stream" in ev[0], ev[0]["line"]
+    # Now the app is up: the same session carries the next connection.
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind((LOOP, port))
+    lsock.listen(4)
+    try:
+        s = out_t.connect()
+        s.sendall(b"ping")
+        lsock.settimeout(5)
+        c, _ = lsock.accept()
+        c.settimeout(5)
+        assert c.recv(4) == b"ping"
+        c.sendall(b"pong")
+        assert s.recv(4) == b"pong"
+        c.close()
+        s.close()
+    finally:
+        lsock.close()
+    assert len(_sessions(out_t)) == 1
+
+
+def test_inbound_down_closes_waiting_clients(pki, procs):
+    """No inbound at all: the session cannot connect, every waiting client is
+    closed; a later client triggers a new attempt."""
+    port = free_port()
+    out_t = start_tunnel(procs, "outbound", addr(LOOP, port), pki, extra=MUX)
+    socks = [out_t.connect() for _ in range(3)]
+    for s in socks:
+        closed, got = closed_by_peer(s, 5)
+        s.close()
+        assert closed and got == b""
+    ev = wait_for(lambda: events(out_t.proc, "conn.upstream_failed"), 5, what="upstream_failed")
+    assert ev
+
+
+def test_stalled_stream_does_not_block_others(pki, procs):
+    """One app connection stops reading while its client keeps sending: that
+    client is stopped after a bounded amount (its stream's window, kernel
+    buffers); a second connection on the same session keeps flowing; when
+    the app reads again, every byte of the first arrives in order."""
+    go = threading.Event()
+    state = {"n": 0, "hash": hashlib.sha256(), "conns": 0}
+    lock = threading.Lock()
+    port = free_port()
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind((LOOP, port))
+    lsock.listen(8)
+
+    def app():
+        # First connection: the stalled sink. Later ones: echo.
+        lsock.settimeout(30)
+        first = True
+        while True:
+            try:
+                c, _ = lsock.accept()
+            except OSError:
+                return
+            if first:
+                first = False
+                threading.Thread(target=sink, args=(c,), daemon=True).start()
+            else:
+                threading.Thread(target=echo, args=(c,), daemon=True).start()
+
+    def sink(c):
+        go.wait(60)
+        c.settimeout(30)
+        while True:
+            d = c.recv(1 << 18)
+            if not d:
+                break
+            state["n"] += len(d)
+            state["hash"].update(d)
+        c.close()
+
+    def echo(c):
+        c.settimeout(30)
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            c.sendall(d)
+        c.close()
+
+    at = threading.Thread(target=app, daemon=True)
+    at.start()
+    try:
+        in_t = start_tunnel(procs, "inbound", addr(LOOP, port), pki)
+        out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, extra=MUX,
+                             workers=1)
+        s = out_t.connect()
+        s.setblocking(False)
+        sent_hash = hashlib.sha256()
+        sent = 0
+        block = os.urandom(1 << 20)
+        pending = memoryview(block)
+        deadline = time.monotonic() + 60
+        while sent < (256 << 20) and time.monotonic() < deadline:
+            try:
+                n = s.send(pending)
+            except BlockingIOError:
+                if not select.select([], [s], [], 2)[1]:
+                    break  # stalled for 2 s: the stream's window is used up
+                continue
+            sent_hash.update(pending[:n])
+            sent += n
+            pending = pending[n:]
+            if not pending:
+                pending = memoryview(block)
+        assert sent < 64 << 20, f"{sent >> 20} MiB accepted while the app read nothing"
+        # The neighbour on the same session is not blocked.
+        s2 = out_t.connect()
+        for i in range(20):
+            data = os.urandom(32 * 1024)
+            assert echo_roundtrip(s2, data, 10) == data
+        s2.close()
+        assert len(_sessions(out_t)) == 1
+        go.set()
+        s.setblocking(True)
+        s.settimeout(30)
+        if pending:
+            s.sendall(pending)
+            sent_hash.update(pending)
+            sent += len(pending)
+        s.shutdown(socket.SHUT_WR)
+        wait_for(lambda: state["n"] == sent, 30, what="every stalled byte delivered")
+        assert state["hash"].hexdigest() == sent_hash.hexdigest()
+        s.close()
+    finally:
+        go.set()
+        lsock.close()
+
+
+def test_peer_without_mux(pki, procs):
+    """The outbound's peer is an ordinary TLS server (openssl s_server, no
+    ALPN): the session is refused with a log line saying why, the client is
+    closed without a byte."""
+    srv = start_s_server(procs, pki, "server")
+    out_t = start_tunnel(procs, "outbound", addr(LOOP, srv.port), pki, extra=MUX)
+    s = out_t.connect()
+    closed, got = closed_by_peer(s, 5)
+    s.close()
+    assert closed and got == b""
+    ev = wait_for(lambda: events(out_t.proc, "mux.not_supported"), 5, what="mux.not_supported")
+    assert "seam-mux/1" in ev[0]["detail"]
+
+
+def test_bad_frame_ends_only_that_session(pki, procs):
+    """A client that negotiates seam-mux/1 and sends an unknown frame type:
+    the inbound logs a protocol error and closes that session only."""
+    echo = Echo(procs)
+    in_t = start_tunnel(procs, "inbound", echo.target, pki)
+    ctx = client_ctx(pki, "client")
+    ctx.set_alpn_protocols(["seam-mux/1"])
+    bad = tls_connect(ctx, LOOP, in_t.port)
+    assert bad.selected_alpn_protocol() == "seam-mux/1"
+    # OPEN stream 1, then a frame of type 9.
+    bad.sendall(bytes([1, 0, 0, 0, 0, 0, 0, 1]) + bytes([9, 0, 0, 0, 0, 0, 0, 1]))
+    closed, _ = closed_by_peer(bad, 5)
+    bad.close()
+    assert closed
+    ev = wait_for(lambda: events(in_t.proc, "mux.protocol_error"), 5, what="protocol_error")
+    assert "unknown frame type" in ev[0]["detail"]
+    # A well-behaved outbound still works.
+    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, extra=MUX)
+    s = out_t.connect()
+    assert echo_roundtrip(s, b"still fine") == b"still fine"
+    s.close()
+
+
+def test_flags(pki, procs):
+    """--mux is outbound-only and does not combine with --busy-poll-us."""
+    import subprocess
+    import seamtest
+    from tunnelkit import tunnel_args
+    base = tunnel_args("inbound", "127.0.0.1:0", "127.0.0.1:1", pki, "server",
+                       allow=["spiffe://cluster.local/ns/default/*"])
+    r = subprocess.run(base + ["--mux"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "--mux is for outbound" in r.stderr, r.stderr
+    base = tunnel_args("outbound", "127.0.0.1:0", "127.0.0.1:1", pki, "client", peer_id=SERVER_ID)
+    r = subprocess.run(base + ["--mux", "--busy-poll-us", "100"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 2 and "do not combine" in r.stderr, r.stderr
+    r = subprocess.run([seamtest.binary("seam-sidecar"), "tunnel", "--help"], capture_output=True,
+                       text=True, timeout=10)
+    assert "--mux" in r.stdout
+
+
+def test_metrics_and_retire_on_drain(pki, procs):
+    """/metrics counts sessions and streams on both sides; streams count as
+    connections (active back to 0 when they end, the session stays); on
+    SIGTERM the inbound sends GOAWAY and both ends close the session."""
+    from test_admin import _http, _metric
+    echo = Echo(procs)
+    a_in, a_out = free_port(), free_port()
+    in_t = start_tunnel(procs, "inbound", echo.target, pki, extra=["--admin", f"{LOOP}:{a_in}"])
+    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, workers=1,
+                         extra=MUX + ["--admin", f"{LOOP}:{a_out}"])
+    socks = [out_t.connect() for _ in range(5)]
+    for i, s in enumerate(socks):
+        assert echo_roundtrip(s, b"m%d" % i) == b"m%d" % i
+
+    def scrape(port):
+        st, text = _http(port, "GET", "/metrics")
+        assert st == 200
+        return text
+
+    for port, d in ((a_out, "outbound"), (a_in, "inbound")):
+        t = wait_for(lambda: (lambda t: t if _metric(t, "seam_connections_active", direction=d,
+                                                     mode="mtls") == 5 else None)(scrape(port)),
+                     5, what=f"5 active streams on the {d}")
+        assert _metric(t, "seam_mux_sessions_opened_total", direction=d) == 1
+        assert _metric(t, "seam_mux_sessions_active", direction=d) == 1
+    for s in socks:
+        s.close()
+    for port, d in ((a_out, "outbound"), (a_in, "inbound")):
+        t = wait_for(lambda: (lambda t: t if _metric(t, "seam_connections_active", direction=d,
+                                                     mode="mtls") == 0 else None)(scrape(port)),
+                     5, what=f"streams closed on the {d}")
+        assert _metric(t, "seam_mux_sessions_active", direction=d) == 1  # kept for the next
+        assert _metric(t, "seam_connections_opened_total", direction=d, mode="mtls") == (
+            5 if d == "outbound" else 6)  # the inbound also counted the session's connection
+    in_t.proc.send_signal(15)
+    wait_for(lambda: events(out_t.proc, "mux.session_close"), 10, what="outbound session closed")
+    assert in_t.proc.p.wait(10) == 0
+
+
+def test_rotation_moves_new_streams_to_a_new_session(pki, procs, tmp_path):
+    """The inbound's certificate is replaced (as a secret volume update): it
+    sends GOAWAY on its session; the stream open on it keeps moving bytes,
+    the next connection goes on a new session that sees the new certificate,
+    and the old session closes once its last stream ends."""
+    import shutil
+    from test_reload import _swap_identity
+    d = str(tmp_path)
+    shutil.copyfile(os.path.join(pki, "server.pem"), os.path.join(d, "id.pem"))
+    shutil.copyfile(os.path.join(pki, "server.key"), os.path.join(d, "id.key"))
+    echo = Echo(procs)
+    in_t = start_tunnel(procs, "inbound", echo.target, pki, cert=os.path.join(d, "id"))
+    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, extra=MUX, workers=1)
+    old = out_t.connect()
+    assert echo_roundtrip(old, b"before") == b"before"
+    _swap_identity(pki, "server2", d, "id")
+    wait_for(lambda: events(in_t.proc, "tls.reloaded"), 15, what="the inbound to load server2")
+    wait_for(lambda: _next_on_new_session(out_t), 15, what="a new connection on a new session")
+    assert echo_roundtrip(old, b"after") == b"after"
+    assert len(_sessions(in_t)) == 2
+    new_id = events(out_t.proc, "mux.session_open")[1]
+    assert new_id["peer_id"].endswith("/sa/server"), new_id["line"]
+    old.close()
+    ev = wait_for(lambda: [e for e in events(out_t.proc, "mux.session_close")], 10,
+                  what="the retired session closed after its last stream")
+    assert ev[0]["reason"] in ("retired", "eof"), ev[0]["line"]
+
+
+def _next_on_new_session(out_t):
+    s = out_t.connect()
+    try:
+        ok = echo_roundtrip(s, b"probe") == b"probe"
+    finally:
+        s.close()
+    return ok and len(_sessions(out_t)) == 2
