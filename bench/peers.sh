@@ -92,6 +92,7 @@ peer_seam() {
   [ "${TLS_RESUME}" = 0 ] && common+=(--no-tls-resumption)
   [ "${BUSY_POLL:-0}" = 1 ] && common+=(--busy-poll-us "${BUSY_POLL_US:-500}")
   if [ "$ROLE" = outbound ]; then
+    [ "${MUX:-0}" = 1 ] && common+=(--mux)   # mux_wrap: streams of one mTLS session (docs/MUX.md)
     exec "$bin" tunnel outbound "${common[@]}" --peer-id "$PEER_ID"
   else
     exec "$bin" tunnel inbound "${common[@]}" --allow "$ALLOW_ID"
@@ -245,5 +246,8 @@ accel_wrap() {
 # haproxy: busy-polling, always). Both wrappers run the rest of their
 # arguments, so they compose: accel_wrap busypoll_wrap peer_seam.
 busypoll_wrap() { BUSY_POLL=1 "$@"; }
-export -f nginx_main peer_seam peer_haproxy peer_haproxy_l4 peer_haproxy_l7 peer_nginx peer_stunnel accel_start accel_wrap busypoll_wrap
+# mux_wrap PEER_FN...: seam's outbound carries every connection as a stream of
+# one long-lived mTLS session (--mux, seam-mux/1); the inbound needs no flag.
+mux_wrap() { MUX=1 "$@"; }
+export -f nginx_main peer_seam peer_haproxy peer_haproxy_l4 peer_haproxy_l7 peer_nginx peer_stunnel accel_start accel_wrap busypoll_wrap mux_wrap
 export ALLOW_ID

@@ -28,6 +28,7 @@
 #   bash bench/run.sh --peers-file F      # file calling add_peer NAME KIND OUT IN NOTE
 #   bash bench/run.sh --no-speed --no-baseline
 #   (as root with seam-accel built: + seam-accel and haproxy-accel, docs/ACCEL.md)
+#   (a full run adds seam-mux: seam with --mux, docs/MUX.md, all sections)
 #   (a full run adds seam-busypoll and haproxy-busypoll, as root with seam-accel
 #   also seam-accel-busypoll (both opt-ins), to sections 1-2 only:
 #   seam with --busy-poll-us $BUSY_POLL_US, haproxy with busy-polling)
@@ -164,7 +165,7 @@ if [ "$SMOKE" = 1 ]; then
 fi
 ONLY=${ONLY:-seam,haproxy,nginx}
 if [ "$ONLY_DEFAULT" = 1 ] && [ "$PROFILE" = 0 ]; then   # seam's opt-in latency mode and its like-for-like reference
-  if [ "$SMOKE" = 1 ]; then ONLY="$ONLY,seam-busypoll"; else ONLY="$ONLY,seam-busypoll,haproxy-busypoll"; fi
+  if [ "$SMOKE" = 1 ]; then ONLY="$ONLY,seam-busypoll,seam-mux"; else ONLY="$ONLY,seam-mux,seam-busypoll,haproxy-busypoll"; fi
 fi
 busypoll_peer() { [[ "$1" == *-busypoll ]]; }   # sections 1-2 only
 for k in DUR CONNS RATE RATE_CONNS HOLD_CONNS HOLD_BIG BULK_SECS REPS RETRIES WAIT_IDLE SPEED_SECS; do
@@ -369,6 +370,7 @@ add_peer haproxy-l7 l7 peer_haproxy_l7 peer_haproxy_l7 "haproxy mode http, nbthr
 add_peer stunnel    l4 peer_stunnel    peer_stunnel    "stunnel4, thread per connection (not limitable), TIMEOUTclose=0"
 add_peer seam-accel l4 "accel_wrap peer_seam" "accel_wrap peer_seam" "seam as above + seam-accel (sockmap) on each proxy's plain-text hop"
 add_peer haproxy-accel l4 "accel_wrap peer_haproxy_l4" "accel_wrap peer_haproxy_l4" "haproxy mode tcp as above + seam-accel on each proxy's plain-text hop (like-for-like reference)"
+add_peer seam-mux   l4 "mux_wrap peer_seam" "mux_wrap peer_seam" "seam as above + --mux on the outbound: every connection a stream of one long-lived mTLS session (seam-mux/1, docs/MUX.md; no handshake per connection)"
 add_peer seam-busypoll l4 "busypoll_wrap peer_seam" "busypoll_wrap peer_seam" "seam as above + --busy-poll-us $BUSY_POLL_US (polls while an answer is due; sections 1-2 only)"
 add_peer seam-accel-busypoll l4 "accel_wrap busypoll_wrap peer_seam" "accel_wrap busypoll_wrap peer_seam" "seam with both opt-ins: seam-accel on the plain-text hops + --busy-poll-us $BUSY_POLL_US (sections 1-2 only)"
 add_peer haproxy-busypoll l4 "busypoll_wrap peer_haproxy_l4" "busypoll_wrap peer_haproxy_l4" "haproxy mode tcp as above + busy-polling (polls always; like-for-like reference; sections 1-2 only)"
@@ -831,7 +833,7 @@ cpu_per_gb() { awk -v c="$1" -v b="$2" 'BEGIN{ if (b>0 && c!="-") printf "%.2f",
 best_of() {
   local key=$1 dir=$2 p bv="-" bp="-" x
   for p in "${RUN_PEERS[@]}"; do
-    [ "$p" = seam ] && continue; [ "${PEER_KIND[$p]}" = l4 ] || continue
+    [ "$p" = seam ] && continue; [ "$p" = seam-mux ] && continue; [ "${PEER_KIND[$p]}" = l4 ] || continue
     [[ "$p" == *-accel ]] && continue   # peers as shipped: no sockmap accelerator
     busypoll_peer "$p" && continue       # ... and in their default mode
     [ -z "${R[$p.failed]:-}" ] || continue
@@ -870,10 +872,15 @@ ratio_table() { # [SUBJECT]
   ratio_row "keep-alive CPU s per 1k req (pair)"        ka.pair     lo 0.75 0.5
   ratio_row "added p50 us at $RATE rps"                 fr.add50    lo 0.75 -
   ratio_row "added p90 us at $RATE rps"                 fr.add90    lo 0.75 -
+  if [ "$SUBJ" = seam-mux ]; then   # no handshake per connection: not the issue's handshake job
+  ratio_row "new conn/s, TLS resumption off (streams: no handshake)" cc.rps hi - -
+  ratio_row "CPU ms per new conn (pair)"                cc.ms_pair  lo -    -
+  else
   ratio_row "new mTLS conn/s, full handshake"           cc.rps      hi 1.5  2.5
   ratio_row "CPU ms per new conn, full (pair)"          cc.ms_pair  lo -    -
   ratio_row "new conn/s, resumption allowed"            ccr.rps     hi 2.5  4
   ratio_row "CPU ms per new conn, resumed (pair)"       ccr.ms_pair lo -    -
+  fi
   ratio_row "iperf3 client->server Gbit/s"              iperf.gbps  hi 1.5  2
   ratio_row "iperf3 server->client Gbit/s"              iperfR.gbps hi 1.5  2
   ratio_row "curl download Gbit/s"                      curl.gbps   hi 1.5  2
@@ -887,7 +894,7 @@ ratio_table() { # [SUBJECT]
   [ "$HOLD_BIG" -gt 0 ] && ratio_row "KiB per held idle conn ($(v $SUBJ.holdbig.held) held, worst proxy)" holdbig.kb_max lo - -
   echo
   echo "Absolute bar for memory: ≤ 8 KiB per held idle connection per proxy ($SUBJ: $(v $SUBJ.hold.kb_out)/$(v $SUBJ.hold.kb_in) out/in at $(v $SUBJ.hold.held), $(v $SUBJ.holdbig.kb_out)/$(v $SUBJ.holdbig.kb_in) at $(v $SUBJ.holdbig.held))."
-  echo "Best peer = best L4 peer of this run doing the same job, as shipped (haproxy-l7 pools upstream mTLS and is excluded; *-accel rows run under seam's accelerator and *-busypoll rows in a polling mode: both excluded). 'goal' = the issue's goal reached, 'pass' = the bar reached."
+  echo "Best peer = best L4 peer of this run doing the same job, as shipped (haproxy-l7 pools upstream mTLS and is excluded; *-accel rows run under seam's accelerator and *-busypoll rows in a polling mode, seam-mux multiplexes: all excluded). 'goal' = the issue's goal reached, 'pass' = the bar reached."
   SUBJ=seam
 }
 # accel_table: seam-accel against haproxy under the same accelerator (like for like)
@@ -953,6 +960,14 @@ report() {
       accel_table
       echo
     fi
+  fi
+  if [[ " ${RUN_PEERS[*]} " == *" seam-mux "* ]] && [ -z "${R[seam-mux.failed]:-}" ]; then
+    echo "## Ratios: seam-mux / best peer (seam's opt-in multiplexing, \`--mux\`, docs/MUX.md)"
+    echo
+    echo "seam-mux = the same seam pair with \`--mux\` on the outbound: every client connection is a stream of one long-lived mTLS session between the proxies (seam-mux/1: 8-byte frames, flow control per stream), so the proxy-to-proxy writes of all connections served in one loop turn leave as one write, and no connection pays a handshake of its own (section 3 measures streams, not handshakes: those rows are not the issue's handshake job). Unprivileged, and it works across hosts. The peers below run as shipped, one mTLS connection per connection."
+    echo
+    ratio_table seam-mux
+    echo
   fi
   if [[ " ${RUN_PEERS[*]} " == *" seam-busypoll "* ]]; then
     echo "## Ratios: seam-busypoll / best peer (seam's opt-in latency mode, \`--busy-poll-us $BUSY_POLL_US\`)"
@@ -1028,6 +1043,7 @@ report() {
       [ -n "${R[$p.$k.rps]:-}" ] || continue
       [ $k = cc ] && { lab="off (full handshake)"; res=$(v $p.in_resumes); } || { lab="allowed"; res=$(v $p.in_resumes_r1); }
       [ "${PEER_KIND[$p]}" = l7 ] && lab="n/a: upstream mTLS pooled (L7)"
+      [ "$p" = seam-mux ] && lab="$lab; n/a: streams of one session, no handshake per conn"
       [ $k = ccr ] && [ -n "${R[$p.ccr.noresume]:-}" ] && lab="allowed, but not supported: full handshakes (n/a)"
       local busy; busy=$(awk -v a=$(v $p.$k.cpu_out) -v b=$(v $p.$k.cpu_in) -v w=$(v $p.$k.wall) 'BEGIN{ if (w>0) printf "%.2f", (a+b)/w; else print "-" }')
       [ "$res" = 1 ] && res=yes || res=no
