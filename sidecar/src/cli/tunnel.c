@@ -629,11 +629,6 @@ int sc_cmd_tunnel(int argc, char **argv)
             fprintf(stderr, "seam-sidecar tunnel outbound: --allow is for inbound tunnels\n");
             goto out;
         }
-        if (mux && busy_poll_us > 0) {
-            fprintf(stderr, "seam-sidecar tunnel outbound: --mux and --busy-poll-us do not "
-                            "combine (yet)\n");
-            goto out;
-        }
     } else {
         if (allow.num == 0) {
             fprintf(stderr, "seam-sidecar tunnel inbound: missing required flag --allow (or "

@@ -11,6 +11,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 import seamtest
 from seamtest import wait_for
 from tunnelkit import LOOP, addr, recv_exact, start_tunnel
@@ -69,10 +71,11 @@ def request(delay_ms):
     return b"w%07d" % delay_ms
 
 
-def start_pair(procs, pki, target, busy_poll_us):
+def start_pair(procs, pki, target, busy_poll_us, out_extra=()):
     extra = ["--busy-poll-us", str(busy_poll_us)] if busy_poll_us else []
     in_t = start_tunnel(procs, "inbound", target, pki, workers=1, extra=extra)
-    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, workers=1, extra=extra)
+    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, workers=1,
+                         extra=extra + list(out_extra))
     return in_t, out_t
 
 
@@ -84,10 +87,12 @@ def settled(pair, limit_ms=25, seconds=0.3, timeout=10):
         cpu_ms_during(procs_, seconds)), timeout, what=f"the pair idle (<{limit_ms} ms CPU)")
 
 
-def test_busy_poll_spends_the_wait_for_an_answer_and_no_more(pki, procs):
+@pytest.mark.parametrize("out_extra", [[], ["--mux"]], ids=["1to1", "mux"])
+def test_busy_poll_spends_the_wait_for_an_answer_and_no_more(pki, procs, out_extra):
+    """With --mux the streams do the bookkeeping a 1:1 connection does."""
     backend = DelayServer()
     procs.items.append(backend)
-    pair = start_pair(procs, pki, backend.target, WINDOW_US)
+    pair = start_pair(procs, pki, backend.target, WINDOW_US, out_extra)
     in_t, out_t = pair
     s = out_t.connect()
     s.sendall(request(0))  # the TLS connection and the backend connection exist

@@ -125,10 +125,11 @@ def test_half_close(chain):
     assert eof, "no EOF after the full echo"
 
 
-def test_half_close_reply_after_fin(pki, procs):
+@pytest.mark.parametrize("extra", [[], ["--mux"]], ids=["1to1", "mux"])
+def test_half_close_reply_after_fin(pki, procs, extra):
     """A server that only answers after the client's FIN (like `wc`), over
     outbound -> inbound: the FIN must cross the tunnel while the other direction
-    stays open."""
+    stays open (with --mux: as a DATA frame with FIN, docs/MUX.md)."""
     def serve(c):
         c.settimeout(20)
         n = 0
@@ -143,7 +144,7 @@ def test_half_close_reply_after_fin(pki, procs):
     srv = OneConnServer(serve)
     try:
         in_t = start_tunnel(procs, "inbound", srv.target, pki)
-        out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki)
+        out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, extra=extra)
         s = out_t.connect(timeout=20)
         s.sendall(b"x" * 100000)
         s.shutdown(socket.SHUT_WR)

@@ -2,7 +2,7 @@
 connections as streams of one mTLS session between the two sidecars.
 
 What must hold, as for the 1:1 tunnel: every byte in order per connection,
-half-close both ways, backpressure per connection (a stalled app stalls its
+half-close both ways (also test_integrity.py::test_half_close_reply_after_fin[mux]), backpressure per connection (a stalled app stalls its
 own stream, not its neighbours), failures reach the client; and what mux
 adds: one handshake for many connections, a session per 128 streams, a peer
 without seam-mux refused with a clear log line, a bad frame ending only that
@@ -12,12 +12,12 @@ import hashlib
 import os
 import select
 import socket
-import ssl
+import struct
 import threading
 import time
 
 from seamtest import free_port, wait_for
-from tunnelkit import (LOOP, SERVER_ID, Echo, OneConnServer, addr, client_ctx, closed_by_peer,
+from tunnelkit import (LOOP, SERVER_ID, Echo, addr, client_ctx, closed_by_peer,
                        echo_roundtrip, events, run_threads, start_s_server, start_tunnel,
                        tls_connect)
 
@@ -130,35 +130,6 @@ def test_200_concurrent_two_sessions(chain):
     assert len(_sessions(out_t)) == 2, out_t.log()
 
 
-def test_half_close_reply_after_fin(pki, procs):
-    """The app answers only after the client's FIN: FIN crosses as a frame
-    while the other direction stays open."""
-    def serve(c):
-        c.settimeout(20)
-        n = 0
-        while True:
-            d = c.recv(65536)
-            if not d:
-                break
-            n += len(d)
-        c.sendall(b"count=%d\n" % n)
-        c.shutdown(socket.SHUT_WR)
-
-    srv = OneConnServer(serve)
-    try:
-        in_t = start_tunnel(procs, "inbound", srv.target, pki)
-        out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, extra=MUX)
-        s = out_t.connect(timeout=20)
-        s.sendall(b"x" * 100000)
-        s.shutdown(socket.SHUT_WR)
-        closed, got = closed_by_peer(s, 15)
-        s.close()
-        assert got == b"count=100000\n"
-        assert closed
-    finally:
-        srv.close()
-
-
 def test_upstream_down_closes_only_that_stream(pki, procs):
     """The inbound's app refuses: the client is closed without a byte, the
     session stays up for the next connection (no new handshake)."""
@@ -213,8 +184,7 @@ def test_stalled_stream_does_not_block_others(pki, procs):
     buffers); a second connection on the same session keeps flowing; when
     the app reads again, every byte of the first arrives in order."""
     go = threading.Event()
-    state = {"n": 0, "hash": hashlib.sha256(), "conns": 0}
-    lock = threading.Lock()
+    state = {"n": 0, "hash": hashlib.sha256()}
     port = free_port()
     lsock = socket.socket()
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -343,7 +313,7 @@ def test_bad_frame_ends_only_that_session(pki, procs):
 
 
 def test_flags(pki, procs):
-    """--mux is outbound-only and does not combine with --busy-poll-us."""
+    """--mux is outbound-only and listed in --help."""
     import subprocess
     import seamtest
     from tunnelkit import tunnel_args
@@ -351,10 +321,6 @@ def test_flags(pki, procs):
                        allow=["spiffe://cluster.local/ns/default/*"])
     r = subprocess.run(base + ["--mux"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 2 and "--mux is for outbound" in r.stderr, r.stderr
-    base = tunnel_args("outbound", "127.0.0.1:0", "127.0.0.1:1", pki, "client", peer_id=SERVER_ID)
-    r = subprocess.run(base + ["--mux", "--busy-poll-us", "100"], capture_output=True, text=True,
-                       timeout=10)
-    assert r.returncode == 2 and "do not combine" in r.stderr, r.stderr
     r = subprocess.run([seamtest.binary("seam-sidecar"), "tunnel", "--help"], capture_output=True,
                        text=True, timeout=10)
     assert "--mux" in r.stdout
@@ -434,3 +400,112 @@ def _next_on_new_session(out_t):
     finally:
         s.close()
     return ok and len(_sessions(out_t)) == 2
+
+
+class RawMux:
+    """A seam-mux/1 client speaking frames directly (Python's TLS, ALPN
+    seam-mux/1, client certificate "client"), to misbehave on purpose."""
+
+    def __init__(self, pki, port):
+        ctx = client_ctx(pki, "client")
+        ctx.set_alpn_protocols(["seam-mux/1"])
+        self.s = tls_connect(ctx, LOOP, port, timeout=20)
+        assert self.s.selected_alpn_protocol() == "seam-mux/1"
+        self.buf = b""
+
+    def send(self, ftype, sid, payload=b"", flags=0):
+        self.s.sendall(struct.pack(">BBHI", ftype, flags, len(payload), sid) + payload)
+
+    def _parse(self, until):
+        while len(self.buf) >= 8:
+            t, f, n, sid = struct.unpack(">BBHI", self.buf[:8])
+            if len(self.buf) < 8 + n:
+                break
+            p, self.buf = self.buf[8:8 + n], self.buf[8 + n:]
+            if until(t, f, sid, p):
+                return t, f, sid, p
+        return None
+
+    def frames(self, until, timeout=10):
+        """Reads frames until until(type, flags, sid, payload) is true; returns that frame."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self._parse(until)
+            if got:
+                return got
+            left = deadline - time.monotonic()
+            assert left > 0, "frame not seen in time"
+            self.s.settimeout(left)
+            d = self.s.recv(65536)
+            assert d, "session closed"
+            self.buf += d
+
+    def poll(self, until):
+        """Like frames, but reads only what has arrived (one thread drives the
+        TLS socket: OpenSSL objects are not for concurrent use)."""
+        while self.s.pending() or select.select([self.s], [], [], 0)[0]:
+            self.s.settimeout(5)
+            d = self.s.recv(65536)
+            assert d, "session closed"
+            self.buf += d
+        return self._parse(until)
+
+
+def _silent_app():
+    """A listener that accepts into its backlog and never reads."""
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((LOOP, 0))
+    ls.listen(512)
+    return ls
+
+
+def test_peer_beyond_its_window_is_reset(pki, procs):
+    """A client that ignores flow control and keeps sending on a stream whose
+    app does not read: the stream is reset (RST reason 2) once the window and
+    one read of slack are used up; the session lives on."""
+    app = _silent_app()
+    try:
+        in_t = start_tunnel(procs, "inbound", addr(LOOP, app.getsockname()[1]), pki)
+        m = RawMux(pki, in_t.port)
+        m.send(1, 1)  # OPEN 1
+        chunk = b"f" * 65535
+        sent = 0
+        rst = None
+        is_rst = lambda t, f, sid, p: t == 2 and sid == 1  # noqa: E731
+        while rst is None and sent < (64 << 20):
+            m.send(0, 1, chunk)
+            sent += len(chunk)
+            rst = m.poll(is_rst)
+        if rst is None:
+            rst = m.frames(is_rst, timeout=10)
+        assert struct.unpack(">I", rst[3])[0] == 2, rst  # SC_MUX_RST_FLOW
+        ev = wait_for(lambda: events(in_t.proc, "mux.flow_violation"), 5, what="flow_violation")
+        assert ev[0]["stream"] == "1"
+        # Only the stream was reset: the session is still read and checked (a
+        # new stream, then a bad frame on it is a protocol error of the session).
+        m.send(1, 2)
+        m.send(3, 2, struct.pack(">I", 0))  # WINDOW 0 on a live stream: protocol error
+        ev = wait_for(lambda: events(in_t.proc, "mux.protocol_error"), 5, what="protocol_error")
+        assert "bad WINDOW increment" in ev[0]["detail"]
+    finally:
+        app.close()
+
+
+def test_streams_over_the_cap_are_refused(pki, procs):
+    """The 129th open stream of one session is refused with RST (reason 3)
+    and a log line; the 128 before it stay open."""
+    app = _silent_app()
+    try:
+        in_t = start_tunnel(procs, "inbound", addr(LOOP, app.getsockname()[1]), pki)
+        m = RawMux(pki, in_t.port)
+        for sid in range(1, 131):
+            m.send(1, sid)
+        t, f, sid, p = m.frames(lambda t, f, sid, p: t == 2, timeout=10)
+        assert sid == 129 and struct.unpack(">I", p)[0] == 3, (t, sid, p)
+        t, f, sid, p = m.frames(lambda t, f, sid, p: t == 2, timeout=10)
+        assert sid == 130
+        ev = wait_for(lambda: events(in_t.proc, "mux.stream_refused"), 5, what="stream_refused")
+        assert all(e["reason"] == "max_streams" for e in ev) and len(ev) == 2
+    finally:
+        app.close()
