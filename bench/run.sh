@@ -371,6 +371,7 @@ add_peer stunnel    l4 peer_stunnel    peer_stunnel    "stunnel4, thread per con
 add_peer seam-accel l4 "accel_wrap peer_seam" "accel_wrap peer_seam" "seam as above + seam-accel (sockmap) on each proxy's plain-text hop"
 add_peer haproxy-accel l4 "accel_wrap peer_haproxy_l4" "accel_wrap peer_haproxy_l4" "haproxy mode tcp as above + seam-accel on each proxy's plain-text hop (like-for-like reference)"
 add_peer seam-mux   l4 "mux_wrap peer_seam" "mux_wrap peer_seam" "seam as above + --mux on the outbound: every connection a stream of one long-lived mTLS session (seam-mux/1, docs/MUX.md; no handshake per connection)"
+add_peer seam-mux-busypoll l4 "mux_wrap busypoll_wrap peer_seam" "mux_wrap busypoll_wrap peer_seam" "seam with --mux and --busy-poll-us $BUSY_POLL_US (two unprivileged opt-ins; sections 1-2 only; not in the default run: --only)"
 add_peer seam-busypoll l4 "busypoll_wrap peer_seam" "busypoll_wrap peer_seam" "seam as above + --busy-poll-us $BUSY_POLL_US (polls while an answer is due; sections 1-2 only)"
 add_peer seam-accel-busypoll l4 "accel_wrap busypoll_wrap peer_seam" "accel_wrap busypoll_wrap peer_seam" "seam with both opt-ins: seam-accel on the plain-text hops + --busy-poll-us $BUSY_POLL_US (sections 1-2 only)"
 add_peer haproxy-busypoll l4 "busypoll_wrap peer_haproxy_l4" "busypoll_wrap peer_haproxy_l4" "haproxy mode tcp as above + busy-polling (polls always; like-for-like reference; sections 1-2 only)"
@@ -982,6 +983,14 @@ report() {
       busypoll_table haproxy-busypoll
       echo
     fi
+  fi
+  if [[ " ${RUN_PEERS[*]} " == *" seam-mux-busypoll "* ]] && [ -z "${R[seam-mux-busypoll.failed]:-}" ]; then
+      echo "## Ratios: seam-mux-busypoll / best peer (two unprivileged opt-ins)"
+      echo
+      echo "seam-mux-busypoll: \`--mux\` on the outbound and \`--busy-poll-us $BUSY_POLL_US\` on both proxies (no root needed), against the best peer as shipped:"
+      echo
+      busypoll_table "" seam-mux-busypoll
+      echo
   fi
   if [[ " ${RUN_PEERS[*]} " == *" seam-accel-busypoll "* ]] && [ -z "${R[seam-accel-busypoll.failed]:-}" ]; then
       echo "## Ratios: seam-accel-busypoll / best peer (both opt-ins)"
