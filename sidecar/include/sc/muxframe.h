@@ -17,7 +17,7 @@
 //   WINDOW (3) the receiver wrote this many more bytes of the stream on
 //              (4-byte increment, 1..2^31-1): the sender may send as many.
 //   GOAWAY (4) stream id 0; payload: the last stream id the sender accepted.
-//              No new OPEN; the open streams finish.
+//              Open new streams on another session; the open ones finish.
 //
 // The decoder below only checks what a frame says about itself (known type,
 // flags, length, id); what it means for a session (is the stream open, does

@@ -609,7 +609,7 @@ static int serve_open(struct sc_mux_sess *m, uint32_t sid, size_t dest_len)
     }
     m->last_sid = sid;
     const char *refuse = NULL;
-    if (m->retired || w->draining) {
+    if (w->draining) {
         refuse = "draining";
     } else if (dest_len != 0) {
         refuse = "destination given in tunnel mode";
@@ -683,15 +683,12 @@ static int on_frame_control(void *arg, enum sc_mux_type type, uint32_t sid, uint
         if (!m->client) {
             return proto_error(m, "GOAWAY from the client", 0);
         }
+        // No new streams here; the open ones finish (a stream the server
+        // does not take, when draining, comes back as RST).
         m->retired = true;
-        // Streams the server never took are refused; the rest finish.
-        struct mux_chan *ch = m->chans;
-        while (ch != NULL) {
-            struct mux_chan *next = ch->next;
-            if (ch->sid > arg32) {
-                chan_finalize(ch, "goaway", false);
-            }
-            ch = next;
+        if (m->nchans == 0) {
+            sess_close(m, "retired");
+            return 1;
         }
         return 0;
     }
@@ -1095,6 +1092,15 @@ bool sc_mux__negotiated(const struct sc_stream *tls)
            memcmp(p, SC_MUX_ALPN, n) == 0;
 }
 
+// send_goaway tells the outbound (once) to open new streams elsewhere.
+static void send_goaway(struct sc_mux_sess *m)
+{
+    if (!m->goaway_sent && m->state == SESS_OPEN) {
+        m->goaway_sent = true;
+        send_control(m, SC_MUX_GOAWAY, 0, m->last_sid);
+    }
+}
+
 // chan_sweep applies the idle timeout and max_connection_age to a stream,
 // like forward.c to a connection: an old one stops taking bytes from its
 // downstream and sends FIN, and is closed SC_MAX_AGE_GRACE_MS later.
@@ -1142,13 +1148,15 @@ void sc_mux__sweep(struct sc_worker *w, bool force)
             m = next;
             continue;
         }
-        if (w->draining ||
-            (cfg->max_connection_age_ms > 0 && now - m->start_ms >= cfg->max_connection_age_ms)) {
-            if (!m->client && !m->goaway_sent && m->state == SESS_OPEN) {
-                m->goaway_sent = true;
-                send_control(m, SC_MUX_GOAWAY, 0, m->last_sid);
-            }
-            m->retired = true;
+        bool aged =
+            cfg->max_connection_age_ms > 0 && now - m->start_ms >= cfg->max_connection_age_ms;
+        if (m->client) {
+            m->retired |= w->draining || aged;
+        } else if (w->draining || aged) {
+            send_goaway(m);
+            // Draining, the inbound takes no new stream and closes the session
+            // once empty; otherwise GOAWAY is advice and the outbound closes it.
+            m->retired |= w->draining;
         }
         struct mux_chan *ch = m->chans;
         while (ch != NULL) {
@@ -1171,11 +1179,13 @@ void sc_mux__retire(struct sc_worker *w)
     // Either side's new certificate ends its sessions' intake: the outbound
     // opens a new session (with its new certificate, or to see the peer's),
     // so no session outlives a rotation of either certificate for longer
-    // than its streams do.
+    // than its streams do. The inbound only advises (GOAWAY) and still
+    // takes the streams the outbound opened before it heard: a rotation
+    // refuses no connection. The outbound closes the old session once empty.
     for (struct sc_mux_sess *m = w->mux_sessions; m != NULL; m = m->next) {
-        if (!m->client && !m->goaway_sent && m->state == SESS_OPEN) {
-            m->goaway_sent = true;
-            send_control(m, SC_MUX_GOAWAY, 0, m->last_sid);
+        if (!m->client) {
+            send_goaway(m);
+            continue;
         }
         m->retired = true;
         if (m->nchans == 0 && m->state == SESS_OPEN) {

@@ -380,11 +380,36 @@ def test_rotation_moves_new_streams_to_a_new_session(pki, procs, tmp_path):
     out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, extra=MUX, workers=1)
     old = out_t.connect()
     assert echo_roundtrip(old, b"before") == b"before"
+    # New connections all through the rotation: none may be refused (an OPEN
+    # that crosses the inbound's GOAWAY is still taken).
+    stop = threading.Event()
+    results = []
+
+    def churn():
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < deadline and len(results) < 5000:
+            try:
+                s = out_t.connect()
+                results.append(echo_roundtrip(s, b"c%d" % len(results)) ==
+                               b"c%d" % len(results))
+                s.close()
+            except OSError as e:
+                results.append(e)
+
+    ct = threading.Thread(target=churn, daemon=True)
+    ct.start()
     _swap_identity(pki, "server2", d, "id")
     wait_for(lambda: events(in_t.proc, "tls.reloaded"), 15, what="the inbound to load server2")
+    n0 = len(results)
+    wait_for(lambda: len(results) > n0 + 50, 15, what="50 connections after the reload")
+    stop.set()
+    ct.join(10)
+    bad = [r for r in results if r is not True]
+    assert not bad, f"{len(bad)} of {len(results)} connections failed across the rotation: {bad[:3]}"
     wait_for(lambda: _next_on_new_session(out_t), 15, what="a new connection on a new session")
     assert echo_roundtrip(old, b"after") == b"after"
     assert len(_sessions(in_t)) == 2
+    assert not events(in_t.proc, "mux.stream_refused")
     new_id = events(out_t.proc, "mux.session_open")[1]
     assert new_id["peer_id"].endswith("/sa/server"), new_id["line"]
     old.close()
@@ -509,3 +534,27 @@ def test_streams_over_the_cap_are_refused(pki, procs):
         assert all(e["reason"] == "max_streams" for e in ev) and len(ev) == 2
     finally:
         app.close()
+
+
+def test_open_crossing_goaway_is_taken(pki, procs, tmp_path):
+    """The inbound's certificate reload sends GOAWAY; an OPEN the client sent
+    before it heard (here: a raw client that ignores GOAWAY) is still served,
+    not refused: a rotation drops no connection."""
+    import shutil
+    from test_reload import _swap_identity
+    d = str(tmp_path)
+    shutil.copyfile(os.path.join(pki, "server.pem"), os.path.join(d, "id.pem"))
+    shutil.copyfile(os.path.join(pki, "server.key"), os.path.join(d, "id.key"))
+    echo = Echo(procs)
+    in_t = start_tunnel(procs, "inbound", echo.target, pki, cert=os.path.join(d, "id"))
+    m = RawMux(pki, in_t.port)
+    m.send(1, 1)
+    m.send(0, 1, b"one")
+    m.frames(lambda t, f, sid, p: t == 0 and sid == 1 and p == b"one")
+    _swap_identity(pki, "server2", d, "id")
+    m.frames(lambda t, f, sid, p: t == 4, timeout=15)  # GOAWAY
+    m.send(1, 2)
+    m.send(0, 2, b"two")
+    t, f, sid, p = m.frames(lambda t, f, sid, p: sid == 2, timeout=10)
+    assert (t, p) == (0, b"two"), f"stream 2 got type {t} payload {p!r} instead of its echo"
+    assert not events(in_t.proc, "mux.stream_refused")
