@@ -1,6 +1,8 @@
 """Data integrity through app -> outbound -> (mTLS) -> inbound -> echo app
 (issue 2 "What must be shown" #4): 64 MiB with matching SHA-256, 200
 concurrent connections, half-close, upstream down -> client closed promptly.
+The tests on the `chain` fixture and the half-close-after-FIN test run with
+--mux too (docs/MUX.md).
 """
 import hashlib
 import os
@@ -15,11 +17,16 @@ from tunnelkit import (LOOP, SERVER_ID, Echo, OneConnServer, addr, client_ctx, c
                        echo_roundtrip, events, run_threads, start_tunnel, tls_connect)
 
 
-@pytest.fixture
-def chain(pki, procs):
+@pytest.fixture(params=[False, True], ids=["1to1", "mux"])
+def chain(pki, procs, request):
+    """The pair, with one mTLS connection per connection, and with --mux
+    (one worker: its streams share one session per 128, docs/MUX.md)."""
     echo = Echo(procs)
     in_t = start_tunnel(procs, "inbound", echo.target, pki)
-    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, peer_id=SERVER_ID)
+    mux = request.param
+    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, peer_id=SERVER_ID,
+                         extra=["--mux"] if mux else [], workers=1 if mux else None)
+    out_t.mux = mux
     return echo, in_t, out_t
 
 
@@ -95,7 +102,9 @@ def test_200_concurrent_connections(chain):
     assert echo.stats()["accepted"] == n
     ev = wait_for(lambda: len(events(out_t.proc, "conn.close")) == n and events(out_t.proc, "conn.close"),
                   15, what="200 conn.close")
-    assert all(e["tls"] == "TLSv1.3" for e in ev)
+    assert all(e["tls"] == ("mux" if out_t.mux else "TLSv1.3") for e in ev)
+    if out_t.mux:  # more streams than one session takes (128): a second one opened
+        assert len(events(out_t.proc, "mux.session_open")) == 2, out_t.log()
 
 
 def test_half_close(chain):
