@@ -483,26 +483,6 @@ static void on_chan_written(struct sc_stream *s, int status, void *arg)
     chan_maybe_done(ch);
 }
 
-// chan_write_plain writes |n| bytes to the local socket (copied into pool
-// buffers that the stream releases once the kernel has them).
-static int chan_write_plain(struct mux_chan *ch, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        char *b = sc_buf_get_sized(&ch->w->pool, n > SC_BUF_SIZE);
-        size_t k = sc_buf_size(b) < n ? sc_buf_size(b) : n;
-        memcpy(b, p, k);
-        uv_buf_t ub = uv_buf_init(b, (unsigned)k);
-        if (sc_stream_write_owned(ch->plain, &ub, 1, b, on_chan_written, (void *)(uintptr_t)k) !=
-            0) {
-            return -1;
-        }
-        ch->inflight++;
-        p += k;
-        n -= k;
-    }
-    return 0;
-}
-
 // chan_flush_plain writes the bytes collected in |ch->wbuf|.
 static int chan_flush_plain(struct mux_chan *ch)
 {
@@ -560,15 +540,18 @@ static void chan_start_pump(struct mux_chan *ch)
     ch->state = CHAN_PUMP;
     ch->last_active_ms = uv_now(&ch->w->loop);
     while (ch->pend_head != NULL) {
+        // The held copies are pool buffers already: written as they are.
         struct pend *p = ch->pend_head;
         ch->pend_head = p->next;
-        int r = chan_write_plain(ch, (const uint8_t *)p->buf, p->len);
-        sc_buf_release(p->buf);
+        uv_buf_t ub = uv_buf_init(p->buf, (unsigned)p->len);
+        int r = sc_stream_write_owned(ch->plain, &ub, 1, p->buf, on_chan_written,
+                                      (void *)(uintptr_t)p->len);
         free(p);
-        if (r != 0) {
+        if (r != 0) { // the stream released the buffer
             chan_finalize(ch, "upstream_write_error", true);
             return;
         }
+        ch->inflight++;
     }
     ch->pend_tail = NULL;
     if (ch->shut_pending) {
