@@ -14,7 +14,8 @@ import pytest
 
 from seamtest import free_port, wait_for
 from tunnelkit import (LOOP, SERVER_ID, Echo, OneConnServer, addr, client_ctx, closed_by_peer,
-                       echo_roundtrip, events, run_threads, start_tunnel, tls_connect)
+                       echo_roundtrip, events, finish_push, push_until_stalled, run_threads,
+                       start_tunnel, tls_connect)
 
 
 @pytest.fixture(params=[False, True], ids=["1to1", "mux"])
@@ -243,7 +244,6 @@ def test_backpressure_slow_reader(pki, procs):
     bounded amount (kernel buffers + the sidecars' fixed buffers), the
     sidecars' memory does not grow with it, and once the app reads again
     every byte arrives intact."""
-    import select
     go = threading.Event()
     got = {"n": 0, "hash": hashlib.sha256(), "eof": False}
 
@@ -264,40 +264,20 @@ def test_backpressure_slow_reader(pki, procs):
         out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki)
         s = out_t.connect()
         rss0 = {t.proc.pid: _rss_kib(t.proc.pid) for t in (in_t, out_t)}
-        s.setblocking(False)
-        sent_hash = hashlib.sha256()
-        sent = 0
-        cap = 256 << 20
-        block = os.urandom(1 << 20)
-        pending = memoryview(b"")
-        deadline = time.monotonic() + 60
-        while sent < cap and time.monotonic() < deadline:
-            if not pending:
-                block = hashlib.sha256(block[:64]).digest() * (len(block) // 32)
-                pending = memoryview(block)
-            try:
-                n = s.send(pending)
-            except BlockingIOError:
-                # Stalled for 2 s: the tunnels stopped reading from us.
-                if not select.select([], [s], [], 2)[1]:
-                    break
-                continue
-            sent_hash.update(pending[:n])
-            sent += n
-            pending = pending[n:]
+        blocks = [os.urandom(1 << 20)]
+
+        def next_block():  # new content per MiB, cheap to make
+            blocks[0] = hashlib.sha256(blocks[0][:64]).digest() * (len(blocks[0]) // 32)
+            return blocks[0]
+
+        sent, sent_hash, pending = push_until_stalled(s, 256 << 20, next_block)
         assert sent < 128 << 20, f"{sent >> 20} MiB accepted while the app read nothing"
         for t in (in_t, out_t):
             grew = _rss_kib(t.proc.pid) - rss0[t.proc.pid]
             assert grew < 32 * 1024, f"{t.direction} RSS grew {grew} KiB under backpressure"
         # The app reads again: everything arrives, in order.
         go.set()
-        s.setblocking(True)
-        s.settimeout(30)
-        if pending:
-            s.sendall(pending)
-            sent_hash.update(pending)
-            sent += len(pending)
-        s.shutdown(socket.SHUT_WR)
+        sent = finish_push(s, sent, sent_hash, pending)
         srv.thread.join(60)
         assert not srv.thread.is_alive()
         s.close()

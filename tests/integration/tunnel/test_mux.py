@@ -20,8 +20,8 @@ import time
 
 from seamtest import free_port, wait_for
 from tunnelkit import (LOOP, SERVER_ID, Echo, addr, client_ctx, closed_by_peer,
-                       echo_roundtrip, events, run_threads, start_s_server, start_tunnel,
-                       tls_connect)
+                       echo_roundtrip, events, finish_push, push_until_stalled, run_threads,
+                       start_s_server, start_tunnel, tls_connect)
 
 import pytest
 
@@ -177,24 +177,8 @@ def test_stalled_stream_does_not_block_others(pki, procs):
         out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, extra=MUX,
                              workers=1)
         s = out_t.connect()
-        s.setblocking(False)
-        sent_hash = hashlib.sha256()
-        sent = 0
         block = os.urandom(1 << 20)
-        pending = memoryview(block)
-        deadline = time.monotonic() + 60
-        while sent < (256 << 20) and time.monotonic() < deadline:
-            try:
-                n = s.send(pending)
-            except BlockingIOError:
-                if not select.select([], [s], [], 2)[1]:
-                    break  # stalled for 2 s: the stream's window is used up
-                continue
-            sent_hash.update(pending[:n])
-            sent += n
-            pending = pending[n:]
-            if not pending:
-                pending = memoryview(block)
+        sent, sent_hash, pending = push_until_stalled(s, 256 << 20, lambda: block)
         assert sent < 64 << 20, f"{sent >> 20} MiB accepted while the app read nothing"
         # The neighbour on the same session is not blocked.
         s2 = out_t.connect()
@@ -204,13 +188,7 @@ def test_stalled_stream_does_not_block_others(pki, procs):
         s2.close()
         assert len(_sessions(out_t)) == 1
         go.set()
-        s.setblocking(True)
-        s.settimeout(30)
-        if pending:
-            s.sendall(pending)
-            sent_hash.update(pending)
-            sent += len(pending)
-        s.shutdown(socket.SHUT_WR)
+        sent = finish_push(s, sent, sent_hash, pending)
         wait_for(lambda: state["n"] == sent, 30, what="every stalled byte delivered")
         assert state["hash"].hexdigest() == sent_hash.hexdigest()
         s.close()

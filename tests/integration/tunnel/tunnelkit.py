@@ -6,9 +6,11 @@ ssl module (also OpenSSL) and a plain echo app (echo_app.py) whose counters
 show whether any byte reached the app.
 """
 import atexit
+import hashlib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -304,6 +306,44 @@ def closed_by_peer(sock, timeout=5.0):
         if not d:
             return True, got
         got += d
+
+
+def push_until_stalled(sock, cap, next_block, stall=2.0, timeout=60.0):
+    """Sends next_block() after next_block() on sock (made non-blocking) until
+    the receiver has taken nothing for |stall| s, |cap| bytes went out, or
+    |timeout| passed. Returns (bytes sent, their sha256, the unsent rest of
+    the last block): the backpressure tests' "how much did it take"."""
+    sock.setblocking(False)
+    sent_hash = hashlib.sha256()
+    sent = 0
+    pending = memoryview(b"")
+    deadline = time.monotonic() + timeout
+    while sent < cap and time.monotonic() < deadline:
+        if not pending:
+            pending = memoryview(next_block())
+        try:
+            n = sock.send(pending)
+        except BlockingIOError:
+            if not select.select([], [sock], [], stall)[1]:
+                break  # stalled: nothing taken for |stall| s
+            continue
+        sent_hash.update(pending[:n])
+        sent += n
+        pending = pending[n:]
+    return sent, sent_hash, pending
+
+
+def finish_push(sock, sent, sent_hash, pending, timeout=30.0):
+    """After push_until_stalled: sends the rest (blocking) and FIN; returns
+    the total sent (sent_hash is updated)."""
+    sock.setblocking(True)
+    sock.settimeout(timeout)
+    if pending:
+        sock.sendall(pending)
+        sent_hash.update(pending)
+        sent += len(pending)
+    sock.shutdown(socket.SHUT_WR)
+    return sent
 
 
 def recv_exact(sock, n, timeout=10.0):
