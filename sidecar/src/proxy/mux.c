@@ -233,11 +233,16 @@ static void on_mux_prepare(uv_prepare_t *h)
 }
 
 // reserve returns room for |need| bytes (at most a buffer) at the end of the
-// session's pending frames, writing out a full buffer first.
+// session's pending frames, writing out a full buffer first; NULL if that
+// write failed and closed the session (nothing may be queued on it then: it
+// is freed once its stream has closed).
 static uint8_t *reserve(struct sc_mux_sess *m, size_t need, bool large, size_t *room)
 {
     if (m->out != NULL && sc_buf_size(m->out) - m->out_len < need) {
         sess_write_now(m);
+        if (m->state != SESS_OPEN) {
+            return NULL;
+        }
     }
     if (m->out == NULL) {
         m->out = sc_buf_get_sized(&m->w->pool, large);
@@ -259,6 +264,9 @@ static void send_control(struct sc_mux_sess *m, enum sc_mux_type type, uint32_t 
     }
     size_t room;
     uint8_t *p = reserve(m, SC_MUX_HDR_LEN + 4, false, &room);
+    if (p == NULL) {
+        return;
+    }
     sc_mux_put_hdr(p, type, 0, type == SC_MUX_OPEN ? 0 : 4, sid);
     if (type == SC_MUX_OPEN) {
         m->out_len += SC_MUX_HDR_LEN;
@@ -280,6 +288,9 @@ static void send_data(struct sc_mux_sess *m, uint32_t sid, const char *p, size_t
         size_t want = n < 1024 ? n : 1024;
         size_t room;
         uint8_t *o = reserve(m, SC_MUX_HDR_LEN + want, n > SC_BUF_SIZE / 2, &room);
+        if (o == NULL) {
+            return;
+        }
         size_t chunk = room - SC_MUX_HDR_LEN;
         if (chunk > n) {
             chunk = n;
