@@ -63,7 +63,14 @@ char *sc_buf_get_sized(struct sc_bufpool *pool, bool large);
 size_t sc_buf_size(const char *buf);
 
 // sc_buf_release gives |buf| (from sc_buf_get*) back to the pool it came
-// from, on that pool's thread. NULL is ignored.
+// from, on that pool's thread, once every holder released it (sc_buf_ref).
+// NULL is ignored.
 void sc_buf_release(char *buf);
+
+// sc_buf_ref adds a holder to |buf| and returns it: each holder calls
+// sc_buf_release once. Lets one read buffer be written from in place by
+// several writes (mux.c writes the slices of a session read to each stream's
+// socket without copying them), all on the pool's thread.
+char *sc_buf_ref(char *buf);
 
 #endif

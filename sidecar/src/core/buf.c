@@ -9,7 +9,8 @@
 struct buf_hdr {
     struct sc_bufpool *pool;
     struct buf_hdr *next;
-    size_t size; // usable bytes: SC_BUF_SIZE or SC_BUF_LARGE_SIZE
+    size_t size;     // usable bytes: SC_BUF_SIZE or SC_BUF_LARGE_SIZE
+    unsigned refs;   // holders beyond the first (sc_buf_ref)
 };
 
 #define HDR_SIZE ((sizeof(struct buf_hdr) + 15) & ~(size_t)15)
@@ -72,6 +73,7 @@ char *sc_buf_get_sized(struct sc_bufpool *pool, bool large)
     }
     h->pool = pool;
     h->next = NULL;
+    h->refs = 0;
     if (pool != NULL) {
         pool->num_out++;
         pool->bytes_out += size;
@@ -96,6 +98,10 @@ void sc_buf_release(char *buf)
         return;
     }
     struct buf_hdr *h = (struct buf_hdr *)(buf - HDR_SIZE);
+    if (h->refs > 0) {
+        h->refs--;
+        return;
+    }
     struct sc_bufpool *pool = h->pool;
     if (pool == NULL) {
         free(h);
@@ -117,4 +123,11 @@ void sc_buf_release(char *buf)
         pool->free_list = h;
         pool->num_free++;
     }
+}
+
+char *sc_buf_ref(char *buf)
+{
+    struct buf_hdr *h = (struct buf_hdr *)(buf - HDR_SIZE);
+    h->refs++;
+    return buf;
 }

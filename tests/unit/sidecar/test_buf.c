@@ -109,6 +109,34 @@ static void test_large_budget(void **state)
     sc_bufpool_cleanup(&pool);
 }
 
+// A buffer with extra holders goes back to the pool only when the last one
+// releases it; until then it stays counted and is not handed out again.
+static void test_refs(void **state)
+{
+    struct sc_bufpool pool;
+    sc_bufpool_init(&pool, 16);
+    char *b = sc_buf_get_sized(&pool, true);
+    assert_ptr_equal(sc_buf_ref(b), b);
+    assert_ptr_equal(sc_buf_ref(b), b);
+    sc_buf_release(b);
+    sc_buf_release(b);
+    assert_int_equal(pool.num_out, 1);
+    assert_int_equal(pool.bytes_out, SC_BUF_LARGE_SIZE);
+    assert_int_equal(pool.num_free_large, 0);
+    char *other = sc_buf_get_sized(&pool, true);
+    assert_ptr_not_equal(other, b);
+    sc_buf_release(b); // the last holder
+    assert_int_equal(pool.num_out, 1);
+    assert_int_equal(pool.num_free_large, 1);
+    // Reused from the freelist, it starts with one holder again.
+    assert_ptr_equal(sc_buf_get_sized(&pool, true), b);
+    sc_buf_release(b);
+    sc_buf_release(other);
+    assert_int_equal(pool.num_out, 0);
+    assert_int_equal(pool.num_free_large, 2);
+    sc_bufpool_cleanup(&pool);
+}
+
 static void test_no_pool(void **state)
 {
     // Without a pool a buffer comes from malloc and goes back to free.
@@ -125,6 +153,7 @@ int main(void)
         cmocka_unit_test(test_reuse_by_size),
         cmocka_unit_test(test_freelist_caps),
         cmocka_unit_test(test_large_budget),
+        cmocka_unit_test(test_refs),
         cmocka_unit_test(test_no_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
