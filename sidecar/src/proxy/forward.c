@@ -574,21 +574,16 @@ static void start_routed(struct sc_conn *c)
            "-");
 }
 
-void sc_conn__accept(struct sc_worker *w)
+// conn_new links a connection around |down| (an accepted client stream, or
+// NULL: a new one) into the worker's list.
+static struct sc_conn *conn_new(struct sc_worker *w, struct sc_stream *down)
 {
-    struct sc_proxy *p = w->proxy;
-    enum sc_dir dir = p->cfg.dir;
-    if (p->cfg.mux && p->cfg.router == NULL && dir == SC_DIR_OUTBOUND) {
-        sc_mux__accept(w);
-        return;
-    }
     struct sc_conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
-        SC_STAT_ADD(w->stats.accept_errors, 1);
-        return;
+        return NULL;
     }
     c->w = w;
-    c->down = sc_stream_new(&w->loop, &w->pool);
+    c->down = down != NULL ? down : sc_stream_new(&w->loop, &w->pool);
     sc_stream_set_data(c->down, c);
     c->open_streams = 1;
     c->start_ms = uv_now(&w->loop);
@@ -597,6 +592,54 @@ void sc_conn__accept(struct sc_worker *w)
         w->conns->prev = c;
     }
     w->conns = c;
+    return c;
+}
+
+// connect_outbound starts a tunnel outbound connection's upstream leg: the
+// inbound proxy, then the mTLS handshake (on_upstream_connect).
+static void connect_outbound(struct sc_conn *c)
+{
+    struct sc_worker *w = c->w;
+    struct sc_proxy *p = w->proxy;
+    c->up = sc_stream_new(&w->loop, &w->pool);
+    sc_stream_set_data(c->up, c);
+    c->open_streams++;
+    c->tls = c->up;
+    sc_format_addr((struct sockaddr *)&p->cfg.target, c->peer, sizeof(c->peer));
+    c->state = SC_CONN_CONNECTING;
+    int r = sc_stream_connect(c->up, (struct sockaddr *)&p->cfg.target, p->cfg.connect_timeout_ms,
+                              on_upstream_connect);
+    if (r != 0) {
+        on_upstream_connect(c->up, r);
+    }
+}
+
+int sc_conn__adopt_outbound(struct sc_worker *w, struct sc_stream *down)
+{
+    struct sc_conn *c = conn_new(w, down);
+    if (c == NULL) {
+        return SC_ENOMEM;
+    }
+    // Admitted, counted as opened and in num_conns already (mux.c).
+    c->mode = SC_MODE_MTLS;
+    c->counted = true;
+    connect_outbound(c);
+    return 0;
+}
+
+void sc_conn__accept(struct sc_worker *w)
+{
+    struct sc_proxy *p = w->proxy;
+    enum sc_dir dir = p->cfg.dir;
+    if (p->cfg.mux && p->cfg.router == NULL && dir == SC_DIR_OUTBOUND && sc_mux__wanted(w)) {
+        sc_mux__accept(w);
+        return;
+    }
+    struct sc_conn *c = conn_new(w, NULL);
+    if (c == NULL) {
+        SC_STAT_ADD(w->stats.accept_errors, 1);
+        return;
+    }
     atomic_fetch_add(&w->num_conns, 1);
     int r = sc_stream_accept_inherited(c->down, (uv_stream_t *)&w->listener);
     if (r != 0) {
@@ -629,17 +672,7 @@ void sc_conn__accept(struct sc_worker *w)
         }
         return;
     }
-    c->up = sc_stream_new(&w->loop, &w->pool);
-    sc_stream_set_data(c->up, c);
-    c->open_streams++;
-    c->tls = c->up;
-    sc_format_addr((struct sockaddr *)&p->cfg.target, c->peer, sizeof(c->peer));
-    c->state = SC_CONN_CONNECTING;
-    r = sc_stream_connect(c->up, (struct sockaddr *)&p->cfg.target, p->cfg.connect_timeout_ms,
-                          on_upstream_connect);
-    if (r != 0) {
-        on_upstream_connect(c->up, r);
-    }
+    connect_outbound(c);
 }
 
 // age_out starts the graceful end of a connection older than

@@ -30,6 +30,17 @@
 #include "sc/parse.h"
 #include "sc/tls.h"
 
+// MUX_WIOV: slices of one session read a stream writes in place at once
+// (libuv's try-write path takes up to 8). MUX_OIOV: pieces of one session
+// write (frame headers and the client bytes they carry, see send_data_zc).
+#define MUX_WIOV 8
+#define MUX_OIOV 32
+
+// MUX_ZC_MIN: a read at least this large is framed in place instead of
+// copied into the session buffer (its header then costs a small TLS record
+// of its own, which is cheap next to copying 16 KiB).
+#define MUX_ZC_MIN (SC_BUF_SIZE / 2)
+
 enum sess_state { SESS_CONNECTING, SESS_HANDSHAKE, SESS_OPEN, SESS_CLOSING };
 enum chan_state { CHAN_WAIT, CHAN_CONNECTING, CHAN_PUMP, CHAN_CLOSING };
 
@@ -66,6 +77,11 @@ struct mux_chan {
     struct pend *pend_tail;
     char *wbuf; // bytes of this session read for |plain|, written after it
     size_t wlen;
+    uv_buf_t wiov[MUX_WIOV]; // or: its slices of the session read, written in place
+    unsigned niov;
+    size_t iov_len;
+    char *wsrc;             // the session read they point into
+    bool zc;                // this read's slices go out in place (not copied)
     struct mux_chan *wnext; // session's wlist
     bool wlisted;           // on it
     uint64_t start_ms;
@@ -92,6 +108,12 @@ struct sc_mux_sess {
     uint32_t nbuckets; // power of two
     char *out;         // frames not yet written
     size_t out_len;
+    size_t out_cut;          // out[0, out_cut) is in oiov already
+    uv_buf_t oiov[MUX_OIOV]; // pieces of the next write when client bytes go in place
+    unsigned noiov;
+    char *ohold[MUX_OIOV / 2]; // the read buffers those point into
+    unsigned nhold;
+    char *rbuf; // the read being decoded
     struct mux_chan *wlist; // streams given bytes by the read being decoded
     struct sc_mux_decoder dec;
     uint64_t start_ms;
@@ -173,20 +195,37 @@ static void hash_remove(struct sc_mux_sess *m, struct mux_chan *ch)
 
 // ---- output: frames into the session buffer, one write per loop turn -------
 
+static void release_holds(struct sc_mux_sess *m)
+{
+    for (unsigned i = 0; i < m->nhold; i++) {
+        sc_buf_release(m->ohold[i]);
+    }
+    m->nhold = 0;
+    m->noiov = 0;
+}
+
 static void sess_write_now(struct sc_mux_sess *m)
 {
     if (m->out == NULL) {
         return;
     }
     char *o = m->out;
-    uv_buf_t b = uv_buf_init(o, (unsigned)m->out_len);
+    if (m->out_len > m->out_cut) {
+        m->oiov[m->noiov++] = uv_buf_init(o + m->out_cut, (unsigned)(m->out_len - m->out_cut));
+    }
+    unsigned n = m->noiov;
     m->out = NULL;
     m->out_len = 0;
+    m->out_cut = 0;
     if (m->s == NULL || m->state != SESS_OPEN) {
         sc_buf_release(o);
+        release_holds(m);
         return;
     }
-    int r = sc_stream_write_owned(m->s, &b, 1, o, NULL, NULL);
+    // A TLS stream encrypts during the call: the pieces' buffers are free
+    // to go right after it.
+    int r = sc_stream_write_owned(m->s, m->oiov, n, o, NULL, NULL);
+    release_holds(m);
     if (r != 0) {
         sc_warn("mux.write_failed", "dir=%s peer=%s error=%s", dir_name(m->w), m->peer,
                 sc_strerror(r));
@@ -309,6 +348,42 @@ static void send_data(struct sc_mux_sess *m, uint32_t sid, const char *p, size_t
     } while (n > 0);
 }
 
+// send_data_zc frames |n| bytes that a read left in |buf| (a pool buffer it
+// takes over) without copying them: the headers go into the session buffer,
+// the bytes are encrypted from where they are when the session is written.
+static void send_data_zc(struct sc_mux_sess *m, uint32_t sid, char *buf, size_t n)
+{
+    const char *p = buf;
+    while (n > 0 && m->state == SESS_OPEN) {
+        // Room for this frame's two pieces, the final piece, and the buffer.
+        if (m->noiov + 3 > MUX_OIOV || m->nhold == MUX_OIOV / 2) {
+            sess_write_now(m);
+            continue; // the session may have closed
+        }
+        size_t room;
+        uint8_t *o = reserve(m, SC_MUX_HDR_LEN, false, &room);
+        if (o == NULL) {
+            break;
+        }
+        size_t chunk = n < SC_MUX_MAX_DATA ? n : SC_MUX_MAX_DATA;
+        sc_mux_put_hdr(o, SC_MUX_DATA, 0, (uint16_t)chunk, sid);
+        m->out_len += SC_MUX_HDR_LEN;
+        m->oiov[m->noiov++] =
+            uv_buf_init(m->out + m->out_cut, (unsigned)(m->out_len - m->out_cut));
+        m->out_cut = m->out_len;
+        m->oiov[m->noiov++] = uv_buf_init((char *)p, (unsigned)chunk);
+        p += chunk;
+        n -= chunk;
+        if (n == 0) {
+            m->ohold[m->nhold++] = buf;
+            return;
+        }
+    }
+    // Not queued whole: the session closed, or a full buffer was written out
+    // with this buffer's first frames (encrypted already).
+    sc_buf_release(buf);
+}
+
 // ---- streams ---------------------------------------------------------------
 
 static void on_chan_closed(struct sc_stream *s)
@@ -409,6 +484,8 @@ static void chan_finalize(struct mux_chan *ch, const char *reason, bool send_rst
     sc_buf_release(ch->wbuf); // it may stay on its session's wlist until the read ends
     ch->wbuf = NULL;
     ch->wlen = 0;
+    ch->niov = 0; // slices of a session read: nothing held yet
+    ch->iov_len = 0;
     sc_stream_close(ch->plain, on_chan_closed);
 }
 
@@ -455,8 +532,12 @@ static void on_chan_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf
     ch->last_active_ms = uv_now(&w->loop);
     // Outbound: the client's request went on; inbound: the app answered.
     sc_worker__awaiting(w, &ch->awaiting, dir == SC_DIR_OUTBOUND);
-    send_data(m, ch->sid, buf->base, (size_t)nread, false);
-    sc_buf_release(buf->base);
+    if ((size_t)nread >= MUX_ZC_MIN) {
+        send_data_zc(m, ch->sid, buf->base, (size_t)nread);
+    } else {
+        send_data(m, ch->sid, buf->base, (size_t)nread, false);
+        sc_buf_release(buf->base);
+    }
     if (dir == SC_DIR_OUTBOUND) {
         ch->bytes_in += (uint64_t)nread;
         SC_STAT_ADD(w->stats.bytes_received[dir], (uint64_t)nread);
@@ -494,9 +575,30 @@ static void on_chan_written(struct sc_stream *s, int status, void *arg)
     chan_maybe_done(ch);
 }
 
-// chan_flush_plain writes the bytes collected in |ch->wbuf|.
+// chan_flush_plain writes what this session read holds for |ch|: its slices
+// in place, then the bytes collected in |ch->wbuf|.
 static int chan_flush_plain(struct mux_chan *ch)
 {
+    if (ch->niov > 0) {
+        unsigned n = ch->niov;
+        size_t k = ch->iov_len;
+        ch->niov = 0;
+        ch->iov_len = 0;
+        if (ch->state != CHAN_PUMP) {
+            return 0;
+        }
+        // The write holds the session read until the kernel took its bytes.
+        if (sc_stream_write_owned(ch->plain, ch->wiov, n, sc_buf_ref(ch->wsrc), on_chan_written,
+                                  (void *)(uintptr_t)k) != 0) {
+            return -1;
+        }
+        ch->inflight++;
+        // A socket that did not take it all is slow: copy the rest of this
+        // read rather than hold more session reads for it.
+        if (sc_stream_write_queue_size(ch->plain) > 0) {
+            ch->zc = false;
+        }
+    }
     char *b = ch->wbuf;
     size_t k = ch->wlen;
     ch->wbuf = NULL;
@@ -521,6 +623,28 @@ static int chan_flush_plain(struct mux_chan *ch)
 // (written when the read is decoded, or when the buffer is full).
 static int chan_collect(struct sc_mux_sess *m, struct mux_chan *ch, const uint8_t *p, size_t n)
 {
+    if (!ch->wlisted) {
+        // First bytes of this read for |ch|: written in place from the read
+        // unless its socket is behind (then a copy bounds what it holds).
+        ch->zc = m->rbuf != NULL && ch->wbuf == NULL &&
+                 sc_stream_write_queue_size(ch->plain) == 0;
+        ch->wsrc = m->rbuf;
+    }
+    if (ch->zc) {
+        if (ch->niov == MUX_WIOV && chan_flush_plain(ch) != 0) {
+            return -1;
+        }
+        if (ch->zc) {
+            if (!ch->wlisted) {
+                ch->wlisted = true;
+                ch->wnext = m->wlist;
+                m->wlist = ch;
+            }
+            ch->wiov[ch->niov++] = uv_buf_init((char *)p, (unsigned)n);
+            ch->iov_len += n;
+            return 0;
+        }
+    }
     while (n > 0) {
         if (ch->wbuf != NULL && ch->wlen == sc_buf_size(ch->wbuf) && chan_flush_plain(ch) != 0) {
             return -1;
@@ -818,8 +942,8 @@ static void on_sess_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf
         return;
     }
     const char *err = NULL;
+    m->rbuf = buf->base;
     int r = sc_mux_decode(&m->dec, (const uint8_t *)buf->base, (size_t)nread, &frame_cbs, m, &err);
-    sc_buf_release(buf->base);
     // The bytes of this read go on to each stream's socket in one write. A
     // stream closed meanwhile still has its memory (freed after its close
     // callback, later in the loop turn); chan_finalize released its wbuf.
@@ -832,6 +956,8 @@ static void on_sess_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf
             chan_finalize(ch, "write_error", true);
         }
     }
+    m->rbuf = NULL;
+    sc_buf_release(buf->base); // unless writes hold it
     if (r == SC_MUX_EPROTO) {
         proto_error(m, err, m->dec.sid);
     }
@@ -901,6 +1027,8 @@ static void sess_close(struct sc_mux_sess *m, const char *reason)
     }
     sc_buf_release(m->out);
     m->out = NULL;
+    m->out_len = m->out_cut = 0;
+    release_holds(m);
     free(m->buckets);
     m->buckets = NULL;
     if (m->prev != NULL) {
@@ -941,6 +1069,32 @@ static void chan_open(struct sc_mux_sess *m, struct mux_chan *ch)
     }
 }
 
+// sess_fall_back hands the clients waiting on |m| (its peer refused
+// seam-mux/1) to the 1:1 path, each with an mTLS connection of its own. They
+// have not been read from yet: nothing is lost.
+static void sess_fall_back(struct sc_mux_sess *m)
+{
+    struct mux_chan *ch = m->chans;
+    while (ch != NULL) {
+        struct mux_chan *next = ch->next;
+        if (ch->state == CHAN_WAIT) {
+            chan_unlink(ch);
+            if (sc_conn__adopt_outbound(m->w, ch->plain) == 0) {
+                free(ch); // its stream, count and place in num_conns go on
+            } else {
+                chan_finalize(ch, "out_of_memory", false);
+            }
+        }
+        ch = next;
+    }
+}
+
+bool sc_mux__wanted(struct sc_worker *w)
+{
+    uint64_t until = atomic_load(&w->proxy->mux_off_until_ms);
+    return until == 0 || uv_now(&w->loop) >= until;
+}
+
 static void on_sess_handshake(struct sc_stream *s, int status)
 {
     struct sc_mux_sess *m = sc_stream_get_data(s);
@@ -956,8 +1110,12 @@ static void on_sess_handshake(struct sc_stream *s, int status)
     }
     sc_stats_observe_handshake(&w->stats, sc_stream_handshake_us(s));
     if (!sc_mux__negotiated(s)) {
-        sc_warn("mux.not_supported", "dir=outbound peer=%s detail=%s", m->peer,
+        sc_warn("mux.not_supported", "dir=outbound peer=%s fallback=1:1 retry_s=%d detail=%s",
+                m->peer, SC_MUX_RETRY_MS / 1000,
                 "the peer did not accept ALPN " SC_MUX_ALPN " (an older seam, or not seam)");
+        // Every worker: they share the target (uv_now is one monotonic clock).
+        atomic_store(&w->proxy->mux_off_until_ms, uv_now(&w->loop) + SC_MUX_RETRY_MS);
+        sess_fall_back(m);
         sess_close(m, "mux_not_supported");
         return;
     }

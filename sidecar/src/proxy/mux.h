@@ -25,11 +25,21 @@ struct sc_stream;
 // opens another session beyond it, the inbound refuses (RST).
 #define SC_MUX_MAX_STREAMS 128
 
+// SC_MUX_RETRY_MS: after a peer refused seam-mux/1 the outbound carries
+// its connections 1:1 for this long, then offers seam-mux/1 again (the peer
+// may have been upgraded meanwhile).
+#define SC_MUX_RETRY_MS (60 * 1000)
+
 // sc_mux__worker_init prepares |w| (its flush handle). Always called.
 void sc_mux__worker_init(struct sc_worker *w);
 
 // sc_mux__worker_close closes what sc_mux__worker_init opened (stop).
 void sc_mux__worker_close(struct sc_worker *w);
+
+// sc_mux__wanted reports whether an outbound worker with cfg.mux carries
+// new connections as streams now (false on every worker for SC_MUX_RETRY_MS
+// after a peer without seam-mux/1).
+bool sc_mux__wanted(struct sc_worker *w);
 
 // sc_mux__accept takes one pending client connection of an outbound worker
 // with cfg.mux and carries it as a stream.

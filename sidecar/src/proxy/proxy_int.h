@@ -57,6 +57,7 @@ struct sc_proxy {
     bool done_reported;
     bool drain_started;
     atomic_uint_fast64_t drain_timeout_ms;
+    atomic_uint_fast64_t mux_off_until_ms; // the peer refused seam-mux/1: 1:1 until (uv_now ms)
     sc_proxy_done_cb done_cb;
     void *done_arg;
     int num_workers;
@@ -66,6 +67,12 @@ struct sc_proxy {
 
 // sc_conn__accept takes one pending connection from the worker's listener.
 void sc_conn__accept(struct sc_worker *w);
+
+// sc_conn__adopt_outbound carries |down|, a tunnel outbound client
+// connection mux.c accepted, admitted and counted, as a 1:1 mTLS connection
+// (the peer does not speak seam-mux/1). 0, or SC_ENOMEM: |down| is still the
+// caller's.
+int sc_conn__adopt_outbound(struct sc_worker *w, struct sc_stream *down);
 
 // sc_conn__sweep closes connections idle longer than the idle timeout, and
 // all of them if |force| (drain deadline).

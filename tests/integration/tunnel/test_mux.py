@@ -7,8 +7,8 @@ half-close both ways (64 MiB, 200 concurrent connections, half-close: the
 app stalls its own stream, not its neighbours), failures reach the client;
 and what mux
 adds: one handshake for many connections, a session per 128 streams, a peer
-without seam-mux refused with a clear log line, a bad frame ending only that
-session.
+without seam-mux served 1:1 (with a log line saying so), a bad frame ending
+only that session.
 """
 import hashlib
 import os
@@ -20,8 +20,8 @@ import time
 
 from seamtest import free_port, wait_for
 from tunnelkit import (LOOP, SERVER_ID, Echo, addr, client_ctx, closed_by_peer,
-                       echo_roundtrip, events, finish_push, push_until_stalled, run_threads,
-                       start_s_server, start_tunnel, tls_connect)
+                       echo_roundtrip, events, finish_push, push_until_stalled, recv_exact,
+                       run_threads, start_s_server, start_tunnel, tls_connect)
 
 import pytest
 
@@ -197,18 +197,31 @@ def test_stalled_stream_does_not_block_others(pki, procs):
         lsock.close()
 
 
-def test_peer_without_mux(pki, procs):
-    """The outbound's peer is an ordinary TLS server (openssl s_server, no
-    ALPN): the session is refused with a log line saying why, the client is
-    closed without a byte."""
+def test_peer_without_mux_gets_1to1(pki, procs):
+    """The outbound's peer is an ordinary mTLS server (openssl s_server, no
+    ALPN): the outbound says so once (mux.not_supported) and carries the
+    client that waited on the refused session 1:1, bytes both ways; the next
+    client goes 1:1 straight away, without offering seam-mux/1 again."""
     srv = start_s_server(procs, pki, "server")
-    out_t = start_tunnel(procs, "outbound", addr(LOOP, srv.port), pki, extra=MUX)
-    s = out_t.connect()
-    closed, got = closed_by_peer(s, 5)
-    s.close()
-    assert closed and got == b""
-    ev = wait_for(lambda: events(out_t.proc, "mux.not_supported"), 5, what="mux.not_supported")
-    assert "seam-mux/1" in ev[0]["detail"]
+    out_t = start_tunnel(procs, "outbound", srv.target, pki, peer_id=SERVER_ID, extra=MUX)
+    for i, up in enumerate([b"first-client-over-1to1\n", b"second-client-over-1to1\n"]):
+        s = out_t.connect()
+        s.sendall(up)
+        srv.wait_log(up.decode().strip())
+        down = b"answer-%d\n" % i
+        srv.send(down)
+        assert recv_exact(s, len(down)) == down
+        s.close()
+        # s_server serves one connection at a time: the next client's
+        # connection is taken once this one has ended.
+        wait_for(lambda: len(events(out_t.proc, "conn.close")) == i + 1, 10,
+                 what=f"conn.close of client {i}")
+    ev = events(out_t.proc, "mux.not_supported")
+    assert len(ev) == 1, ev
+    assert ev[0]["fallback"] == "1:1" and "seam-mux/1" in ev[0]["detail"], ev
+    assert not events(out_t.proc, "mux.session_open")
+    closes = events(out_t.proc, "conn.close")
+    assert all(e.get("tls") != "mux" and e["bytes_in"] != "0" for e in closes), closes
 
 
 def test_bad_frame_ends_only_that_session(pki, procs):
