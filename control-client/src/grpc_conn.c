@@ -919,7 +919,9 @@ static void on_connected(struct sc_stream *s, int status);
 // set_peer renders the address being tried for logs and errors.
 static void set_peer(struct cc_conn *c, const struct sockaddr *a)
 {
-    char ip[64] = "?";
+    // INET6_ADDRSTRLEN: "[ip]:port" always fits c->peer (gcc's
+    // -Wformat-truncation proves it at -O0 too).
+    char ip[INET6_ADDRSTRLEN] = "?";
     int port = 0;
     if (a->sa_family == AF_INET6) {
         uv_ip6_name((const struct sockaddr_in6 *)a, ip, sizeof(ip));
