@@ -1,6 +1,7 @@
 // buf.c — I/O buffers of two sizes with per-loop freelists (sc/buf.h).
 #include "sc/buf.h"
 
+#include <assert.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,6 +128,7 @@ void sc_buf_release(char *buf)
 
 char *sc_buf_ref(char *buf)
 {
+    assert(buf != NULL);
     struct buf_hdr *h = (struct buf_hdr *)(buf - HDR_SIZE);
     h->refs++;
     return buf;

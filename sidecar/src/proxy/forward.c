@@ -614,12 +614,13 @@ static void connect_outbound(struct sc_conn *c)
     }
 }
 
-int sc_conn__adopt_outbound(struct sc_worker *w, struct sc_stream *down)
+int sc_conn__adopt_outbound(struct sc_worker *w, struct sc_stream *down, uint64_t start_ms)
 {
     struct sc_conn *c = conn_new(w, down);
     if (c == NULL) {
         return SC_ENOMEM;
     }
+    c->start_ms = start_ms; // its age counts from the accept
     // Admitted, counted as opened and in num_conns already (mux.c).
     c->mode = SC_MODE_MTLS;
     c->counted = true;

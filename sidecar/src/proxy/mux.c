@@ -618,33 +618,12 @@ static int chan_flush_plain(struct mux_chan *ch)
     return 0;
 }
 
-// chan_collect copies |n| bytes for |ch|'s socket into its wbuf: all the
-// slices one session read holds for a stream leave in one socket write
-// (written when the read is decoded, or when the buffer is full).
-static int chan_collect(struct sc_mux_sess *m, struct mux_chan *ch, const uint8_t *p, size_t n)
+// chan_collect takes |n| bytes for |ch|'s socket: all the slices one
+// session read holds for a stream leave in one socket write (when the read
+// is decoded, or when a copy buffer is full): in place (a writev from the
+// read) or copied into |ch->wbuf| (chan_copy).
+static int chan_copy(struct mux_chan *ch, const uint8_t *p, size_t n)
 {
-    if (!ch->wlisted) {
-        // First bytes of this read for |ch|: written in place from the read
-        // unless its socket is behind (then a copy bounds what it holds).
-        ch->zc = m->rbuf != NULL && ch->wbuf == NULL &&
-                 sc_stream_write_queue_size(ch->plain) == 0;
-        ch->wsrc = m->rbuf;
-    }
-    if (ch->zc) {
-        if (ch->niov == MUX_WIOV && chan_flush_plain(ch) != 0) {
-            return -1;
-        }
-        if (ch->zc) {
-            if (!ch->wlisted) {
-                ch->wlisted = true;
-                ch->wnext = m->wlist;
-                m->wlist = ch;
-            }
-            ch->wiov[ch->niov++] = uv_buf_init((char *)p, (unsigned)n);
-            ch->iov_len += n;
-            return 0;
-        }
-    }
     while (n > 0) {
         if (ch->wbuf != NULL && ch->wlen == sc_buf_size(ch->wbuf) && chan_flush_plain(ch) != 0) {
             return -1;
@@ -652,11 +631,6 @@ static int chan_collect(struct sc_mux_sess *m, struct mux_chan *ch, const uint8_
         if (ch->wbuf == NULL) {
             ch->wbuf = sc_buf_get_sized(&ch->w->pool, n > SC_BUF_SIZE / 2);
             ch->wlen = 0;
-        }
-        if (!ch->wlisted) {
-            ch->wlisted = true;
-            ch->wnext = m->wlist;
-            m->wlist = ch;
         }
         size_t k = sc_buf_size(ch->wbuf) - ch->wlen;
         if (k > n) {
@@ -668,6 +642,39 @@ static int chan_collect(struct sc_mux_sess *m, struct mux_chan *ch, const uint8_
         n -= k;
     }
     return 0;
+}
+
+static int chan_collect(struct sc_mux_sess *m, struct mux_chan *ch, const uint8_t *p, size_t n)
+{
+    if (!ch->wlisted) {
+        // First bytes of this read for |ch|: written in place from the read
+        // unless its socket is behind (then a copy bounds what it holds).
+        ch->zc = m->rbuf != NULL && ch->wbuf == NULL &&
+                 sc_stream_write_queue_size(ch->plain) == 0;
+        ch->wsrc = m->rbuf;
+        ch->wlisted = true;
+        ch->wnext = m->wlist;
+        m->wlist = ch;
+    }
+    if (ch->zc && ch->niov == MUX_WIOV) {
+        // Many slices for one stream in one read (small frames): one copy
+        // and one write beat a writev per MUX_WIOV slices.
+        ch->zc = false;
+        unsigned k = ch->niov;
+        ch->niov = 0;
+        ch->iov_len = 0;
+        for (unsigned i = 0; i < k; i++) {
+            if (chan_copy(ch, (const uint8_t *)ch->wiov[i].base, ch->wiov[i].len) != 0) {
+                return -1;
+            }
+        }
+    }
+    if (ch->zc) {
+        ch->wiov[ch->niov++] = uv_buf_init((char *)p, (unsigned)n);
+        ch->iov_len += n;
+        return 0;
+    }
+    return chan_copy(ch, p, n);
 }
 
 static void chan_start_pump(struct mux_chan *ch)
@@ -1079,9 +1086,10 @@ static void sess_fall_back(struct sc_mux_sess *m)
         struct mux_chan *next = ch->next;
         if (ch->state == CHAN_WAIT) {
             chan_unlink(ch);
-            if (sc_conn__adopt_outbound(m->w, ch->plain) == 0) {
+            if (sc_conn__adopt_outbound(m->w, ch->plain, ch->start_ms) == 0) {
                 free(ch); // its stream, count and place in num_conns go on
             } else {
+                SC_STAT_ADD(m->w->stats.conn_failed[SC_DIR_OUTBOUND][SC_MODE_MTLS], 1);
                 chan_finalize(ch, "out_of_memory", false);
             }
         }
@@ -1134,7 +1142,12 @@ static void on_sess_handshake(struct sc_stream *s, int status)
     }
 }
 
-static const uint8_t mux_alpn_wire[] = "\x0a" SC_MUX_ALPN;
+// The session offers seam-mux/1 and, after it, what a 1:1 connection offers:
+// a peer that knows only the latter chooses it, and the waiting clients go
+// on 1:1 (sess_fall_back) wherever a 1:1 connection would have worked.
+static const uint8_t mux_alpn_wire[] = "\x0a" SC_MUX_ALPN "\x04" SC_TLS_ALPN_DATA;
+_Static_assert(sizeof(SC_MUX_ALPN) - 1 == 0x0a && sizeof(SC_TLS_ALPN_DATA) - 1 == 0x04,
+               "ALPN wire lengths");
 
 static void on_sess_connect(struct sc_stream *s, int status)
 {

@@ -70,9 +70,9 @@ void sc_conn__accept(struct sc_worker *w);
 
 // sc_conn__adopt_outbound carries |down|, a tunnel outbound client
 // connection mux.c accepted, admitted and counted, as a 1:1 mTLS connection
-// (the peer does not speak seam-mux/1). 0, or SC_ENOMEM: |down| is still the
-// caller's.
-int sc_conn__adopt_outbound(struct sc_worker *w, struct sc_stream *down);
+// (the peer does not speak seam-mux/1), accepted at |start_ms| (uv_now). 0,
+// or SC_ENOMEM: |down| is still the caller's.
+int sc_conn__adopt_outbound(struct sc_worker *w, struct sc_stream *down, uint64_t start_ms);
 
 // sc_conn__sweep closes connections idle longer than the idle timeout, and
 // all of them if |force| (drain deadline).

@@ -197,12 +197,15 @@ def test_stalled_stream_does_not_block_others(pki, procs):
         lsock.close()
 
 
-def test_peer_without_mux_gets_1to1(pki, procs):
-    """The outbound's peer is an ordinary mTLS server (openssl s_server, no
-    ALPN): the outbound says so once (mux.not_supported) and carries the
-    client that waited on the refused session 1:1, bytes both ways; the next
-    client goes 1:1 straight away, without offering seam-mux/1 again."""
-    srv = start_s_server(procs, pki, "server")
+@pytest.mark.parametrize("alpn", [None, "seam"], ids=["no-alpn", "alpn-seam"])
+def test_peer_without_mux_gets_1to1(pki, procs, alpn):
+    """The outbound's peer is an mTLS server without seam-mux/1 (openssl
+    s_server: one that ignores ALPN, and one that knows only seam's 1:1
+    protocol, as an older seam): the outbound says so once
+    (mux.not_supported) and carries the client that waited on the refused
+    session 1:1, bytes both ways; the next client goes 1:1 straight away,
+    without offering seam-mux/1 again."""
+    srv = start_s_server(procs, pki, "server", extra=("-alpn", alpn) if alpn else ())
     out_t = start_tunnel(procs, "outbound", srv.target, pki, peer_id=SERVER_ID, extra=MUX)
     for i, up in enumerate([b"first-client-over-1to1\n", b"second-client-over-1to1\n"]):
         s = out_t.connect()
@@ -216,6 +219,9 @@ def test_peer_without_mux_gets_1to1(pki, procs):
         # connection is taken once this one has ended.
         wait_for(lambda: len(events(out_t.proc, "conn.close")) == i + 1, 10,
                  what=f"conn.close of client {i}")
+    if alpn:
+        # The refused session offered seam-mux/1 first, then 1:1's protocol.
+        assert "ALPN protocols advertised by the client: seam-mux/1, seam" in srv.log()
     ev = events(out_t.proc, "mux.not_supported")
     assert len(ev) == 1, ev
     assert ev[0]["fallback"] == "1:1" and "seam-mux/1" in ev[0]["detail"], ev
