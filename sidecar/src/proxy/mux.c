@@ -492,7 +492,8 @@ static void chan_finalize(struct mux_chan *ch, const char *reason, bool send_rst
 static void chan_maybe_done(struct mux_chan *ch)
 {
     if (ch->fin_sent && ch->fin_recv && ch->inflight == 0 && ch->state == CHAN_PUMP) {
-        chan_finalize(ch, "eof", false);
+        // An aged stream that drained says why it ended, as forward.c does.
+        chan_finalize(ch, ch->aged ? "max_connection_age" : "eof", false);
     }
 }
 

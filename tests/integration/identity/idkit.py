@@ -190,11 +190,13 @@ class Tunnel:
         return re.findall(r"identity\.cert_installed \S+ serial=(\S+)", self.proc.log())
 
 
-def tunnel_pair(procs, cp, app_port, extra=(), trust=None):
-    """An outbound -> inbound tunnel pair in front of the app; both ready."""
+def tunnel_pair(procs, cp, app_port, extra=(), trust=None, out_extra=()):
+    """An outbound -> inbound tunnel pair in front of the app; both ready.
+    |extra| goes to both, |out_extra| to the outbound only (e.g. --mux)."""
     in_port, out_port = seamtest.free_port(), seamtest.free_port()
     tin = Tunnel(procs, "inbound", in_port, app_port, cp, "in", extra, trust)
-    tout = Tunnel(procs, "outbound", out_port, in_port, cp, "out", extra, trust)
+    tout = Tunnel(procs, "outbound", out_port, in_port, cp, "out", tuple(extra) + tuple(out_extra),
+                  trust)
     tin.wait_ready()
     tout.wait_ready()
     return tin, tout

@@ -6,6 +6,8 @@ outlives several certificate rotations."""
 import socket
 import time
 
+import pytest
+
 import idkit
 import seamtest
 
@@ -21,12 +23,16 @@ def exchange(s, data):
     return got
 
 
-def test_max_connection_age(procs, tmp_path):
+@pytest.mark.parametrize("mux", [False, True], ids=["1to1", "mux"])
+def test_max_connection_age(procs, tmp_path, mux):
+    """With --mux the client connection is a stream of a session: it ages and
+    ends the same way, and says so in its conn.close."""
     cp = idkit.ControlPlane(procs, tmp_path, ttl="10s")
     app = idkit.EchoApp()
     try:
         tin, tout = idkit.tunnel_pair(procs, cp, app.port,
-                                      extra=("--max-connection-age", "3s"))
+                                      extra=("--max-connection-age", "3s"),
+                                      out_extra=("--mux",) if mux else ())
         s = socket.create_connection(("127.0.0.1", tout.port), timeout=10)
         t0 = time.monotonic()
         n = 0
@@ -50,6 +56,11 @@ def test_max_connection_age(procs, tmp_path):
         assert 2.5 <= age <= 6.5
         seamtest.wait_for(lambda: "reason=max_connection_age" in tout.proc.log() + tin.proc.log(),
                           5, what="conn.close reason=max_connection_age")
+        aged = [ln for ln in tout.proc.log().splitlines()
+                if "conn.close" in ln and "reason=max_connection_age" in ln]
+        if mux:
+            assert "mux.session_open" in tout.proc.log()
+            assert aged and all("tls=mux" in ln for ln in aged), aged
         # New connections are not affected.
         assert idkit.connection_works(tout.port)
     finally:
