@@ -64,7 +64,7 @@ struct sc_conn {
     uint64_t start_ms;
     uint64_t last_active_ms;
     bool aged;                 // past max_connection_age: closing gracefully
-    bool awaiting;             // forwarded downstream bytes, no answer yet (busy poll)
+    uint64_t await_since;      // forwarded downstream bytes, no answer yet (busy poll)
     uint64_t aged_ms;
     uint64_t bytes_in;         // from the downstream side
     uint64_t bytes_out;        // to the downstream side
@@ -137,7 +137,7 @@ static void finalize(struct sc_conn *c, const char *reason, bool reset)
         uv_close((uv_handle_t *)&c->detect, on_detect_closed);
     }
     c->state = SC_CONN_CLOSING;
-    sc_worker__awaiting(w, &c->awaiting, false);
+    sc_worker__await_end(w, &c->await_since);
     if (c->counted) {
         SC_STAT_ADD(w->stats.conn_closed[dir][c->mode], 1);
     }
@@ -216,7 +216,7 @@ static void on_pump_read(struct sc_stream *src, ssize_t nread, const uv_buf_t *b
         return;
     }
     c->last_active_ms = uv_now(&w->loop);
-    sc_worker__awaiting(w, &c->awaiting, d == 0);
+    sc_worker__awaiting(w, &c->await_since, d == 0);
     if (d == 0) {
         c->bytes_in += (uint64_t)nread;
         SC_STAT_ADD(w->stats.bytes_received[dir], (uint64_t)nread);
@@ -249,7 +249,7 @@ static void start_pump(struct sc_conn *c)
         uv_buf_t b = uv_buf_init(first, (unsigned)c->first_len);
         c->first = NULL;
         c->bytes_in += b.len;
-        sc_worker__awaiting(c->w, &c->awaiting, true);
+        sc_worker__awaiting(c->w, &c->await_since, true);
         SC_STAT_ADD(c->w->stats.bytes_received[c->w->proxy->cfg.dir], b.len);
         if (sc_stream_write_owned(c->up, &b, 1, first, on_pump_written, NULL) != 0) {
             finalize(c, "upstream_write_error", false);

@@ -71,7 +71,7 @@ struct mux_chan {
     bool shut_pending; // fin_recv before the app connection was up
     bool aged;         // past max_connection_age: FIN sent, closed after a grace period
     bool drop_in;      // inbound, aged: the peer's further DATA is dropped
-    bool awaiting;     // request bytes forwarded, no answer yet (busy poll, worker.c)
+    uint64_t await_since; // request bytes forwarded, no answer yet (busy poll, worker.c)
     uint64_t aged_ms;
     struct pend *pend_head;
     struct pend *pend_tail;
@@ -468,7 +468,7 @@ static void chan_finalize(struct mux_chan *ch, const char *reason, bool send_rst
                 (unsigned long long)(uv_now(&w->loop) - ch->start_ms), reason);
     }
     SC_STAT_ADD(w->stats.conn_closed[dir][SC_MODE_MTLS], 1);
-    sc_worker__awaiting(w, &ch->awaiting, false);
+    sc_worker__await_end(w, &ch->await_since);
     if (m != NULL) {
         if (send_rst && ch->sid != 0 && !(ch->fin_sent && ch->fin_recv)) {
             send_control(m, SC_MUX_RST, ch->sid, SC_MUX_RST_CANCEL);
@@ -532,7 +532,7 @@ static void on_chan_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf
     }
     ch->last_active_ms = uv_now(&w->loop);
     // Outbound: the client's request went on; inbound: the app answered.
-    sc_worker__awaiting(w, &ch->awaiting, dir == SC_DIR_OUTBOUND);
+    sc_worker__awaiting(w, &ch->await_since, dir == SC_DIR_OUTBOUND);
     if ((size_t)nread >= MUX_ZC_MIN) {
         send_data_zc(m, ch->sid, buf->base, (size_t)nread);
     } else {
@@ -872,7 +872,7 @@ static int on_frame_data(void *arg, uint32_t sid, const uint8_t *p, size_t n)
     }
     ch->last_active_ms = uv_now(&w->loop);
     // Outbound: the answer arrived; inbound: a request goes on to the app.
-    sc_worker__awaiting(w, &ch->awaiting, dir == SC_DIR_INBOUND);
+    sc_worker__awaiting(w, &ch->await_since, dir == SC_DIR_INBOUND);
     if (dir == SC_DIR_OUTBOUND) {
         ch->bytes_out += n;
         SC_STAT_ADD(w->stats.bytes_sent[dir], n);

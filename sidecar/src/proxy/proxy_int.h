@@ -27,6 +27,7 @@ struct sc_worker {
     uv_idle_t poll_idle;                 // busy poll: active = the loop polls with timeout 0
     uint64_t awaiting;                   // connections waiting for an answer
     uint64_t poll_until;                 // uv_hrtime: keep polling until then
+    int poll_score;                      // 0..SC_POLL_ONE: how often answers came in the window
     uv_thread_t thread;
     struct sc_bufpool pool;
     SSL_CTX *ctx;                   // current snapshot (worker's reference)
@@ -78,12 +79,18 @@ int sc_conn__adopt_outbound(struct sc_worker *w, struct sc_stream *down, uint64_
 // all of them if |force| (drain deadline).
 void sc_conn__sweep(struct sc_worker *w, bool force);
 
-// sc_worker__awaiting records whether a connection of |w| forwarded bytes
-// downstream -> upstream and waits for the answer (|*flag|, the connection's
-// own, is kept in step with the worker's count). With busy polling on, a
-// worker that has such connections polls instead of sleeping for up to
-// busy_poll_us after the last request bytes; with it off this does nothing.
-void sc_worker__awaiting(struct sc_worker *w, bool *flag, bool awaiting);
+// sc_worker__awaiting records that a connection of |w| forwarded request
+// bytes (downstream -> upstream) and waits for the answer (|awaiting|), or
+// that its answer arrived (!|awaiting|). |*since|, the connection's own, is 0
+// or the uv_hrtime when it began to wait; the worker counts the waiting ones.
+// With busy polling on, a worker that has such connections polls instead of
+// sleeping for up to busy_poll_us after the last request bytes, as long as
+// most answers came within that window; with it off this does nothing.
+void sc_worker__awaiting(struct sc_worker *w, uint64_t *since, bool awaiting);
+
+// sc_worker__await_end: the connection ends; if it waited, it no longer does
+// (no answer to learn from).
+void sc_worker__await_end(struct sc_worker *w, uint64_t *since);
 
 // sc_proxy__handshake_failed counts and logs the failed TLS handshake of
 // |tls| (peer address |peer|) like every failed handshake of the data path;

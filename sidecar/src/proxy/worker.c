@@ -149,27 +149,48 @@ static void on_tick(uv_timer_t *t)
 // stops as soon as every answer arrived, so the price is CPU for the
 // upstream's response time (bounded by busy_poll_us per request), not for
 // the gaps between requests (HAProxy's busy-polling spins all the time).
+//
+// It also learns whether polling pays: every answer is scored as in the
+// window or late (measured whether the worker polled or slept), and a worker
+// whose recent answers were mostly late (a slow upstream: polling would only
+// burn the window) sleeps until quick answers bring the score back.
+enum {
+    SC_POLL_ONE = 1024, // poll_score of "every answer in the window"
+    SC_POLL_GAIN = 8,   // each answer moves the score 1/8 of the way
+};
+
 static void on_poll_idle(uv_idle_t *h)
 {
     (void)h;       // its job is to make uv_run poll with timeout 0
     sched_yield(); // the other proxy of a pair may share this core
 }
 
-void sc_worker__awaiting(struct sc_worker *w, bool *flag, bool awaiting)
+void sc_worker__awaiting(struct sc_worker *w, uint64_t *since, bool awaiting)
 {
-    if (w->proxy->cfg.busy_poll_us == 0) {
+    uint64_t window = w->proxy->cfg.busy_poll_us * 1000;
+    if (window == 0) {
         return; // off: no clock read, no count
     }
+    uint64_t now = uv_hrtime();
     if (awaiting) {
-        w->poll_until = uv_hrtime() + w->proxy->cfg.busy_poll_us * 1000;
-    }
-    if (*flag != awaiting) {
-        *flag = awaiting;
-        if (awaiting) {
+        w->poll_until = now + window;
+        if (*since == 0) {
+            *since = now;
             w->awaiting++;
-        } else {
-            w->awaiting--;
         }
+    } else if (*since != 0) {
+        int target = now - *since <= window ? SC_POLL_ONE : 0;
+        w->poll_score += (target - w->poll_score) / SC_POLL_GAIN;
+        *since = 0;
+        w->awaiting--;
+    }
+}
+
+void sc_worker__await_end(struct sc_worker *w, uint64_t *since)
+{
+    if (*since != 0) {
+        *since = 0;
+        w->awaiting--;
     }
 }
 
@@ -178,7 +199,7 @@ void sc_worker__awaiting(struct sc_worker *w, bool *flag, bool awaiting)
 static void on_poll_check(uv_check_t *c)
 {
     struct sc_worker *w = c->data;
-    bool spin = w->awaiting > 0 && uv_hrtime() < w->poll_until;
+    bool spin = w->awaiting > 0 && w->poll_score >= SC_POLL_ONE / 2 && uv_hrtime() < w->poll_until;
     if (spin != (bool)uv_is_active((uv_handle_t *)&w->poll_idle)) {
         if (spin) {
             uv_idle_start(&w->poll_idle, on_poll_idle);
@@ -301,6 +322,7 @@ int sc_proxy_start(const struct sc_proxy_config *cfg, SSL_CTX *ctx, uv_loop_t *m
         uv_idle_init(&w->loop, &w->poll_idle);
         sc_mux__worker_init(w);
         w->poll_check.data = w;
+        w->poll_score = SC_POLL_ONE; // until answers say otherwise, polling pays
         w->listener.data = w;
         w->async.data = w;
         w->tick.data = w;

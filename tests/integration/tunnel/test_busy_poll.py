@@ -1,6 +1,7 @@
 """--busy-poll-us: a worker that forwarded a request polls (spends CPU)
 instead of sleeping while the answer is due, for at most that long, and
-sleeps again as soon as every answer arrived or the window closed.
+sleeps again as soon as every answer arrived or the window closed; a worker
+whose recent answers mostly came after the window does not poll.
 
 CPU time is read from /proc/PID/schedstat (nanoseconds on a CPU, all the
 process's threads), so the checks do not depend on the 10 ms tick."""
@@ -117,6 +118,46 @@ def test_busy_poll_spends_the_wait_for_an_answer_and_no_more(pki, procs, out_ext
         assert recv_exact(s, 2) == b"ok"
     idle = cpu_ms_during([in_t.proc, out_t.proc], 0.4)
     assert max(idle) < 40, f"polling after every answer arrived: {idle} ms in 400 ms"
+    s.close()
+
+
+@pytest.mark.parametrize("out_extra", [[], ["--mux"]], ids=["1to1", "mux"])
+def test_late_answers_turn_polling_off_until_quick_ones_return(pki, procs, out_extra):
+    """An upstream whose answers come after the window: polling would burn the
+    whole window for every request. After a few late answers the workers
+    sleep while they wait; quick answers turn polling back on."""
+    backend = DelayServer()
+    procs.items.append(backend)
+    pair = start_pair(procs, pki, backend.target, WINDOW_US, out_extra)
+    in_t, out_t = pair
+    procs_ = [in_t.proc, out_t.proc]
+    s = out_t.connect()
+    s.sendall(request(0))
+    assert recv_exact(s, 2) == b"ok"
+    settled(pair)
+    # Answers after 150 ms with a 100 ms window: the first ones are polled
+    # for (the workers cannot know yet) ...
+    for _ in range(8):
+        s.sendall(request(150))
+        assert recv_exact(s, 2, timeout=5) == b"ok"
+    # ... then no longer: four more cost no polling (100 ms each per proxy if
+    # they were polled for, 400 ms in all).
+    before = [cpu_ns(p) for p in procs_]
+    for _ in range(4):
+        s.sendall(request(150))
+        assert recv_exact(s, 2, timeout=5) == b"ok"
+    spent = [(cpu_ns(p) - b) / 1e6 for p, b in zip(procs_, before)]
+    print(f"\nBUSY-POLL late answers: inbound/outbound {spent[0]:.1f}/{spent[1]:.1f} ms CPU "
+          "for 4 requests")
+    assert max(spent) < 100, f"still polling for late answers: {spent} ms CPU for 4 requests"
+    # Quick answers again: the next request is polled for.
+    for _ in range(20):
+        s.sendall(request(0))
+        assert recv_exact(s, 2) == b"ok"
+    s.sendall(request(1200))
+    spent = cpu_ms_during(procs_, 0.1)
+    assert min(spent) >= 10, f"polling did not come back with quick answers: {spent} ms in 100 ms"
+    assert recv_exact(s, 2, timeout=5) == b"ok"
     s.close()
 
 
