@@ -159,6 +159,15 @@ def sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
+def rss_kib(pid):
+    """Resident set size of process |pid| in KiB (-1 if it has none)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
 class Proc:
     """A process we started; stop() ends exactly that PID (and waits for it)."""
 

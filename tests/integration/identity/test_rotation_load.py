@@ -17,16 +17,9 @@ import time
 import pytest
 
 import idkit
+from seamtest import rss_kib
 
 DURATION_S = float(os.environ.get("SEAM_ROTATION_LOAD_S", "62"))
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return -1
 
 
 @pytest.mark.parametrize("mux", [False, True], ids=["1to1", "mux"])

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from seamtest import free_port, wait_for
+from seamtest import free_port, rss_kib, wait_for
 from tunnelkit import (LOOP, SERVER_ID, Echo, OneConnServer, addr, client_ctx, closed_by_peer,
                        echo_roundtrip, events, finish_push, push_until_stalled, run_threads,
                        start_tunnel, tls_connect)
@@ -231,14 +231,6 @@ def test_workers(pki, procs, workers):
     assert all(run_threads([lambda i=i: one(i) for i in range(40)], timeout=60))
 
 
-def _rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def test_backpressure_slow_reader(pki, procs):
     """The app behind the tunnels stops reading: the client can only push a
     bounded amount (kernel buffers + the sidecars' fixed buffers), the
@@ -263,7 +255,7 @@ def test_backpressure_slow_reader(pki, procs):
         in_t = start_tunnel(procs, "inbound", srv.target, pki)
         out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki)
         s = out_t.connect()
-        rss0 = {t.proc.pid: _rss_kib(t.proc.pid) for t in (in_t, out_t)}
+        rss0 = {t.proc.pid: rss_kib(t.proc.pid) for t in (in_t, out_t)}
         blocks = [os.urandom(1 << 20)]
 
         def next_block():  # new content per MiB, cheap to make
@@ -273,7 +265,7 @@ def test_backpressure_slow_reader(pki, procs):
         sent, sent_hash, pending = push_until_stalled(s, 256 << 20, next_block)
         assert sent < 128 << 20, f"{sent >> 20} MiB accepted while the app read nothing"
         for t in (in_t, out_t):
-            grew = _rss_kib(t.proc.pid) - rss0[t.proc.pid]
+            grew = rss_kib(t.proc.pid) - rss0[t.proc.pid]
             assert grew < 32 * 1024, f"{t.direction} RSS grew {grew} KiB under backpressure"
         # The app reads again: everything arrives, in order.
         go.set()
