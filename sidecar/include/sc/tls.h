@@ -93,6 +93,13 @@ bool sc_tls_verify_svid(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X509
 // (valid while |ssl| lives), or "-" if none.
 const char *sc_tls_peer_id(const SSL *ssl);
 
+// sc_tls_peer_valid_until returns when the verdict on |ssl|'s peer stops
+// holding, in Unix seconds: the earliest notAfter of the peer's verified
+// chain (of its leaf alone if this connection resumed without verifying), or
+// 0 if unknown. A connection that outlives it carries no new work (seam-mux
+// streams).
+int64_t sc_tls_peer_valid_until(const SSL *ssl);
+
 // sc_tls_verify_result reports whether the verifier refused the peer of
 // |ssl|, and if so why (|*out_reason|, static |*out_detail|).
 bool sc_tls_verify_result(const SSL *ssl, enum sc_tls_fail *out_reason, const char **out_detail);

@@ -35,6 +35,7 @@ struct conn_info {
     enum sc_tls_fail reason;
     const char *detail;
     char *expected_id; // per-connection override of the policy's peer_id
+    int64_t valid_until; // Unix s: the verified chain's earliest notAfter (0: unknown)
     char peer_id[];    // NUL-terminated, "-" if unknown
 };
 
@@ -423,7 +424,7 @@ static void chain_key(const STACK_OF(CRYPTO_BUFFER) *chain, bool peer_is_server,
 
 // cache_lookup copies the ID of a still-valid cached verdict into |id|.
 static bool cache_lookup(struct sc_tls_policy *p, const uint8_t key[32], int64_t now, char *id,
-                         size_t cap)
+                         size_t cap, int64_t *out_expires)
 {
     bool hit = false;
     uv_mutex_lock(&p->cache_lock);
@@ -431,6 +432,7 @@ static bool cache_lookup(struct sc_tls_policy *p, const uint8_t key[32], int64_t
         struct sc_tls_vcache_entry *e = &p->cache[i];
         if (e->expires > now && memcmp(e->key, key, 32) == 0) {
             snprintf(id, cap, "%s", e->id);
+            *out_expires = e->expires;
             hit = true;
             break;
         }
@@ -481,7 +483,7 @@ static struct conn_info *get_info(const SSL *ssl)
 
 // set_info records the verdict on |ssl|, keeping a per-connection override.
 static void set_info(SSL *ssl, bool failed, enum sc_tls_fail reason, const char *detail,
-                     const char *peer_id)
+                     const char *peer_id, int64_t valid_until)
 {
     struct conn_info *old = get_info(ssl);
     size_t n = strlen(peer_id);
@@ -493,6 +495,7 @@ static void set_info(SSL *ssl, bool failed, enum sc_tls_fail reason, const char 
     ci->reason = reason;
     ci->detail = detail;
     ci->expected_id = NULL;
+    ci->valid_until = valid_until;
     memcpy(ci->peer_id, peer_id, n + 1);
     if (old != NULL) {
         ci->expected_id = old->expected_id;
@@ -509,7 +512,7 @@ int sc_tls_set_expected_peer_id(SSL *ssl, const char *id)
 {
     struct conn_info *ci = get_info(ssl);
     if (ci == NULL) {
-        set_info(ssl, false, SC_TLS_FAIL_OTHER, "-", "-");
+        set_info(ssl, false, SC_TLS_FAIL_OTHER, "-", "-", 0);
         ci = get_info(ssl);
         if (ci == NULL) {
             return SC_ENOMEM;
@@ -524,6 +527,29 @@ const char *sc_tls_peer_id(const SSL *ssl)
 {
     struct conn_info *ci = ssl ? get_info(ssl) : NULL;
     return ci != NULL ? ci->peer_id : "-";
+}
+
+int64_t sc_tls_peer_valid_until(const SSL *ssl)
+{
+    struct conn_info *ci = ssl ? get_info(ssl) : NULL;
+    if (ci != NULL && ci->valid_until != 0) {
+        return ci->valid_until;
+    }
+    // Not verified on this connection (a client resuming a session): the
+    // peer's leaf, which the session kept, bounds it.
+    const STACK_OF(CRYPTO_BUFFER) *chain = ssl ? SSL_get0_peer_certificates(ssl) : NULL;
+    if (chain == NULL || sk_CRYPTO_BUFFER_num(chain) == 0) {
+        return 0;
+    }
+    X509 *leaf = X509_parse_from_buffer(sk_CRYPTO_BUFFER_value(chain, 0));
+    int days = 0, secs = 0;
+    int64_t t = 0;
+    if (leaf != NULL && ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(leaf))) {
+        t = (int64_t)time(NULL) + (int64_t)days * 86400 + secs;
+    }
+    ERR_clear_error();
+    X509_free(leaf);
+    return t;
 }
 
 bool sc_tls_verify_result(const SSL *ssl, enum sc_tls_fail *out_reason, const char **out_detail)
@@ -590,7 +616,7 @@ static bool check_peer(SSL *ssl, uint8_t *out_alert)
     // The same peer presents the same chain on every connection: skip the
     // parse and the path validation when these exact bytes passed before.
     chain_key(chain, peer_is_server, key);
-    if (cache_lookup(p, key, now, id, sizeof(id))) {
+    if (cache_lookup(p, key, now, id, sizeof(id), &expires)) {
         ok = authorize(p, id, peer_is_server, expected, &reason, &detail);
         goto out;
     }
@@ -620,7 +646,7 @@ out:
     ERR_clear_error();
     sk_X509_pop_free(inter, X509_free);
     X509_free(leaf);
-    set_info(ssl, !ok, reason, detail, id);
+    set_info(ssl, !ok, reason, detail, id, ok ? expires : 0);
     if (!ok) {
         *out_alert = alert_for(reason);
     }
