@@ -86,9 +86,10 @@ struct sc_proxy_config {
                                      // the sockets whose other end is on this host: a loopback
                                      // listener's (and every accepted one), one to a loopback
                                      // target (sc/tcp_cc.h, --loopback-cc)
-    bool mux;                        // outbound, tunnel mode: carry the connections as streams
-                                     // of long-lived seam-mux/1 sessions (proxy/mux.c,
-                                     // docs/MUX.md). Inbound accepts them always.
+    bool mux;                        // outbound: carry the (mesh: mTLS-routed) connections as
+                                     // streams of long-lived seam-mux/1 sessions, one per
+                                     // destination and identity (proxy/mux.c, docs/MUX.md).
+                                     // Inbound accepts them when its context offers the ALPN.
     bool clients_on_host;            // every client of the listener is on this host (mesh
                                      // outbound: the pod's own redirected connections), so
                                      // loopback_cc applies to it whatever its address

@@ -96,6 +96,7 @@ struct run {
     struct sc_worker_stats **stats; // both proxies' workers, for the admin server
     int workers;
     uint64_t busy_poll_us;
+    bool mux; // outbound: mTLS connections as streams of seam-mux/1 sessions
     char loopback_cc[SC_TCP_CC_MAX]; // sc_proxy_config.loopback_cc
     struct sc_tls_opts opts[2];
     struct sockaddr_storage listen[2];
@@ -132,6 +133,7 @@ static int start_proxy(struct run *r, enum sc_dir dir, SSL_CTX *ctx)
         .detect_timeout_ms = r->detect_ms,
         .max_connection_age_ms = r->max_age_ms,
         .busy_poll_us = r->busy_poll_us,
+        .mux = r->mux && dir == SC_DIR_OUTBOUND,
         // Outbound takes only the pod's own redirected connections.
         .clients_on_host = dir == SC_DIR_OUTBOUND,
     };
@@ -495,6 +497,7 @@ int sc_cmd_run(int argc, char **argv)
     const char *cluster = NULL;
     int64_t out_port = 15001, in_port = 15006, workers = 2;
     int64_t proxy_uid = 1337, proxy_gid = 0, busy_poll_us = 0;
+    bool mux = false, accept_mux = true;
     const char *loopback_cc = "auto";
     struct sc_tcp_cc_choice cc_choice;
     uint64_t connect_ms = 10000, hs_ms = 10000, idle_ms = 3600000, drain_ms = 25000;
@@ -586,6 +589,17 @@ int sc_cmd_run(int argc, char **argv)
                  "lower latency for CPU)",
          .min = 0,
          .max = 100000},
+        {.name = "mux",
+         .type = SC_FLAG_BOOL,
+         .out = &mux,
+         .help = "outbound: carry mTLS connections as streams of long-lived seam-mux/1 sessions, "
+                 "one per destination address, port and identity (a peer without seam-mux/1, or "
+                 "with --accept-mux=false, gets 1:1 connections)"},
+        {.name = "accept-mux",
+         .type = SC_FLAG_BOOL,
+         .out = &accept_mux,
+         .help = "inbound: accept seam-mux/1 sessions (true; false: peers with --mux fall back "
+                 "to 1:1 connections, e.g. while a rollout is held back)"},
         {.name = "loopback-cc",
          .type = SC_FLAG_STRING,
          .out = &loopback_cc,
@@ -708,6 +722,7 @@ int sc_cmd_run(int argc, char **argv)
 
     r->workers = (int)workers;
     r->busy_poll_us = (uint64_t)busy_poll_us;
+    r->mux = mux;
     r->connect_ms = connect_ms;
     r->hs_ms = hs_ms;
     r->idle_ms = idle_ms;
@@ -720,6 +735,7 @@ int sc_cmd_run(int argc, char **argv)
     // rules are checked right after (sc_mesh_router). Outbound: each
     // connection sets the endpoint's expected ID.
     r->opts[SC_DIR_INBOUND].is_server = true;
+    r->opts[SC_DIR_INBOUND].accept_mux = accept_mux; // forward.c hands sessions to mux.c
     r->opts[SC_DIR_OUTBOUND].is_server = false;
     r->stats = calloc((size_t)(2 * r->workers), sizeof(*r->stats));
     if (r->stats == NULL) {

@@ -115,12 +115,21 @@ static void on_detect_closed(uv_handle_t *h)
     release_handle(h->data);
 }
 
-// count_open records the connection's mode once it is known.
+// count_open records the connection's mode once it is known. A connection
+// mux.c handed back is counted already; if the newest config routes it in
+// another mode now, its old count is closed so opened minus closed still
+// sums to the open connections of each mode.
 static void count_open(struct sc_conn *c, enum sc_conn_mode mode)
 {
+    if (c->counted && c->mode != mode) {
+        SC_STAT_ADD(c->w->stats.conn_closed[c->w->proxy->cfg.dir][c->mode], 1);
+        c->counted = false;
+    }
     c->mode = mode;
-    c->counted = true;
-    SC_STAT_ADD(c->w->stats.conn_opened[c->w->proxy->cfg.dir][mode], 1);
+    if (!c->counted) {
+        c->counted = true;
+        SC_STAT_ADD(c->w->stats.conn_opened[c->w->proxy->cfg.dir][mode], 1);
+    }
 }
 
 // finalize tears the connection down once (nginx ngx_stream_proxy_finalize).
@@ -344,8 +353,12 @@ static void on_handshake(struct sc_stream *s, int status)
             finalize(c, "not_allowed", false);
             return;
         }
-        SC_STAT_ADD(w->stats.authz_allow, 1);
-        if (rt == NULL && sc_mux__negotiated(s)) {
+        bool mux = sc_mux__negotiated(s);
+        if (rt == NULL || !mux) {
+            // (Mesh mode authorizes each seam-mux stream: counted there.)
+            SC_STAT_ADD(w->stats.authz_allow, 1);
+        }
+        if (mux) {
             // A seam-mux/1 session: its streams are the connections (each
             // counted as one); this TLS connection is handed over to it.
             SC_STAT_ADD(w->stats.conn_closed[dir][c->mode], 1);
@@ -547,6 +560,18 @@ static void start_routed(struct sc_conn *c)
         return;
     case SC_ROUTE_MTLS:
         count_open(c, SC_MODE_MTLS);
+        if (dir == SC_DIR_OUTBOUND && w->proxy->cfg.mux &&
+            sc_mux__wanted(w, (const struct sockaddr *)&c->route.target) &&
+            sc_mux__carry(w, c->down, (const struct sockaddr *)&c->route.target,
+                          c->route.peer_id, c->start_ms) == 0) {
+            // A stream of a session to this destination now: its count,
+            // client socket and place in num_conns go on there.
+            c->counted = false;
+            c->state = SC_CONN_CLOSING;
+            c->down = NULL;
+            release_handle(c);
+            return;
+        }
         if (dir == SC_DIR_OUTBOUND) {
             c->tls = NULL; // set once the upstream stream exists
             connect_upstream(c);
@@ -624,6 +649,10 @@ int sc_conn__adopt_outbound(struct sc_worker *w, struct sc_stream *down, uint64_
     // Admitted, counted as opened and in num_conns already (mux.c).
     c->mode = SC_MODE_MTLS;
     c->counted = true;
+    if (w->proxy->cfg.router != NULL) {
+        start_routed(c); // mux.c marked its destination 1:1
+        return 0;
+    }
     connect_outbound(c);
     return 0;
 }
@@ -632,7 +661,8 @@ void sc_conn__accept(struct sc_worker *w)
 {
     struct sc_proxy *p = w->proxy;
     enum sc_dir dir = p->cfg.dir;
-    if (p->cfg.mux && p->cfg.router == NULL && dir == SC_DIR_OUTBOUND && sc_mux__wanted(w)) {
+    if (p->cfg.mux && p->cfg.router == NULL && dir == SC_DIR_OUTBOUND &&
+        sc_mux__wanted(w, (const struct sockaddr *)&p->cfg.target)) {
         sc_mux__accept(w);
         return;
     }

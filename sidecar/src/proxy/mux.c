@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "proxy/proxy_int.h"
 #include "sc/err.h"
@@ -29,6 +30,11 @@
 #include "sc/muxframe.h"
 #include "sc/parse.h"
 #include "sc/tls.h"
+
+#if __has_include("sc/failures.h")
+#include "sc/failures.h"
+#define SC_HAVE_FAILURES 1
+#endif
 
 // MUX_WIOV: slices of one session read a stream writes in place at once
 // (libuv's try-write path takes up to 8). MUX_OIOV: pieces of one session
@@ -118,7 +124,11 @@ struct sc_mux_sess {
     struct sc_mux_decoder dec;
     uint64_t start_ms;
     uint64_t idle_since_ms;
+    uint64_t goaway_ms;     // when GOAWAY was sent (inbound)
+    uint64_t peer_until_ms; // loop time the peer's verified chain expires (0: unknown)
     uint64_t streams_total;
+    struct sockaddr_storage target; // outbound: where it connects; inbound: the app
+    char *peer_id; // outbound, mesh: the ID the inbound must present (NULL: the context's)
     char peer[64];
 };
 
@@ -128,6 +138,7 @@ static const char *dir_name(const struct sc_worker *w)
 }
 
 static void sess_close(struct sc_mux_sess *m, const char *reason);
+static void send_goaway(struct sc_mux_sess *m);
 static void chan_finalize(struct mux_chan *ch, const char *reason, bool send_rst);
 
 // ---- stream id table ------------------------------------------------------
@@ -431,7 +442,8 @@ static void chan_link(struct sc_mux_sess *m, struct mux_chan *ch)
     m->streams_total++;
 }
 
-static struct mux_chan *chan_new(struct sc_worker *w)
+// chan_new makes a stream around |plain| (NULL: a new socket stream).
+static struct mux_chan *chan_new(struct sc_worker *w, struct sc_stream *plain)
 {
     struct mux_chan *ch = calloc(1, sizeof(*ch));
     if (ch == NULL) {
@@ -440,7 +452,7 @@ static struct mux_chan *chan_new(struct sc_worker *w)
     ch->w = w;
     ch->credit = SC_MUX_STREAM_WINDOW;
     ch->start_ms = ch->last_active_ms = uv_now(&w->loop);
-    ch->plain = sc_stream_new(&w->loop, &w->pool);
+    ch->plain = plain != NULL ? plain : sc_stream_new(&w->loop, &w->pool);
     sc_stream_set_data(ch->plain, ch);
     atomic_fetch_add(&w->num_conns, 1);
     return ch;
@@ -723,6 +735,45 @@ static bool known_sid(const struct sc_mux_sess *m, uint32_t sid)
 
 static void on_app_connect(struct sc_stream *s, int status);
 
+// route_stream decides, in mesh mode, whether a new stream of inbound session
+// |m| may reach the app, as for a new 1:1 connection: routed by the session
+// socket's original destination with the worker's newest config, and its
+// peer's identity authorized for that port by the newest rules (a rule
+// withdrawn since the session's handshake refuses its next streams). NULL,
+// with m->target set, or the refusal's reason. (All streams of a session
+// share its original destination, so one target serves them: a config
+// change between two OPENs only moves where the next ones connect.)
+static const char *route_stream(struct sc_mux_sess *m)
+{
+    struct sc_worker *w = m->w;
+    const struct sc_proxy_router *rt = w->proxy->cfg.router;
+    struct sc_route r;
+    memset(&r, 0, sizeof(r));
+    snprintf(r.orig, sizeof(r.orig), "-");
+    uv_os_fd_t fd = -1;
+    uv_fileno((uv_handle_t *)sc_stream_get0_tcp(m->s), &fd);
+    rt->route(w->snap, SC_DIR_INBOUND, fd, &r);
+    if (r.kind == SC_ROUTE_REFUSE) {
+        return r.reason != NULL ? r.reason : "bad_route";
+    }
+    if (rt->authorize != NULL &&
+        !rt->authorize(w->snap, &r, sc_tls_peer_id(sc_stream_get0_ssl(m->s)))) {
+        SC_STAT_ADD(w->stats.authz_deny, 1);
+        return "not_allowed";
+    }
+    SC_STAT_ADD(w->stats.authz_allow, 1);
+    m->target = r.target;
+    return NULL;
+}
+
+// peer_expired tells whether the certificate chain the peer of |m| proved
+// its identity with has expired since: no new stream rides on it (the open
+// ones finish, as 1:1 connections outlive their certificates).
+static bool peer_expired(const struct sc_mux_sess *m, uint64_t now)
+{
+    return m->peer_until_ms != 0 && now >= m->peer_until_ms;
+}
+
 // serve_open starts an inbound stream: connect the app.
 static int serve_open(struct sc_mux_sess *m, uint32_t sid, size_t dest_len)
 {
@@ -735,10 +786,19 @@ static int serve_open(struct sc_mux_sess *m, uint32_t sid, size_t dest_len)
     }
     m->last_sid = sid;
     const char *refuse = NULL;
+    uint64_t now = uv_now(&w->loop);
     if (w->draining) {
         refuse = "draining";
+    } else if (peer_expired(m, now)) {
+        refuse = "peer_cert_expired";
+        send_goaway(m);
+    } else if (m->goaway_sent && now - m->goaway_ms >= SC_MUX_GOAWAY_GRACE_MS) {
+        // GOAWAY (a rotation of either side's certificate or trust, or the
+        // session's max age) is advice only until the OPENs that crossed it
+        // are in: a peer that keeps opening streams after that is refused.
+        refuse = "goaway_ignored";
     } else if (dest_len != 0) {
-        refuse = "destination given in tunnel mode";
+        refuse = "destination_given"; // seam-mux/1 senders route by session, not by stream
     } else if (m->nchans >= SC_MUX_MAX_STREAMS) {
         refuse = "max_streams";
     } else {
@@ -746,13 +806,32 @@ static int serve_open(struct sc_mux_sess *m, uint32_t sid, size_t dest_len)
                                  atomic_load_explicit(&w->num_conns, memory_order_relaxed),
                                  (uint64_t)w->pool.bytes_out);
     }
+    if (refuse == NULL && w->proxy->cfg.router != NULL) {
+        refuse = route_stream(m);
+    }
     if (refuse != NULL) {
-        sc_warn("mux.stream_refused", "dir=inbound peer=%s stream=%u reason=%s", m->peer, sid,
-                refuse);
+        const char *peer_id = sc_tls_peer_id(sc_stream_get0_ssl(m->s));
+        sc_warn("mux.stream_refused", "dir=inbound peer=%s peer_id=%s stream=%u reason=%s",
+                m->peer, peer_id, sid, refuse);
+        SC_STAT_ADD(w->stats.conn_failed[SC_DIR_INBOUND][SC_MODE_MTLS], 1);
+        // Refused as a new 1:1 connection would have been at its handshake:
+        // the same failure counter and /debug/tls-failures entry.
+        enum sc_tls_fail why = strcmp(refuse, "not_allowed") == 0         ? SC_TLS_FAIL_NOT_ALLOWED
+                               : strcmp(refuse, "peer_cert_expired") == 0 ? SC_TLS_FAIL_EXPIRED
+                                                                          : SC_TLS_FAIL_OTHER;
+        if (why != SC_TLS_FAIL_OTHER) {
+            SC_STAT_ADD(w->stats.hs_failures[SC_DIR_INBOUND][why], 1);
+#ifdef SC_HAVE_FAILURES
+            sc_failures_record(SC_DIR_INBOUND, why, m->peer, peer_id,
+                               why == SC_TLS_FAIL_EXPIRED
+                                   ? "seam-mux stream after the peer's certificate expired"
+                                   : "client SPIFFE ID not allowed on this port (seam-mux stream)");
+#endif
+        }
         send_control(m, SC_MUX_RST, sid, SC_MUX_RST_NOT_ALLOWED);
         return 0;
     }
-    struct mux_chan *ch = chan_new(w);
+    struct mux_chan *ch = chan_new(w, NULL);
     if (ch == NULL) {
         send_control(m, SC_MUX_RST, sid, SC_MUX_RST_REFUSED);
         return 0;
@@ -762,7 +841,7 @@ static int serve_open(struct sc_mux_sess *m, uint32_t sid, size_t dest_len)
     chan_link(m, ch);
     hash_insert(m, ch);
     SC_STAT_ADD(w->stats.conn_opened[SC_DIR_INBOUND][SC_MODE_MTLS], 1);
-    int r = sc_stream_connect(ch->plain, (const struct sockaddr *)&w->proxy->cfg.target,
+    int r = sc_stream_connect(ch->plain, (const struct sockaddr *)&m->target,
                               w->proxy->cfg.connect_timeout_ms, on_app_connect);
     if (r != 0) {
         on_app_connect(ch->plain, r); // the stream made no call: not re-entrant
@@ -780,17 +859,18 @@ static void on_app_connect(struct sc_stream *s, int status)
     if (status != 0) {
         char target[64];
         SC_STAT_ADD(w->stats.conn_failed[SC_DIR_INBOUND][SC_MODE_MTLS], 1);
-        sc_warn(
-            "conn.upstream_failed", "dir=inbound target=%s stream=%u error=%s",
-            sc_format_addr((const struct sockaddr *)&w->proxy->cfg.target, target, sizeof(target)),
-            ch->sid, status == UV_ETIMEDOUT ? "connect timeout" : uv_strerror(status));
+        const struct sockaddr_storage *app =
+            ch->sess != NULL ? &ch->sess->target : &w->proxy->cfg.target;
+        sc_warn("conn.upstream_failed", "dir=inbound target=%s stream=%u error=%s",
+                sc_format_addr((const struct sockaddr *)app, target, sizeof(target)), ch->sid,
+                status == UV_ETIMEDOUT ? "connect timeout" : uv_strerror(status));
         if (ch->sess != NULL) {
             send_control(ch->sess, SC_MUX_RST, ch->sid, SC_MUX_RST_REFUSED);
         }
         chan_finalize(ch, "upstream_connect_failed", false);
         return;
     }
-    sc_proxy__set_loopback_cc(w, (const struct sockaddr *)&w->proxy->cfg.target, s);
+    sc_proxy__set_loopback_cc(w, (const struct sockaddr *)&ch->sess->target, s);
     chan_start_pump(ch);
 }
 
@@ -980,6 +1060,7 @@ static void on_sess_closed(struct sc_stream *s)
 {
     struct sc_mux_sess *m = sc_stream_get_data(s);
     struct sc_worker *w = m->w;
+    free(m->peer_id);
     free(m);
     sc_worker__conn_gone(w);
 }
@@ -1056,6 +1137,15 @@ static void sess_opened(struct sc_mux_sess *m)
     struct sc_worker *w = m->w;
     m->state = SESS_OPEN;
     m->idle_since_ms = uv_now(&w->loop);
+    // notAfter is inclusive (RFC 5280 §4.1.2.5): the chain holds through
+    // that second. Loop time, so a stream pays no clock read for the check.
+    int64_t until = sc_tls_peer_valid_until(sc_stream_get0_ssl(m->s));
+    if (until > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t left = (until + 1) * 1000 - ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+        m->peer_until_ms = m->idle_since_ms + (uint64_t)(left > 1 ? left : 1);
+    }
     SC_STAT_ADD(w->stats.mux_opened[w->proxy->cfg.dir], 1);
     sc_info("mux.session_open", "dir=%s peer=%s peer_id=%s", dir_name(w), m->peer,
             sc_tls_peer_id(sc_stream_get0_ssl(m->s)));
@@ -1098,10 +1188,63 @@ static void sess_fall_back(struct sc_mux_sess *m)
     }
 }
 
-bool sc_mux__wanted(struct sc_worker *w)
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr *b)
 {
-    uint64_t until = atomic_load(&w->proxy->mux_off_until_ms);
-    return until == 0 || uv_now(&w->loop) >= until;
+    if (a->ss_family != b->sa_family) {
+        return false;
+    }
+    if (b->sa_family == AF_INET) {
+        const struct sockaddr_in *x = (const struct sockaddr_in *)a;
+        const struct sockaddr_in *y = (const struct sockaddr_in *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (b->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a;
+        const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)b;
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    return false;
+}
+
+static socklen_t addr_len(const struct sockaddr *sa)
+{
+    return sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
+bool sc_mux__wanted(struct sc_worker *w, const struct sockaddr *target)
+{
+    uint64_t now = uv_now(&w->loop);
+    if (w->proxy->cfg.router == NULL) {
+        uint64_t until = atomic_load(&w->proxy->mux_off_until_ms);
+        return until == 0 || now >= until;
+    }
+    for (unsigned i = 0; i < SC_MUX_OFF_SLOTS; i++) {
+        const struct sc_mux_off *o = &w->mux_off[i];
+        if (o->until_ms > now && same_addr(&o->addr, target)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// mux_off records that the peer of session |m| refused seam-mux/1: tunnel
+// mode, for the whole proxy (one target); mesh mode, for that destination
+// on this worker.
+static void mux_off(struct sc_mux_sess *m)
+{
+    struct sc_worker *w = m->w;
+    uint64_t until = uv_now(&w->loop) + SC_MUX_RETRY_MS;
+    if (w->proxy->cfg.router == NULL) {
+        // Every worker: they share the target (uv_now is one monotonic clock).
+        atomic_store(&w->proxy->mux_off_until_ms, until);
+        return;
+    }
+    struct sc_mux_off *o = &w->mux_off[w->mux_off_next];
+    w->mux_off_next = (w->mux_off_next + 1) % SC_MUX_OFF_SLOTS;
+    memset(&o->addr, 0, sizeof(o->addr));
+    memcpy(&o->addr, &m->target, addr_len((const struct sockaddr *)&m->target));
+    o->until_ms = until;
 }
 
 static void on_sess_handshake(struct sc_stream *s, int status)
@@ -1122,8 +1265,7 @@ static void on_sess_handshake(struct sc_stream *s, int status)
         sc_warn("mux.not_supported", "dir=outbound peer=%s fallback=1:1 retry_s=%d detail=%s",
                 m->peer, SC_MUX_RETRY_MS / 1000,
                 "the peer did not accept ALPN " SC_MUX_ALPN " (an older seam, or not seam)");
-        // Every worker: they share the target (uv_now is one monotonic clock).
-        atomic_store(&w->proxy->mux_off_until_ms, uv_now(&w->loop) + SC_MUX_RETRY_MS);
+        mux_off(m);
         sess_fall_back(m);
         sess_close(m, "mux_not_supported");
         return;
@@ -1163,7 +1305,7 @@ static void on_sess_connect(struct sc_stream *s, int status)
         sess_close(m, "upstream_connect_failed");
         return;
     }
-    sc_proxy__set_loopback_cc(w, (const struct sockaddr *)&w->proxy->cfg.target, s);
+    sc_proxy__set_loopback_cc(w, (const struct sockaddr *)&m->target, s);
     m->state = SESS_HANDSHAKE;
     int r = sc_stream_start_tls(s, w->ctx, false, w->proxy->cfg.sni,
                                 w->proxy->cfg.handshake_timeout_ms, on_sess_handshake);
@@ -1171,38 +1313,84 @@ static void on_sess_connect(struct sc_stream *s, int status)
         SSL_set_alpn_protos(sc_stream_get0_ssl(s), mux_alpn_wire, sizeof(mux_alpn_wire) - 1) != 0) {
         r = SC_ETLS;
     }
+    if (r == 0 && m->peer_id != NULL) {
+        // Secure naming, as for a 1:1 connection: the destination's own identity.
+        r = sc_tls_set_expected_peer_id(sc_stream_get0_ssl(s), m->peer_id);
+    }
     if (r != 0) {
         sc_warn("tls.start_failed", "dir=outbound error=%s", sc_strerror(r));
         sess_close(m, "tls_start_failed");
     }
 }
 
-// out_session returns the outbound session a new stream goes on: the newest
-// open or opening one with room, else a new one (|*fresh|: not connecting yet).
-static struct sc_mux_sess *out_session(struct sc_worker *w, bool *fresh)
+static bool same_id(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+// out_session returns the outbound session a new stream to |target| (whose
+// server must be |peer_id|) goes on: the newest open or opening one with
+// room, else a new one (|*fresh|: not connecting yet). Tunnel mode has one
+// target; mesh mode a session per destination address and identity.
+static struct sc_mux_sess *out_session(struct sc_worker *w, const struct sockaddr *target,
+                                       const char *peer_id, bool *fresh)
 {
     *fresh = false;
     for (struct sc_mux_sess *m = w->mux_sessions; m != NULL; m = m->next) {
         if (m->client && !m->retired && m->state != SESS_CLOSING &&
-            m->nchans < SC_MUX_MAX_STREAMS && m->last_sid < INT32_MAX) {
-            return m;
+            m->nchans < SC_MUX_MAX_STREAMS && m->last_sid < INT32_MAX &&
+            same_addr(&m->target, target) && same_id(m->peer_id, peer_id)) {
+            if (!peer_expired(m, uv_now(&w->loop))) {
+                return m;
+            }
+            m->retired = true; // the sweep closes it once empty
         }
+    }
+    char *id = NULL;
+    if (peer_id != NULL && (id = strdup(peer_id)) == NULL) {
+        return NULL;
     }
     struct sc_mux_sess *m = sess_new(w, true);
     if (m == NULL) {
+        free(id);
         return NULL;
     }
+    m->peer_id = id;
+    memcpy(&m->target, target, addr_len(target));
     m->state = SESS_CONNECTING;
     m->s = sc_stream_new(&w->loop, &w->pool);
     sc_stream_set_data(m->s, m);
-    sc_format_addr((const struct sockaddr *)&w->proxy->cfg.target, m->peer, sizeof(m->peer));
+    sc_format_addr(target, m->peer, sizeof(m->peer));
     *fresh = true;
     return m;
 }
 
+// carry puts the outbound stream |ch| on a session to |target|.
+static void carry(struct sc_worker *w, struct mux_chan *ch, const struct sockaddr *target,
+                  const char *peer_id)
+{
+    bool fresh;
+    struct sc_mux_sess *m = out_session(w, target, peer_id, &fresh);
+    if (m == NULL) {
+        SC_STAT_ADD(w->stats.conn_failed[SC_DIR_OUTBOUND][SC_MODE_MTLS], 1);
+        chan_finalize(ch, "out_of_memory", false);
+        return;
+    }
+    chan_link(m, ch);
+    if (m->state == SESS_OPEN) {
+        chan_open(m, ch);
+    }
+    if (fresh) {
+        int r = sc_stream_connect(m->s, target, w->proxy->cfg.connect_timeout_ms, on_sess_connect);
+        if (r != 0) {
+            on_sess_connect(m->s, r);
+        }
+    }
+}
+
 void sc_mux__accept(struct sc_worker *w)
 {
-    struct mux_chan *ch = chan_new(w);
+    struct mux_chan *ch = chan_new(w, NULL);
     if (ch == NULL) {
         SC_STAT_ADD(w->stats.accept_errors, 1);
         return;
@@ -1217,23 +1405,19 @@ void sc_mux__accept(struct sc_worker *w)
         return;
     }
     SC_STAT_ADD(w->stats.conn_opened[SC_DIR_OUTBOUND][SC_MODE_MTLS], 1);
-    bool fresh;
-    struct sc_mux_sess *m = out_session(w, &fresh);
-    if (m == NULL) {
-        chan_finalize(ch, "out_of_memory", false);
-        return;
+    carry(w, ch, (const struct sockaddr *)&w->proxy->cfg.target, NULL);
+}
+
+int sc_mux__carry(struct sc_worker *w, struct sc_stream *down, const struct sockaddr *target,
+                  const char *peer_id, uint64_t start_ms)
+{
+    struct mux_chan *ch = chan_new(w, down);
+    if (ch == NULL) {
+        return SC_ENOMEM;
     }
-    chan_link(m, ch);
-    if (m->state == SESS_OPEN) {
-        chan_open(m, ch);
-    }
-    if (fresh) {
-        r = sc_stream_connect(m->s, (const struct sockaddr *)&w->proxy->cfg.target,
-                              w->proxy->cfg.connect_timeout_ms, on_sess_connect);
-        if (r != 0) {
-            on_sess_connect(m->s, r);
-        }
-    }
+    ch->start_ms = start_ms;
+    carry(w, ch, target, peer_id);
+    return 0;
 }
 
 void sc_mux__serve(struct sc_worker *w, struct sc_stream *tls, const char *peer)
@@ -1245,6 +1429,7 @@ void sc_mux__serve(struct sc_worker *w, struct sc_stream *tls, const char *peer)
         return;
     }
     m->s = tls;
+    m->target = w->proxy->cfg.target; // mesh mode: routed per stream (route_stream)
     sc_stream_set_data(tls, m);
     snprintf(m->peer, sizeof(m->peer), "%s", peer);
     sess_opened(m);
@@ -1263,6 +1448,7 @@ static void send_goaway(struct sc_mux_sess *m)
 {
     if (!m->goaway_sent && m->state == SESS_OPEN) {
         m->goaway_sent = true;
+        m->goaway_ms = uv_now(&m->w->loop);
         send_control(m, SC_MUX_GOAWAY, 0, m->last_sid);
     }
 }
@@ -1305,7 +1491,13 @@ void sc_mux__sweep(struct sc_worker *w, bool force)
 {
     uint64_t now = uv_now(&w->loop);
     const struct sc_proxy_config *cfg = &w->proxy->cfg;
-    uint64_t sess_idle = cfg->idle_timeout_ms > 0 ? cfg->idle_timeout_ms : 60000;
+    // A session without streams is kept for new ones at most
+    // SC_MUX_SESS_IDLE_MS (or the idle timeout, if shorter): in mesh mode
+    // there is one per destination, each holding a socket and a place
+    // under --max-connections on both sides.
+    uint64_t sess_idle = cfg->idle_timeout_ms > 0 && cfg->idle_timeout_ms < SC_MUX_SESS_IDLE_MS
+                             ? cfg->idle_timeout_ms
+                             : SC_MUX_SESS_IDLE_MS;
     struct sc_mux_sess *m = w->mux_sessions;
     while (m != NULL) {
         struct sc_mux_sess *next = m->next;
@@ -1314,8 +1506,9 @@ void sc_mux__sweep(struct sc_worker *w, bool force)
             m = next;
             continue;
         }
-        bool aged =
-            cfg->max_connection_age_ms > 0 && now - m->start_ms >= cfg->max_connection_age_ms;
+        bool aged = (cfg->max_connection_age_ms > 0 &&
+                     now - m->start_ms >= cfg->max_connection_age_ms) ||
+                    peer_expired(m, now);
         if (m->client) {
             m->retired |= w->draining || aged;
         } else if (w->draining || aged) {

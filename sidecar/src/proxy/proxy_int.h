@@ -14,6 +14,10 @@
 struct sc_conn;
 struct sc_mux_sess;
 
+// SC_MUX_OFF_SLOTS: mesh destinations per worker remembered as not speaking
+// seam-mux/1 (beyond it the oldest is forgotten: one more failed offer).
+#define SC_MUX_OFF_SLOTS 16
+
 struct sc_worker {
     struct sc_worker_stats stats; // first: cache-line aligned, only this thread writes
     struct sc_proxy *proxy;
@@ -42,6 +46,11 @@ struct sc_worker {
     uv_prepare_t mux_prepare;           // after the I/O callbacks and before polling
     struct sc_mux_sess *mux_sessions;   // open seam-mux sessions (mux.c)
     struct sc_mux_sess *mux_flush;      // sessions with frames to write this turn
+    struct sc_mux_off {                 // mesh: destinations that refused seam-mux/1 (mux.c)
+        struct sockaddr_storage addr;
+        uint64_t until_ms; // uv_now: carried 1:1 until then
+    } mux_off[SC_MUX_OFF_SLOTS];
+    unsigned mux_off_next; // the slot the next refusal overwrites (oldest first)
     uint64_t drain_deadline; // uv_now ms
     uint64_t last_tick;      // uv_hrtime of the last tick (loop lag)
     struct sc_conn *conns;   // doubly linked list of open connections
@@ -74,6 +83,8 @@ void sc_conn__accept(struct sc_worker *w);
 // (the peer does not speak seam-mux/1), accepted at |start_ms| (uv_now). 0,
 // or SC_ENOMEM: |down| is still the caller's.
 int sc_conn__adopt_outbound(struct sc_worker *w, struct sc_stream *down, uint64_t start_ms);
+// (Mesh mode: |down| is routed again by its original destination, which
+// mux.c has marked 1:1 meanwhile.)
 
 // sc_conn__sweep closes connections idle longer than the idle timeout, and
 // all of them if |force| (drain deadline).

@@ -66,6 +66,8 @@ def test_missing_required_flag_is_named(sidecar, flag):
     (["--log-level", "loud"], "--log-level"),
     (["--detect-timeout", "soon"], "detect-timeout"),
     (["--busy-poll-us", "100001"], "--busy-poll-us"),
+    (["--accept-mux=maybe"], "--accept-mux"),
+    (["--mux=2"], "--mux"),
     (["--loopback-cc", "no such"], "--loopback-cc"),
     (["--loopback-cc", "no_such_cc"], "no such congestion control"),
     (["--unknown-flag", "1"], "unknown-flag"),
@@ -92,7 +94,7 @@ def test_help_lists_flags_with_env_names(sidecar):
     for name in ("SEAM_CONTROL_PLANE", "SEAM_POD_IP", "SEAM_OUTBOUND_PORT", "SEAM_INBOUND_PORT",
                  "SEAM_WORKERS", "SEAM_DRAIN_TIMEOUT", "SEAM_TOKEN_FILE",
                  "SEAM_MAX_CONNECTIONS", "SEAM_MAX_BUFFER_MEMORY", "SEAM_BUSY_POLL_US",
-                 "SEAM_LOOPBACK_CC"):
+                 "SEAM_LOOPBACK_CC", "SEAM_MUX", "SEAM_ACCEPT_MUX"):
         assert name in r.stdout, name
 
 

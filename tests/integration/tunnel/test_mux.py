@@ -372,8 +372,8 @@ class RawMux:
     """A seam-mux/1 client speaking frames directly (Python's TLS, ALPN
     seam-mux/1, client certificate "client"), to misbehave on purpose."""
 
-    def __init__(self, pki, port):
-        ctx = client_ctx(pki, "client")
+    def __init__(self, pki, port, cert="client"):
+        ctx = client_ctx(pki, cert)
         ctx.set_alpn_protocols(["seam-mux/1"])
         self.s = tls_connect(ctx, LOOP, port, timeout=20)
         assert self.s.selected_alpn_protocol() == "seam-mux/1"
@@ -499,3 +499,118 @@ def test_open_crossing_goaway_is_taken(pki, procs, tmp_path):
     t, f, sid, p = m.frames(lambda t, f, sid, p: sid == 2, timeout=10)
     assert (t, p) == (0, b"two"), f"stream 2 got type {t} payload {p!r} instead of its echo"
     assert not events(in_t.proc, "mux.stream_refused")
+
+
+def test_open_long_after_goaway_is_refused(pki, procs, tmp_path):
+    """GOAWAY is advice for SC_MUX_GOAWAY_GRACE_MS (5 s): a peer still opening
+    streams on the session after that is refused (RST, reason
+    goaway_ignored), so no session verified before a rotation of the
+    certificate or the trust bundle carries new work for long."""
+    import shutil
+    from test_reload import _swap_identity
+    d = str(tmp_path)
+    shutil.copyfile(os.path.join(pki, "server.pem"), os.path.join(d, "id.pem"))
+    shutil.copyfile(os.path.join(pki, "server.key"), os.path.join(d, "id.key"))
+    echo = Echo(procs)
+    in_t = start_tunnel(procs, "inbound", echo.target, pki, cert=os.path.join(d, "id"))
+    m = RawMux(pki, in_t.port)
+    m.send(1, 1)
+    m.send(0, 1, b"one")
+    m.frames(lambda t, f, sid, p: t == 0 and sid == 1 and p == b"one")
+    _swap_identity(pki, "server2", d, "id")
+    m.frames(lambda t, f, sid, p: t == 4, timeout=15)  # GOAWAY
+    goaway_at = time.monotonic()
+    sid, got = 1, None
+    while got is None or got[0] == 0:
+        assert time.monotonic() - goaway_at < 20, "streams still taken 20 s after GOAWAY"
+        sid += 1
+        m.send(1, sid)
+        m.send(0, sid, b"s%d" % sid)
+        got = m.frames(lambda t, f, s_, p: s_ == sid and t in (0, 2), timeout=10)
+        if got[0] == 0:
+            time.sleep(0.5)  # pacing the probes (the wait is bounded above)
+    assert got[0] == 2 and sid > 2, f"stream {sid}: {got}"
+    ev = wait_for(lambda: events(in_t.proc, "mux.stream_refused"), 5, what="stream_refused")
+    assert [e["reason"] for e in ev] == ["goaway_ignored"]
+    assert ev[0]["stream"] == str(sid)
+    # The open stream was not touched.
+    m.send(0, 1, b"still")
+    m.frames(lambda t, f, s_, p: t == 0 and s_ == 1 and p == b"still")
+
+
+def _wait_expired(cert):
+    """Waits until cert.pem's notAfter (inclusive, to the second) has passed."""
+    import ssl
+    import subprocess
+    out = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in", cert + ".pem"],
+                         check=True, capture_output=True, text=True).stdout
+    end = ssl.cert_time_to_seconds(out.strip().split("=", 1)[1])
+    wait_for(lambda: time.time() >= end + 1.2, 15, interval=0.1, what="the certificate to expire")
+
+
+def test_no_new_stream_once_the_client_cert_expired(pki, procs, tmp_path):
+    """A session outlives its client's certificate: its open stream goes on,
+    a new one is refused (RST, reason peer_cert_expired), counted and listed
+    as a 1:1 handshake with that certificate would be, and the inbound says
+    GOAWAY."""
+    from test_admin import _http, _metric
+    import json
+    from tunnelkit import mint_leaf
+    echo = Echo(procs)
+    adm = free_port()
+    in_t = start_tunnel(procs, "inbound", echo.target, pki, extra=["--admin", f"{LOOP}:{adm}"])
+    short = mint_leaf(pki, str(tmp_path), "short", "spiffe://cluster.local/ns/default/sa/client",
+                      valid_s=4)
+    m = RawMux(pki, in_t.port, cert=short)
+    m.send(1, 1)
+    m.send(0, 1, b"one")
+    m.frames(lambda t, f, sid, p: t == 0 and sid == 1 and p == b"one")
+    _wait_expired(short)
+    m.send(1, 2)
+    t, f, sid, p = m.frames(lambda t, f, s_, p: s_ == 2 or t == 4, timeout=10)
+    frames = [(t, sid)]
+    if t == 4:
+        t, f, sid, p = m.frames(lambda t, f, s_, p: s_ == 2, timeout=10)
+        frames.append((t, sid))
+    else:
+        m.frames(lambda t, f, s_, p: t == 4, timeout=10)
+    assert t == 2, f"stream 2 was not refused: {frames}"
+    ev = wait_for(lambda: events(in_t.proc, "mux.stream_refused"), 5, what="stream_refused")
+    assert ev[0]["reason"] == "peer_cert_expired" and ev[0]["stream"] == "2", ev
+    m.send(0, 1, b"still")
+    m.frames(lambda t, f, s_, p: t == 0 and s_ == 1 and p == b"still")
+    st, text = _http(adm, "GET", "/metrics")
+    assert st == 200
+    assert _metric(text, "seam_tls_handshake_failures_total", direction="inbound",
+                   reason="expired") == 1
+    st, body = _http(adm, "GET", "/debug/tls-failures")
+    fails = json.loads(body)["failures"]
+    assert [(f["reason"], f["peer_id"]) for f in fails] == [
+        ("expired", "spiffe://cluster.local/ns/default/sa/client")], fails
+
+
+def test_outbound_leaves_a_session_whose_server_cert_expired(pki, procs, tmp_path):
+    """The outbound puts no new stream on a session whose server certificate
+    has expired since its handshake: the next connection opens a new session,
+    whose handshake then refuses that certificate (reason expired), as a 1:1
+    connection's would."""
+    from tunnelkit import mint_leaf
+    echo = Echo(procs)
+    short = mint_leaf(pki, str(tmp_path), "short", "spiffe://cluster.local/ns/default/sa/server",
+                      valid_s=4)
+    in_t = start_tunnel(procs, "inbound", echo.target, pki, cert=short)
+    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, workers=1, extra=MUX)
+    first = out_t.connect()
+    assert echo_roundtrip(first, b"one") == b"one"
+    _wait_expired(short)
+    s = out_t.connect()
+    try:
+        s.sendall(b"two")
+        closed, got = closed_by_peer(s, timeout=10)
+        assert closed and got == b"", f"a connection went on the expired session (got {got!r})"
+    finally:
+        s.close()
+    ev = wait_for(lambda: [e for e in events(out_t.proc, "tls.handshake_failed")
+                           if e["reason"] == "expired"], 10, what="handshake refused: expired")
+    assert ev
+    assert echo_roundtrip(first, b"still") == b"still"  # the open stream goes on

@@ -465,9 +465,10 @@ def start_tls_echo(procs, pki, cert="server"):
     return s
 
 
-def mint_leaf(pki, outdir, name, uri):
+def mint_leaf(pki, outdir, name, uri, valid_s=None):
     """A client/server leaf signed by the test CA with one URI SAN |uri|
-    (for IDs gen.sh does not have). Returns the path prefix (for cert=)."""
+    (for IDs gen.sh does not have); with valid_s, one that expires valid_s
+    seconds from now. Returns the path prefix (for cert=)."""
     base = os.path.join(outdir, name)
     ext = base + ".ext"
     with open(ext, "w") as f:
@@ -479,8 +480,29 @@ def mint_leaf(pki, outdir, name, uri):
                     "-out", base + ".key"], **run)
     subprocess.run(["openssl", "req", "-new", "-key", base + ".key", "-subj", "/O=seam test",
                     "-out", base + ".csr"], **run)
-    subprocess.run(["openssl", "x509", "-req", "-in", base + ".csr", "-CA",
-                    os.path.join(pki, "ca.pem"), "-CAkey", os.path.join(pki, "ca.key"),
-                    "-CAcreateserial", "-CAserial", base + ".srl", "-days", "2", "-sha256",
-                    "-extfile", ext, "-out", base + ".pem"], **run)
+    if valid_s is None:
+        subprocess.run(["openssl", "x509", "-req", "-in", base + ".csr", "-CA",
+                        os.path.join(pki, "ca.pem"), "-CAkey", os.path.join(pki, "ca.key"),
+                        "-CAcreateserial", "-CAserial", base + ".srl", "-days", "2", "-sha256",
+                        "-extfile", ext, "-out", base + ".pem"], **run)
+        return base
+    # openssl x509 (3.0) sets whole days only; a one-shot `openssl ca` sets any
+    # end date (as tests/certs/gen.sh does for expired.pem).
+    db = base + "-ca"
+    os.makedirs(db, exist_ok=True)
+    open(os.path.join(db, "index.txt"), "w").close()
+    with open(os.path.join(db, "serial"), "w") as f:
+        f.write("%012x\n" % (int(time.time() * 1000) & 0xffffffffffff))
+    with open(os.path.join(db, "ca.cnf"), "w") as f:
+        f.write(f"[ca]\ndefault_ca=d\n[d]\ndatabase={db}/index.txt\nserial={db}/serial\n"
+                f"new_certs_dir={db}\ndefault_md=sha256\npolicy=p\nunique_subject=no\n"
+                "copy_extensions=none\n[p]\norganizationName=optional\n")
+    fmt = "%Y%m%d%H%M%SZ"
+    now = time.time()
+    subprocess.run(["openssl", "ca", "-batch", "-config", os.path.join(db, "ca.cnf"),
+                    "-cert", os.path.join(pki, "ca.pem"), "-keyfile", os.path.join(pki, "ca.key"),
+                    "-startdate", time.strftime(fmt, time.gmtime(now - 60)),
+                    "-enddate", time.strftime(fmt, time.gmtime(now + valid_s)),
+                    "-extfile", ext, "-notext", "-in", base + ".csr", "-out", base + ".pem"],
+                   **run)
     return base
