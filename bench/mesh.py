@@ -17,6 +17,10 @@ and the backend to the other, as in bench/run.sh:
             from seam-control-plane over gRPC, destination from
             SO_ORIGINAL_DST, SPIFFE authorization per port (STRICT, allow the
             client's ID), TLS resumption on (its default)
+  seam-mux  the same with `--mux` on both sidecars: the client pod's
+            connections travel as streams of one long-lived mTLS session to
+            the server pod (seam-mux/1, docs/MUX.md); opt-in, not in the
+            default --only
   haproxy   bench/peers.sh's mode tcp config (nbthread 1), listening on the
   nginx     capture ports 15001 / 15006 with the one upstream of this job
             fixed in the config (an L4 proxy without SO_ORIGINAL_DST cannot
@@ -30,7 +34,8 @@ Measured per peer, REPS rounds (every peer once per round, in turn):
               the direct path (the same client and backend before the rules)
   new conn    wrk -c50 'Connection: close': conn/s, CPU ms per connection
   bulk        curl download of a big file for BULK_SECS: Gbit/s, CPU s/GB
-Medians with min-max ranges; ratios seam / best peer.
+Medians with min-max ranges; ratios seam / best peer (and seam-mux / best
+peer: the peers and plain seam are measured in the same rounds).
 
 Root only (network namespaces, iptables, setpriv). Addresses exist only in
 the namespaces this script creates (10.244.0.0/24) and removes at the end;
@@ -64,6 +69,8 @@ SERVER_ID = meshlab.spiffe("default", "server")
 HZ = os.sysconf("SC_CLK_TCK")
 CONNS, RATE, RATE_CONNS = 50, 1000, 16
 PEERS = ("seam", "haproxy", "nginx")
+SEAMS = ("seam", "seam-mux")  # seam's own modes: never a 'best peer'
+KNOWN = PEERS + ("seam-mux",)
 
 
 def log(msg):
@@ -181,7 +188,7 @@ class Bench:
             # for every peer.
             pod.exec(["sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1"])
         self.start_backend()
-        if "seam" in a.peers:
+        if any(p in a.peers for p in SEAMS):
             self.lab.start_control_plane(self.mesh_yaml(), cert_ttl="1h")
             # The control plane only answers the sidecars' calls: on the load core.
             subprocess.run(["taskset", "-a", "-pc", a.loadgen_cpus, str(self.lab.cp.pid)],
@@ -232,7 +239,7 @@ inbound:
     # -- peers
     def start_peer(self, peer):
         a = self.a
-        if peer == "seam":
+        if peer in SEAMS:
             procs = []
             for pod in (self.pa, self.pb):
                 procs.append(self.lab.start([
@@ -243,7 +250,8 @@ inbound:
                     "--token-file", self.lab.path(f"token-{pod.name}"),
                     "--trust-domain", meshlab.TD, "--namespace", pod.k8s_ns,
                     "--service-account", pod.sa, "--pod-ip", pod.ip4,
-                    "--workers", "1", "--log-level", "warn", "--drain-timeout", "1s"],
+                    "--workers", "1", "--log-level", "warn", "--drain-timeout", "1s"]
+                    + (["--mux"] if peer == "seam-mux" else []),
                     f"seam-{pod.name}.log", netns=pod.netns, uid=meshlab.PROXY_UID,
                     cpus=a.proxy_cpus))
 
@@ -402,10 +410,10 @@ inbound:
               f"| {fmt(add50)} / {fmt(add90)} | {fmt(m('cps'))}{self.r(p, 'cps')} "
               f"| {fmt(m('cpu_conn'), 3)} | {fmt(m('gbps'), 2)}{self.r(p, 'gbps', 2)} "
               f"| {fmt(m('cpu_gb'), 3)} | {sum(self.res.get((p, 'errs'), []))} |")
-        others = [p for p in peers if p != "seam"]
-        if "seam" in peers and others:
+        others = [p for p in peers if p not in SEAMS]
+        for mine in [p for p in SEAMS if p in peers] if others else []:
             w("")
-            w("| metric (mesh mode) | seam | best peer | seam / best |")
+            w(f"| metric (mesh mode) | {mine} | best peer | {mine} / best |")
             w("|---|---|---|---|")
             rows = [("keep-alive req/s", "rps", max, 0), ("CPU s per 1k req", "cpu_1k", min, 4),
                     ("added p50 us", "add50", min, 0), ("added p90 us", "add90", min, 0),
@@ -419,11 +427,13 @@ inbound:
                         return v - base if v is not None and base is not None else None
                     return self.m(p, key)
                 cands = [(val(p), p) for p in others if val(p) is not None]
-                s = val("seam")
+                s = val(mine)
                 if not cands or s is None:
                     continue
                 bv, bp = best_fn(cands)
                 ratio = f"{s / bv:.2f}" if bv else "-"
+                if mine == "seam-mux" and key in ("cps", "cpu_conn"):
+                    label += " (streams: no handshake per conn)"
                 w(f"| {label} | {fmt(s, nd)} | {fmt(bv, nd)} ({bp}) | {ratio} |")
         return "\n".join(out) + "\n"
 
@@ -471,9 +481,9 @@ def main():
         if a.only == ",".join(PEERS):
             a.only = "seam,nginx"
     a.peers = [p for p in a.only.split(",") if p]
-    bad = [p for p in a.peers if p not in PEERS]
+    bad = [p for p in a.peers if p not in KNOWN]
     if bad:
-        ap.error(f"unknown peer(s) {bad}; known: {', '.join(PEERS)}")
+        ap.error(f"unknown peer(s) {bad}; known: {', '.join(KNOWN)}")
     if os.geteuid() != 0:
         print("bench/mesh.py needs root (network namespaces, iptables, setpriv)", file=sys.stderr)
         return 2
@@ -489,7 +499,7 @@ def main():
             if os.path.exists(os.path.join(REPO, d, "sidecar", "seam-sidecar")):
                 a.build_dir = os.path.join(REPO, d)
                 break
-    if "seam" in a.peers:
+    if any(p in a.peers for p in SEAMS):
         why = meshlab.run_built(a.build_dir or os.path.join(REPO, "build"))
         if why:
             print(why, file=sys.stderr)
@@ -509,7 +519,7 @@ def main():
             for peer in a.peers:
                 log(f"round {rnd}/{a.reps}: {peer}")
                 b.run_peer(peer)
-                if peer == "seam":
+                if peer in SEAMS:
                     b.a.seam_bin = b.lab.binary("seam-sidecar")
     finally:
         clean = b.close()
