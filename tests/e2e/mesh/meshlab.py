@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP = os.path.join(HERE, "meshapp.py")
@@ -50,6 +49,19 @@ def run_built(build_dir):
                 return None
             return f"`seam-sidecar run` is not in this build: {r.stderr.strip()}"
     return f"seam-sidecar is not built under {build_dir}"
+
+
+def skip_unless_lab_built(build_dir):
+    """Skips the calling test unless the sidecar (with `run`), the control
+    plane and seam-init are built: what a MeshLab runs."""
+    import pytest
+    for tool in ("seam-sidecar", "seam-control-plane", "seam-init"):
+        if not any(os.path.exists(os.path.join(build_dir, sub, tool))
+                   for sub in ("sidecar", "control-plane")):
+            pytest.skip(f"{tool} not built under {build_dir}")
+    why = run_built(build_dir)
+    if why:
+        pytest.skip(why)
 
 
 def spiffe(ns, sa):

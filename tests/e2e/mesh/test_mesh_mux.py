@@ -68,15 +68,7 @@ inbound:
 
 @pytest.fixture(scope="module")
 def lab():
-    for tool in ("seam-sidecar", "seam-control-plane", "seam-init"):
-        for sub in ("sidecar", "control-plane"):
-            if os.path.exists(os.path.join(BUILD_DIR, sub, tool)):
-                break
-        else:
-            pytest.skip(f"{tool} not built under {BUILD_DIR}")
-    why = meshlab.run_built(BUILD_DIR)
-    if why:
-        pytest.skip(why)
+    meshlab.skip_unless_lab_built(BUILD_DIR)
     lab = meshlab.MeshLab(BUILD_DIR, tag=f"smux{os.getpid() % 10000}")
     try:
         lab.setup_network([("a", 10, "default", "a"), ("b", 20, "default", "b"),

@@ -10,7 +10,7 @@ bytes, and the sidecar logs exactly one
 import pytest
 
 from seamtest import wait_for
-from tunnelkit import (SERVER_ID, OneConnServer, addr, closed_by_peer, hs_failures, start_s_server,
+from tunnelkit import (SERVER_ID, OneConnServer, closed_by_peer, hs_failures, start_s_server,
                        start_tunnel)
 
 # (case id, server cert, s_server protocol flag, reason, logged peer_id or None = don't check)
