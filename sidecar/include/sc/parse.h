@@ -33,4 +33,11 @@ char *sc_format_addr(const struct sockaddr *sa, char *out, size_t cap);
 // peer). Anything else, and families other than AF_INET/AF_INET6: false.
 bool sc_addr_is_loopback(const struct sockaddr *sa);
 
+// sc_addr_len is the length of |sa|, an AF_INET6 or AF_INET address.
+socklen_t sc_addr_len(const struct sockaddr *sa);
+
+// sc_addr_equal compares address and port, a v4-mapped address equal to its
+// IPv4 form; families other than AF_INET/AF_INET6 are never equal.
+bool sc_addr_equal(const struct sockaddr *a, const struct sockaddr *b);
+
 #endif

@@ -382,6 +382,44 @@ int sc_parse_hostport_name(const char *s, char *host, size_t host_cap, uint16_t 
     return 0;
 }
 
+socklen_t sc_addr_len(const struct sockaddr *sa)
+{
+    return sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
+static uint16_t addr_port(const struct sockaddr *sa)
+{
+    return sa->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                                     : ((const struct sockaddr_in *)sa)->sin_port;
+}
+
+bool sc_addr_equal(const struct sockaddr *a, const struct sockaddr *b)
+{
+    uint8_t ab[16], bb[16];
+    size_t al = 0, bl = 0;
+    const struct sockaddr *x[2] = {a, b};
+    uint8_t *o[2] = {ab, bb};
+    size_t *l[2] = {&al, &bl};
+    for (int i = 0; i < 2; i++) {
+        if (x[i]->sa_family == AF_INET) {
+            memcpy(o[i], &((const struct sockaddr_in *)x[i])->sin_addr, 4);
+            *l[i] = 4;
+        } else if (x[i]->sa_family == AF_INET6) {
+            const struct in6_addr *ad = &((const struct sockaddr_in6 *)x[i])->sin6_addr;
+            if (IN6_IS_ADDR_V4MAPPED(ad)) {
+                memcpy(o[i], &ad->s6_addr[12], 4);
+                *l[i] = 4;
+            } else {
+                memcpy(o[i], ad, 16);
+                *l[i] = 16;
+            }
+        } else {
+            return false;
+        }
+    }
+    return al == bl && memcmp(ab, bb, al) == 0 && addr_port(a) == addr_port(b);
+}
+
 bool sc_addr_is_loopback(const struct sockaddr *sa)
 {
     if (sa->sa_family == AF_INET) {

@@ -28,9 +28,7 @@ void sc_mesh_route(const struct sc_mesh_config *cfg, enum sc_dir dir, const stru
     uint16_t port = port_of(orig);
     if (dir == SC_DIR_OUTBOUND) {
         const struct sc_mesh_endpoint *ep = sc_mesh_find_endpoint(cfg, orig);
-        memcpy(&out->target, orig,
-               orig->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                           : sizeof(struct sockaddr_in));
+        memcpy(&out->target, orig, sc_addr_len(orig));
         if (ep != NULL) {
             out->kind = SC_ROUTE_MTLS;
             out->peer_id = ep->spiffe_id;
@@ -67,35 +65,6 @@ void sc_mesh_route(const struct sc_mesh_config *cfg, enum sc_dir dir, const stru
                                                                               : SC_ROUTE_DETECT;
 }
 
-// same_endpoint compares address and port, a v4-mapped address equal to its
-// IPv4 form.
-static bool same_endpoint(const struct sockaddr *a, const struct sockaddr *b)
-{
-    uint8_t ab[16], bb[16];
-    size_t al = 0, bl = 0;
-    const struct sockaddr *x[2] = {a, b};
-    uint8_t *o[2] = {ab, bb};
-    size_t *l[2] = {&al, &bl};
-    for (int i = 0; i < 2; i++) {
-        if (x[i]->sa_family == AF_INET) {
-            memcpy(o[i], &((const struct sockaddr_in *)x[i])->sin_addr, 4);
-            *l[i] = 4;
-        } else if (x[i]->sa_family == AF_INET6) {
-            const struct in6_addr *ad = &((const struct sockaddr_in6 *)x[i])->sin6_addr;
-            if (IN6_IS_ADDR_V4MAPPED(ad)) {
-                memcpy(o[i], &ad->s6_addr[12], 4);
-                *l[i] = 4;
-            } else {
-                memcpy(o[i], ad, 16);
-                *l[i] = 16;
-            }
-        } else {
-            return false;
-        }
-    }
-    return al == bl && memcmp(ab, bb, al) == 0 && port_of(a) == port_of(b);
-}
-
 static void router_route(void *snap, enum sc_dir dir, int fd, struct sc_route *out)
 {
     struct sockaddr_storage orig, local;
@@ -109,7 +78,7 @@ static void router_route(void *snap, enum sc_dir dir, int fd, struct sc_route *o
     // Not redirected (someone dialed the listener itself): conntrack's
     // original destination is the listener. Forwarding it would loop.
     if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0 &&
-        same_endpoint((struct sockaddr *)&orig, (struct sockaddr *)&local)) {
+        sc_addr_equal((struct sockaddr *)&orig, (struct sockaddr *)&local)) {
         sc_format_addr((struct sockaddr *)&orig, out->orig, sizeof(out->orig));
         out->kind = SC_ROUTE_REFUSE;
         out->reason = "not_redirected";

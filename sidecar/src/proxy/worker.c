@@ -54,8 +54,7 @@ static int make_listen_socket(const struct sockaddr *sa, const char *cc)
         return -errno;
     }
     int one = 1;
-    socklen_t len =
-        sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    socklen_t len = sc_addr_len(sa);
     // TCP_NODELAY on the listener is inherited by every accepted socket
     // (sc_stream_accept_inherited): one setsockopt per connection saved.
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||

@@ -353,6 +353,38 @@ static void test_format_addr(void **state)
     assert_null(sc_format_addr((struct sockaddr *)&sin, NULL, 0));
 }
 
+static void parse_ok(const char *s, struct sockaddr_storage *ss)
+{
+    const char *err = NULL;
+    if (sc_parse_hostport(s, false, ss, &err) != 0) {
+        fail_msg("hostport '%s': %s", s, err);
+    }
+}
+
+static void test_addr_equal_and_len(void **state)
+{
+    (void)state;
+    struct sockaddr_storage a, b, c, mapped, v6, v6b;
+    parse_ok("10.244.0.20:8080", &a);
+    parse_ok("10.244.0.20:8080", &b);
+    parse_ok("10.244.0.20:9090", &c);
+    parse_ok("[::ffff:10.244.0.20]:8080", &mapped);
+    parse_ok("[fd00:10:244::20]:8080", &v6);
+    parse_ok("[fd00:10:244::21]:8080", &v6b);
+    const struct sockaddr *pa = (const struct sockaddr *)&a, *pb = (const struct sockaddr *)&b;
+    assert_true(sc_addr_equal(pa, pb));
+    assert_false(sc_addr_equal(pa, (const struct sockaddr *)&c)); // another port
+    assert_true(sc_addr_equal(pa, (const struct sockaddr *)&mapped)); // v4-mapped = its IPv4
+    assert_true(sc_addr_equal((const struct sockaddr *)&mapped, pa));
+    assert_false(sc_addr_equal(pa, (const struct sockaddr *)&v6));
+    assert_false(sc_addr_equal((const struct sockaddr *)&v6, (const struct sockaddr *)&v6b));
+    assert_true(sc_addr_equal((const struct sockaddr *)&v6, (const struct sockaddr *)&v6));
+    struct sockaddr other = {.sa_family = AF_UNSPEC};
+    assert_false(sc_addr_equal(&other, &other));
+    assert_int_equal(sc_addr_len(pa), sizeof(struct sockaddr_in));
+    assert_int_equal(sc_addr_len((const struct sockaddr *)&v6), sizeof(struct sockaddr_in6));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -367,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_hostport_errors),
         cmocka_unit_test(test_hostport_name),
         cmocka_unit_test(test_format_addr),
+        cmocka_unit_test(test_addr_equal_and_len),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
