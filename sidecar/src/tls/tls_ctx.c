@@ -311,15 +311,7 @@ static X509 *ctx_leaf(const SSL_CTX *ctx)
 
 int64_t sc_tls_ctx_not_after(const SSL_CTX *ctx)
 {
-    X509 *leaf = ctx_leaf(ctx);
-    if (leaf == NULL) {
-        return 0;
-    }
-    int days = 0, secs = 0;
-    if (!ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(leaf))) {
-        return 0;
-    }
-    return (int64_t)time(NULL) + (int64_t)days * 86400 + secs;
+    return sc_tls__not_after(ctx_leaf(ctx));
 }
 
 bool sc_tls_ctx_leaf_id(const SSL_CTX *ctx, char *out, size_t cap)

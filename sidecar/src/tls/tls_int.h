@@ -79,6 +79,10 @@ int sc_tls__ctx_policy_index(void);
 // sc_tls__custom_verify is the SPIFFE verify callback (SSL_CTX_set_custom_verify).
 enum ssl_verify_result_t sc_tls__custom_verify(SSL *ssl, uint8_t *out_alert);
 
+// sc_tls__not_after returns |x|'s notAfter in Unix seconds, or 0 if |x| is
+// NULL or its time cannot be read.
+int64_t sc_tls__not_after(const X509 *x);
+
 // sc_tls__load_certs appends every PEM certificate of |pem| to |out|.
 // Returns 0, or SC_ECONFIG if there is none or one is malformed.
 int sc_tls__load_certs(const char *pem, size_t len, STACK_OF(X509) *out);

@@ -310,17 +310,27 @@ static bool authorize(const struct sc_tls_policy *p, const char *id, bool peer_i
     return true;
 }
 
+int64_t sc_tls__not_after(const X509 *x)
+{
+    // This BoringSSL has no ASN1_TIME_to_posix: the distance from now.
+    int days = 0, secs = 0;
+    if (x == NULL || !ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x))) {
+        ERR_clear_error();
+        return 0;
+    }
+    return (int64_t)time(NULL) + (int64_t)days * 86400 + secs;
+}
+
 // earliest_not_after returns the earliest notAfter (Unix seconds) of the
 // verified |chain|, or 0 if it cannot be computed.
-static int64_t earliest_not_after(STACK_OF(X509) *chain, int64_t now)
+static int64_t earliest_not_after(STACK_OF(X509) *chain)
 {
     int64_t min = 0;
     for (size_t i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
-        int days = 0, secs = 0;
-        if (!ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(sk_X509_value(chain, i)))) {
+        int64_t t = sc_tls__not_after(sk_X509_value(chain, i));
+        if (t == 0) {
             return 0;
         }
-        int64_t t = now + (int64_t)days * 86400 + secs;
         if (min == 0 || t < min) {
             min = t;
         }
@@ -359,8 +369,7 @@ static bool verify_chain(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X50
         ERR_clear_error();
         goto out_fail;
     }
-    *out_expires = earliest_not_after(X509_STORE_CTX_get0_chain(sctx),
-                                      now != 0 ? now : (int64_t)time(NULL));
+    *out_expires = earliest_not_after(X509_STORE_CTX_get0_chain(sctx));
     X509_STORE_CTX_free(sctx);
 
     uint32_t flags = X509_get_extension_flags(leaf);
@@ -542,11 +551,7 @@ int64_t sc_tls_peer_valid_until(const SSL *ssl)
         return 0;
     }
     X509 *leaf = X509_parse_from_buffer(sk_CRYPTO_BUFFER_value(chain, 0));
-    int days = 0, secs = 0;
-    int64_t t = 0;
-    if (leaf != NULL && ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(leaf))) {
-        t = (int64_t)time(NULL) + (int64_t)days * 86400 + secs;
-    }
+    int64_t t = sc_tls__not_after(leaf);
     ERR_clear_error();
     X509_free(leaf);
     return t;
