@@ -115,6 +115,18 @@ static void on_detect_closed(uv_handle_t *h)
     release_handle(h->data);
 }
 
+// hand_off forgets |c| once mux.c has taken its socket (a session's TLS
+// stream, or a client carried as a stream): its count and place in
+// num_conns go on there.
+static void hand_off(struct sc_conn *c)
+{
+    c->counted = false;
+    c->state = SC_CONN_CLOSING;
+    c->down = NULL;
+    c->tls = NULL;
+    release_handle(c);
+}
+
 // count_open records the connection's mode once it is known. A connection
 // mux.c handed back is counted already; if the newest config routes it in
 // another mode now, its old count is closed so opened minus closed still
@@ -362,12 +374,8 @@ static void on_handshake(struct sc_stream *s, int status)
             // A seam-mux/1 session: its streams are the connections (each
             // counted as one); this TLS connection is handed over to it.
             SC_STAT_ADD(w->stats.conn_closed[dir][c->mode], 1);
-            c->counted = false;
-            c->state = SC_CONN_CLOSING;
-            c->down = NULL;
-            c->tls = NULL;
             sc_mux__serve(w, s, c->peer);
-            release_handle(c);
+            hand_off(c);
             return;
         }
         // Authenticated and authorized: only now reach the app.
@@ -564,12 +572,7 @@ static void start_routed(struct sc_conn *c)
             sc_mux__wanted(w, (const struct sockaddr *)&c->route.target) &&
             sc_mux__carry(w, c->down, (const struct sockaddr *)&c->route.target,
                           c->route.peer_id, c->start_ms) == 0) {
-            // A stream of a session to this destination now: its count,
-            // client socket and place in num_conns go on there.
-            c->counted = false;
-            c->state = SC_CONN_CLOSING;
-            c->down = NULL;
-            release_handle(c);
+            hand_off(c); // a stream of a session to this destination now
             return;
         }
         if (dir == SC_DIR_OUTBOUND) {

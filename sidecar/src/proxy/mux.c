@@ -740,10 +740,11 @@ static void on_app_connect(struct sc_stream *s, int status);
 // socket's original destination with the worker's newest config, and its
 // peer's identity authorized for that port by the newest rules (a rule
 // withdrawn since the session's handshake refuses its next streams). NULL,
-// with m->target set, or the refusal's reason. (All streams of a session
+// with m->target set, or the refusal's reason (and, for a refusal a 1:1
+// handshake would have made, its |*why|). (All streams of a session
 // share its original destination, so one target serves them: a config
 // change between two OPENs only moves where the next ones connect.)
-static const char *route_stream(struct sc_mux_sess *m)
+static const char *route_stream(struct sc_mux_sess *m, enum sc_tls_fail *why)
 {
     struct sc_worker *w = m->w;
     const struct sc_proxy_router *rt = w->proxy->cfg.router;
@@ -759,6 +760,7 @@ static const char *route_stream(struct sc_mux_sess *m)
     if (rt->authorize != NULL &&
         !rt->authorize(w->snap, &r, sc_tls_peer_id(sc_stream_get0_ssl(m->s)))) {
         SC_STAT_ADD(w->stats.authz_deny, 1);
+        *why = SC_TLS_FAIL_NOT_ALLOWED;
         return "not_allowed";
     }
     SC_STAT_ADD(w->stats.authz_allow, 1);
@@ -786,11 +788,13 @@ static int serve_open(struct sc_mux_sess *m, uint32_t sid, size_t dest_len)
     }
     m->last_sid = sid;
     const char *refuse = NULL;
+    enum sc_tls_fail why = SC_TLS_FAIL_OTHER; // not a handshake's refusal
     uint64_t now = uv_now(&w->loop);
     if (w->draining) {
         refuse = "draining";
     } else if (peer_expired(m, now)) {
         refuse = "peer_cert_expired";
+        why = SC_TLS_FAIL_EXPIRED;
         send_goaway(m);
     } else if (m->goaway_sent && now - m->goaway_ms >= SC_MUX_GOAWAY_GRACE_MS) {
         // GOAWAY (a rotation of either side's certificate or trust, or the
@@ -807,19 +811,16 @@ static int serve_open(struct sc_mux_sess *m, uint32_t sid, size_t dest_len)
                                  (uint64_t)w->pool.bytes_out);
     }
     if (refuse == NULL && w->proxy->cfg.router != NULL) {
-        refuse = route_stream(m);
+        refuse = route_stream(m, &why);
     }
     if (refuse != NULL) {
         const char *peer_id = sc_tls_peer_id(sc_stream_get0_ssl(m->s));
         sc_warn("mux.stream_refused", "dir=inbound peer=%s peer_id=%s stream=%u reason=%s",
                 m->peer, peer_id, sid, refuse);
         SC_STAT_ADD(w->stats.conn_failed[SC_DIR_INBOUND][SC_MODE_MTLS], 1);
-        // Refused as a new 1:1 connection would have been at its handshake:
-        // the same failure counter and /debug/tls-failures entry.
-        enum sc_tls_fail why = strcmp(refuse, "not_allowed") == 0         ? SC_TLS_FAIL_NOT_ALLOWED
-                               : strcmp(refuse, "peer_cert_expired") == 0 ? SC_TLS_FAIL_EXPIRED
-                                                                          : SC_TLS_FAIL_OTHER;
         if (why != SC_TLS_FAIL_OTHER) {
+            // Refused as a new 1:1 connection would have been at its
+            // handshake: the same failure counter and /debug/tls-failures entry.
             SC_STAT_ADD(w->stats.hs_failures[SC_DIR_INBOUND][why], 1);
 #ifdef SC_HAVE_FAILURES
             sc_failures_record(SC_DIR_INBOUND, why, m->peer, peer_id,
@@ -1188,30 +1189,6 @@ static void sess_fall_back(struct sc_mux_sess *m)
     }
 }
 
-static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr *b)
-{
-    if (a->ss_family != b->sa_family) {
-        return false;
-    }
-    if (b->sa_family == AF_INET) {
-        const struct sockaddr_in *x = (const struct sockaddr_in *)a;
-        const struct sockaddr_in *y = (const struct sockaddr_in *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    if (b->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a;
-        const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)b;
-        return x->sin6_port == y->sin6_port &&
-               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-    }
-    return false;
-}
-
-static socklen_t addr_len(const struct sockaddr *sa)
-{
-    return sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-}
-
 bool sc_mux__wanted(struct sc_worker *w, const struct sockaddr *target)
 {
     uint64_t now = uv_now(&w->loop);
@@ -1221,7 +1198,7 @@ bool sc_mux__wanted(struct sc_worker *w, const struct sockaddr *target)
     }
     for (unsigned i = 0; i < SC_MUX_OFF_SLOTS; i++) {
         const struct sc_mux_off *o = &w->mux_off[i];
-        if (o->until_ms > now && same_addr(&o->addr, target)) {
+        if (o->until_ms > now && sc_addr_equal((const struct sockaddr *)&o->addr, target)) {
             return false;
         }
     }
@@ -1243,7 +1220,7 @@ static void mux_off(struct sc_mux_sess *m)
     struct sc_mux_off *o = &w->mux_off[w->mux_off_next];
     w->mux_off_next = (w->mux_off_next + 1) % SC_MUX_OFF_SLOTS;
     memset(&o->addr, 0, sizeof(o->addr));
-    memcpy(&o->addr, &m->target, addr_len((const struct sockaddr *)&m->target));
+    memcpy(&o->addr, &m->target, sc_addr_len((const struct sockaddr *)&m->target));
     o->until_ms = until;
 }
 
@@ -1339,7 +1316,8 @@ static struct sc_mux_sess *out_session(struct sc_worker *w, const struct sockadd
     for (struct sc_mux_sess *m = w->mux_sessions; m != NULL; m = m->next) {
         if (m->client && !m->retired && m->state != SESS_CLOSING &&
             m->nchans < SC_MUX_MAX_STREAMS && m->last_sid < INT32_MAX &&
-            same_addr(&m->target, target) && same_id(m->peer_id, peer_id)) {
+            sc_addr_equal((const struct sockaddr *)&m->target, target) &&
+            same_id(m->peer_id, peer_id)) {
             if (!peer_expired(m, uv_now(&w->loop))) {
                 return m;
             }
@@ -1356,7 +1334,7 @@ static struct sc_mux_sess *out_session(struct sc_worker *w, const struct sockadd
         return NULL;
     }
     m->peer_id = id;
-    memcpy(&m->target, target, addr_len(target));
+    memcpy(&m->target, target, sc_addr_len(target));
     m->state = SESS_CONNECTING;
     m->s = sc_stream_new(&w->loop, &w->pool);
     sc_stream_set_data(m->s, m);
