@@ -93,6 +93,10 @@ bool sc_tls_verify_svid(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X509
 // (valid while |ssl| lives), or "-" if none.
 const char *sc_tls_peer_id(const SSL *ssl);
 
+// sc_tls_asn1_unix converts |t| (a certificate's notBefore or notAfter) to
+// Unix seconds in |*out|; false if |t| is NULL or unreadable.
+bool sc_tls_asn1_unix(const ASN1_TIME *t, int64_t *out);
+
 // sc_tls_peer_valid_until returns when the verdict on |ssl|'s peer stops
 // holding, in Unix seconds: the earliest notAfter of the peer's verified
 // chain (of its leaf alone if this connection resumed without verifying), or

@@ -17,6 +17,7 @@
 #include <openssl/x509v3.h>
 
 #include "admin/admin_int.h"
+#include "sc/tls.h"
 
 #define MAX_CERTS 32
 
@@ -56,24 +57,6 @@ static void free_certs(struct cert_list *l)
         X509_free(l->certs[i]);
     }
     l->num = 0;
-}
-
-// asn1_to_unix converts an ASN1_TIME to seconds since the epoch (this
-// BoringSSL has no ASN1_TIME_to_posix; diff against the epoch instead).
-static bool asn1_to_unix(const ASN1_TIME *t, int64_t *out)
-{
-    ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
-    if (epoch == NULL) {
-        return false;
-    }
-    int days = 0, secs = 0;
-    int ok = ASN1_TIME_diff(&days, &secs, epoch, t);
-    ASN1_TIME_free(epoch);
-    if (!ok) {
-        return false;
-    }
-    *out = (int64_t)days * 86400 + secs;
-    return true;
 }
 
 // first_uri_san copies the first URI SAN of |x| (the SPIFFE ID of an SVID)
@@ -146,12 +129,12 @@ void sc_admin_buf_cert_json(struct sc_admin_buf *out, X509 *x)
 
     int64_t nb = 0, na = 0;
     char ts[64];
-    if (asn1_to_unix(X509_get0_notBefore(x), &nb)) {
+    if (sc_tls_asn1_unix(X509_get0_notBefore(x), &nb)) {
         iso_time(nb, ts, sizeof(ts));
         sc_admin_buf_printf(out, ",\"not_before\":\"%s\",\"not_before_unix\":%lld", ts,
                             (long long)nb);
     }
-    if (asn1_to_unix(X509_get0_notAfter(x), &na)) {
+    if (sc_tls_asn1_unix(X509_get0_notAfter(x), &na)) {
         iso_time(na, ts, sizeof(ts));
         sc_admin_buf_printf(out, ",\"not_after\":\"%s\",\"not_after_unix\":%lld", ts,
                             (long long)na);
@@ -218,7 +201,7 @@ void sc_admin__file_cert_metrics(struct sc_admin_buf *out, const char *cert_path
     struct cert_list l;
     if (load_pem_certs(&l, cert_path) == 0) {
         int64_t na;
-        if (asn1_to_unix(X509_get0_notAfter(l.certs[0]), &na)) {
+        if (sc_tls_asn1_unix(X509_get0_notAfter(l.certs[0]), &na)) {
             char id[2048];
             first_uri_san(l.certs[0], id, sizeof(id));
             struct sc_admin_cert_expiry e = {.role = "leaf", .spiffe_id = id, .not_after = na};
@@ -247,8 +230,8 @@ bool sc_admin__file_cert_valid(const char *cert_path, int64_t now)
         return false;
     }
     int64_t nb, na;
-    bool ok = asn1_to_unix(X509_get0_notBefore(l.certs[0]), &nb) &&
-              asn1_to_unix(X509_get0_notAfter(l.certs[0]), &na) && nb <= now && now < na;
+    bool ok = sc_tls_asn1_unix(X509_get0_notBefore(l.certs[0]), &nb) &&
+              sc_tls_asn1_unix(X509_get0_notAfter(l.certs[0]), &na) && nb <= now && now < na;
     free_certs(&l);
     return ok;
 }

@@ -132,18 +132,11 @@ static double rand_unit(struct sc_identity *id)
     return (double)(x >> 11) / 9007199254740992.0; // [0, 1)
 }
 
+// asn1_unix is |t| in Unix seconds, 0 if unreadable.
 static int64_t asn1_unix(const ASN1_TIME *t)
 {
-    // Exact to the second: |t| minus the epoch as an ASN1_TIME.
-    int days = 0, secs = 0;
-    ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
-    int ok = t != NULL && epoch != NULL && ASN1_TIME_diff(&days, &secs, epoch, t);
-    ASN1_TIME_free(epoch);
-    if (!ok) {
-        ERR_clear_error();
-        return 0;
-    }
-    return (int64_t)days * 86400 + secs;
+    int64_t v = 0;
+    return sc_tls_asn1_unix(t, &v) ? v : 0;
 }
 
 static void cert_clear(struct cert *c)

@@ -310,15 +310,26 @@ static bool authorize(const struct sc_tls_policy *p, const char *id, bool peer_i
     return true;
 }
 
+bool sc_tls_asn1_unix(const ASN1_TIME *t, int64_t *out)
+{
+    // Exact to the second (this BoringSSL has no ASN1_TIME_to_posix): |t|
+    // minus the epoch as an ASN1_TIME.
+    ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
+    int days = 0, secs = 0;
+    int ok = t != NULL && epoch != NULL && ASN1_TIME_diff(&days, &secs, epoch, t);
+    ASN1_TIME_free(epoch);
+    if (!ok) {
+        ERR_clear_error();
+        return false;
+    }
+    *out = (int64_t)days * 86400 + secs;
+    return true;
+}
+
 int64_t sc_tls__not_after(const X509 *x)
 {
-    // This BoringSSL has no ASN1_TIME_to_posix: the distance from now.
-    int days = 0, secs = 0;
-    if (x == NULL || !ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x))) {
-        ERR_clear_error();
-        return 0;
-    }
-    return (int64_t)time(NULL) + (int64_t)days * 86400 + secs;
+    int64_t t = 0;
+    return x != NULL && sc_tls_asn1_unix(X509_get0_notAfter(x), &t) ? t : 0;
 }
 
 // earliest_not_after returns the earliest notAfter (Unix seconds) of the
