@@ -16,8 +16,15 @@ about the mesh).
         New connection after new connection for SECONDS (bounded also in
         count), each checked for the right answer; plus one long-lived
         connection exchanging a line every 200 ms. Prints a JSON summary.
+    meshapp.py load SECONDS LONG TARGET [TARGET...]
+        Rotation under load: LONG long-lived connections (spread over the
+        TARGETs, HOST:PORT or [V6]:PORT) each exchanging random lines of
+        64-2048 bytes continuously, checking every answer, plus a new
+        connection every 50 ms (alternating TARGETs), for SECONDS. Bounded
+        in time and in count. Prints a JSON summary.
 """
 import json
+import random
 import select
 import socket
 import sys
@@ -117,6 +124,92 @@ def steady(host, port, seconds):
                       "long_failed": long_failed, "errors": errors[:5]}), flush=True)
 
 
+def _target(t):
+    host, _, port = t.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def load(seconds, n_long, targets):
+    """See the module docstring: every failure is counted with its reason."""
+    targets = [_target(t) for t in targets]
+    stop = threading.Event()
+    lock = threading.Lock()
+    st = {"long_opened": 0, "long_done": 0, "long_rounds": 0, "long_bytes": 0,
+          "new_ok": 0, "failed": 0, "errors": []}
+
+    def fail(what):
+        with lock:
+            st["failed"] += 1
+            if len(st["errors"]) < 20:
+                st["errors"].append(what[:300])
+
+    def exchange(f, c, rnd, tag):
+        line = b"%s-%s" % (tag, rnd.randbytes(rnd.randint(32, 1024)).hex().encode())
+        c.sendall(line + b"\n")
+        got = f.readline()
+        if not got.startswith(b"app@") or b" got %s from " % line not in got:
+            raise AssertionError(f"answer {got[:80]!r}... to {line[:40]!r}...")
+        return len(line)
+
+    def long_lived(i):
+        rnd = random.Random(i)
+        host, port = targets[i % len(targets)]
+        try:
+            c = socket.create_connection((host, port), timeout=15)
+            f = c.makefile("rb")
+            exchange(f, c, rnd, b"L%d" % i)
+        except Exception as e:  # noqa: BLE001
+            fail(f"long-lived #{i} open: {e!r}")
+            return
+        with lock:
+            st["long_opened"] += 1
+        try:
+            rounds = 0
+            while not stop.is_set() and rounds < 100000:
+                n = exchange(f, c, rnd, b"L%d" % i)
+                rounds += 1
+                with lock:
+                    st["long_rounds"] += 1
+                    st["long_bytes"] += n
+                stop.wait(0.025)
+            c.shutdown(socket.SHUT_WR)  # clean end: the server closes after EOF
+            if f.read(1) != b"":
+                raise AssertionError("bytes after half-close")
+            with lock:
+                st["long_done"] += 1
+        except Exception as e:  # noqa: BLE001
+            fail(f"long-lived #{i}: {e!r}")
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=long_lived, args=(i,), daemon=True) for i in range(n_long)]
+    for t in threads:
+        t.start()
+    rnd = random.Random(12345)
+    end = time.monotonic() + seconds
+    k = 0
+    while time.monotonic() < end and k < 100000:
+        k += 1
+        host, port = targets[k % len(targets)]
+        try:
+            with socket.create_connection((host, port), timeout=15) as c:
+                f = c.makefile("rb")
+                exchange(f, c, rnd, b"N%d" % k)
+                c.shutdown(socket.SHUT_WR)
+                if f.read(1) != b"":
+                    raise AssertionError("bytes after half-close")
+            with lock:
+                st["new_ok"] += 1
+        except Exception as e:  # noqa: BLE001
+            fail(f"new connection #{k} to {host}: {e!r}")
+        time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    st["long_stuck"] = sum(t.is_alive() for t in threads)
+    print(json.dumps(st), flush=True)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "serve":
@@ -130,5 +223,7 @@ if __name__ == "__main__":
         hold(sys.argv[2], int(sys.argv[3]))
     elif cmd == "steady":
         steady(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+    elif cmd == "load":
+        load(float(sys.argv[2]), int(sys.argv[3]), sys.argv[4:])
     else:
         sys.exit(f"unknown command {cmd}")

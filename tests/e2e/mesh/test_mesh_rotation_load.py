@@ -1,0 +1,132 @@
+"""Rotation under load in mesh mode, as root: what test_rotation_load does for
+a tunnel pair, through seam-init's interception between two pods in network
+namespaces, with the outbound's connections carried as seam-mux/1 streams
+(`run --mux`) and, for comparison, 1:1.
+
+    pod a  spiffe://cluster.local/ns/default/sa/a   10.244.0.10  (client)
+    pod b  spiffe://cluster.local/ns/default/sa/b   10.244.0.20  (line server)
+
+The control plane issues 10-second certificates, so both sidecars renew every
+~5 s while a's app keeps 100 long-lived connections exchanging random lines
+(half to b's IPv4 address, half to its IPv6 address: two destinations, two
+sessions at a time) and opens a new connection every 50 ms. Every answer is
+checked; zero may fail, every long-lived connection must end cleanly, each
+side must rotate at least 5 times, and with --mux the rotations must move new
+streams to new sessions (the old ones carry their streams to the end).
+
+SEAM_MESH_ROTATION_LOAD_S makes it a soak (bench/NOTES.md §14); the sidecars'
+RSS is printed, not asserted. Everything is created here and removed
+afterwards.
+"""
+import json
+import os
+import re
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import meshlab  # noqa: E402
+
+BUILD_DIR = meshlab.BUILD_DIR
+DURATION_S = float(os.environ.get("SEAM_MESH_ROTATION_LOAD_S", "40"))
+LONG_LIVED = 100
+pytestmark = meshlab.root_marks("curl")
+
+A, B = meshlab.spiffe("default", "a"), meshlab.spiffe("default", "b")
+
+MESH = f"""trust_domain: cluster.local
+cert_ttl: 10s
+outbound_policy: ALLOW_ANY
+default_inbound_mode: STRICT
+services:
+  - name: b.default.svc.cluster.local
+    port: 8080
+    endpoints:
+      - address: 10.244.0.20
+        port: 8080
+        spiffe_id: {B}
+      - address: "fd00:10:244::20"
+        port: 8080
+        spiffe_id: {B}
+inbound:
+  - port: 8080
+    mode: STRICT
+    allow:
+      - {A}
+"""
+
+
+def count(proc, needle):
+    return sum(needle in line for line in proc.log().splitlines())
+
+
+def metric(text, name, labels=""):
+    m = re.search(rf"^{re.escape(name)}(?:\{{[^}}]*{re.escape(labels)}[^}}]*\}})? (\S+)$", text,
+                  re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next((int(l.split()[1]) for l in f if l.startswith("VmRSS:")), -1)
+
+
+@pytest.mark.parametrize("mode", ["mux", "1to1"])
+def test_rotation_under_load_in_mesh_mode(mode):
+    meshlab.skip_unless_lab_built(BUILD_DIR)
+    lab = meshlab.MeshLab(BUILD_DIR, tag=f"srl{os.getpid() % 10000}")
+    try:
+        lab.setup_network([("a", 10, "default", "a"), ("b", 20, "default", "b")])
+        lab.start_control_plane(MESH, cert_ttl="10s")
+        lab.start_pod("a", app_ports=(), extra_args=["--mux" if mode == "mux" else "--mux=false"])
+        lab.start_pod("b")
+        lab.wait_ready()
+        a, b = lab.pods["a"], lab.pods["b"]
+        rot0 = {p.name: count(p.sidecar, "identity.cert_installed") for p in (a, b)}
+
+        load = lab.start([meshlab.PY, "-u", lab.app_script, "load", DURATION_S, LONG_LIVED,
+                          "10.244.0.20:8080", "[fd00:10:244::20]:8080"], "load.log",
+                         netns=a.netns, uid=meshlab.APP_UID)
+        t0 = time.monotonic()
+        rss = []  # (seconds, a's KiB, b's KiB), every 10 s
+        # Bounded: the load ends itself after DURATION_S (and 30 s to join).
+        while load.p.poll() is None and time.monotonic() - t0 < DURATION_S + 60:
+            time.sleep(0.5)
+            if time.monotonic() - t0 >= 10 * len(rss):
+                rss.append((round(time.monotonic() - t0), rss_kib(a.sidecar.pid),
+                            rss_kib(b.sidecar.pid)))
+        assert load.p.poll() is not None, "the load did not end"
+        res = json.loads(load.log().strip().splitlines()[-1])
+        rot = {p.name: count(p.sidecar, "identity.cert_installed") - rot0[p.name]
+               for p in (a, b)}
+        ma, mb = a.admin("/metrics"), b.admin("/metrics")
+        sessions = metric(ma, "seam_mux_sessions_opened_total", 'direction="outbound"')
+        print(f"\nMESH-ROTATION-LOAD mode={mode} duration_s={time.monotonic() - t0:.1f} "
+              f"{json.dumps({k: v for k, v in res.items() if k != 'errors'})} "
+              f"rotations a={rot['a']} b={rot['b']} sessions_opened_outbound={sessions:.0f}\n"
+              f"MESH-ROTATION-LOAD rss_kib (s, a, b): {' '.join(map(str, rss))}")
+
+        assert res["failed"] == 0, res["errors"]
+        assert res["long_opened"] == LONG_LIVED and res["long_done"] == LONG_LIVED, res
+        assert res["long_stuck"] == 0 and res["long_rounds"] > 10 * LONG_LIVED, res
+        assert res["new_ok"] > DURATION_S * 5, res  # ~15/s asked; a loaded box does fewer
+        assert rot["a"] >= 5 and rot["b"] >= 5, rot
+        for p, m in ((a, ma), (b, mb)):
+            assert metric(m, "seam_cert_renewals_total", 'result="success"') >= 5
+            assert "tls.handshake_failed" not in p.sidecar.log()
+        if mode == "mux":
+            # Every connection was a stream: no 1:1 mTLS connection left a,
+            # and each rotation (a's certificate or b's) moved new streams to
+            # new sessions, two destinations each.
+            assert sessions >= 5, sessions
+            assert "mux.not_supported" not in a.sidecar.log()
+            assert "mux.stream_refused" not in b.sidecar.log()
+            assert not [l for l in b.sidecar.log().splitlines()
+                        if "conn.close dir=inbound" in l and f"peer_id={A}" in l
+                        and "tls=TLSv1.3" in l]
+        else:
+            assert sessions == 0 and "mux.session_open" not in a.sidecar.log()
+    finally:
+        lab.close_checked()
