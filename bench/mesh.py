@@ -13,14 +13,17 @@ sidecars. Every peer runs behind the same rules, as uid 1337 (the uid the
 rules exempt), with both sidecars pinned to one core and the load generator
 and the backend to the other, as in bench/run.sh:
 
-  seam      `seam-sidecar run --workers 1`: certificates and the mesh config
-            from seam-control-plane over gRPC, destination from
-            SO_ORIGINAL_DST, SPIFFE authorization per port (STRICT, allow the
-            client's ID), TLS resumption on (its default)
-  seam-mux  the same with `--mux` on both sidecars: the client pod's
-            connections travel as streams of one long-lived mTLS session to
-            the server pod (seam-mux/1, docs/MUX.md); opt-in, not in the
-            default --only
+  seam      `seam-sidecar run --workers 1`, its defaults: certificates and
+            the mesh config from seam-control-plane over gRPC, destination
+            from SO_ORIGINAL_DST, SPIFFE authorization per port (STRICT,
+            allow the client's ID), the client pod's connections carried as
+            streams of one long-lived mTLS session to the server pod
+            (seam-mux/1, docs/MUX.md), TLS resumption on
+  seam-1to1 the same with `--mux=false`: one mTLS connection (a handshake,
+            resumed where it can be) per client connection — the row for the
+            issue's handshake job
+  seam-mux  the same with an explicit `--mux` (the default since 2026-11-29;
+            kept so older commands still run)
   haproxy   bench/peers.sh's mode tcp config (nbthread 1), listening on the
   nginx     capture ports 15001 / 15006 with the one upstream of this job
             fixed in the config (an L4 proxy without SO_ORIGINAL_DST cannot
@@ -34,8 +37,8 @@ Measured per peer, REPS rounds (every peer once per round, in turn):
               the direct path (the same client and backend before the rules)
   new conn    wrk -c50 'Connection: close': conn/s, CPU ms per connection
   bulk        curl download of a big file for BULK_SECS: Gbit/s, CPU s/GB
-Medians with min-max ranges; ratios seam / best peer (and seam-mux / best
-peer: the peers and plain seam are measured in the same rounds).
+Medians with min-max ranges; ratios seam / best peer (and seam-1to1 / best
+peer: the peers and both seam modes are measured in the same rounds).
 
 Root only (network namespaces, iptables, setpriv). Addresses exist only in
 the namespaces this script creates (10.244.0.0/24) and removes at the end;
@@ -43,7 +46,7 @@ every process is stopped by its PID.
 
   python3 bench/mesh.py [--only seam,nginx] [--dur 10] [--reps 3]
                         [--out FILE] [--smoke] [--build-dir DIR]
-  --smoke: 1 s per measurement, seam and nginx, exit 0 iff every path moved
+  --smoke: 1 s per measurement, seam, seam-1to1 and nginx, exit 0 iff every path moved
            the right bytes without errors (CI).
 """
 import argparse
@@ -69,8 +72,11 @@ SERVER_ID = meshlab.spiffe("default", "server")
 HZ = os.sysconf("SC_CLK_TCK")
 CONNS, RATE, RATE_CONNS = 50, 1000, 16
 PEERS = ("seam", "haproxy", "nginx")
-SEAMS = ("seam", "seam-mux")  # seam's own modes: never a 'best peer'
-KNOWN = PEERS + ("seam-mux",)
+SEAMS = ("seam", "seam-1to1", "seam-mux")  # seam's own modes: never a 'best peer'
+KNOWN = PEERS + ("seam-1to1", "seam-mux")
+DEFAULT_ONLY = "seam,seam-1to1,haproxy,nginx"
+STREAMS = ("seam", "seam-mux")  # a new client connection is a stream: no handshake
+MUX_ARGS = {"seam": [], "seam-1to1": ["--mux=false"], "seam-mux": ["--mux"]}
 
 
 def log(msg):
@@ -251,7 +257,7 @@ inbound:
                     "--trust-domain", meshlab.TD, "--namespace", pod.k8s_ns,
                     "--service-account", pod.sa, "--pod-ip", pod.ip4,
                     "--workers", "1", "--log-level", "warn", "--drain-timeout", "1s"]
-                    + (["--mux"] if peer == "seam-mux" else []),
+                    + MUX_ARGS[peer],
                     f"seam-{pod.name}.log", netns=pod.netns, uid=meshlab.PROXY_UID,
                     cpus=a.proxy_cpus))
 
@@ -432,7 +438,7 @@ inbound:
                     continue
                 bv, bp = best_fn(cands)
                 ratio = f"{s / bv:.2f}" if bv else "-"
-                if mine == "seam-mux" and key in ("cps", "cpu_conn"):
+                if mine in STREAMS and key in ("cps", "cpu_conn"):
                     label += " (streams: no handshake per conn)"
                 w(f"| {label} | {fmt(s, nd)} | {fmt(bv, nd)} ({bp}) | {ratio} |")
         return "\n".join(out) + "\n"
@@ -459,7 +465,7 @@ def build_ratebench():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", default=",".join(PEERS))
+    ap.add_argument("--only", default=DEFAULT_ONLY)
     ap.add_argument("--dur", type=int, default=int(os.environ.get("DUR", 10)))
     ap.add_argument("--reps", type=int, default=int(os.environ.get("REPS", 3)))
     ap.add_argument("--bulk-secs", type=int, default=int(os.environ.get("BULK_SECS", 8)))
@@ -478,8 +484,8 @@ def main():
     a.cmdline = "python3 bench/mesh.py" + "".join(f" {x}" for x in shown)
     if a.smoke:
         a.dur, a.reps, a.bulk_secs = 1, 1, 1
-        if a.only == ",".join(PEERS):
-            a.only = "seam,nginx"
+        if a.only == DEFAULT_ONLY:
+            a.only = "seam,seam-1to1,nginx"
     a.peers = [p for p in a.only.split(",") if p]
     bad = [p for p in a.peers if p not in KNOWN]
     if bad:

@@ -1098,7 +1098,7 @@ report() {
   echo "## 7. Mesh mode: the same job behind seam-init's iptables interception"
   echo
   if [ -s "$RAW/mesh.md" ]; then
-    echo "Pods are network namespaces joined by a bridge; the client (wrk, ratebench, curl) in pod a calls pod b's IP in plain TCP and seam-init's rules send it through the sidecars (uid 1337): seam as \`seam-sidecar run --workers 1\` with certificates and config from seam-control-plane and the destination from SO_ORIGINAL_DST (seam-mux: the same with \`--mux\`, one seam-mux/1 session from pod a to pod b carrying every connection); haproxy and nginx with bench/peers.sh's configs on the capture ports (15001 out, 15006 in) and the job's one upstream fixed. Every peer allows TLS resumption. From \`bench/mesh.py\`:"
+    echo "Pods are network namespaces joined by a bridge; the client (wrk, ratebench, curl) in pod a calls pod b's IP in plain TCP and seam-init's rules send it through the sidecars (uid 1337): seam as \`seam-sidecar run --workers 1\` with its defaults: certificates and config from seam-control-plane, the destination from SO_ORIGINAL_DST, and one seam-mux/1 session from pod a to pod b carrying every connection (seam-1to1: the same with \`--mux=false\`, one mTLS connection per client connection: the handshake rows); haproxy and nginx with bench/peers.sh's configs on the capture ports (15001 out, 15006 in) and the job's one upstream fixed. Every peer allows TLS resumption. From \`bench/mesh.py\`:"
     echo
     cat "$RAW/mesh.md"
   else
@@ -1158,7 +1158,11 @@ MESH_NOTE=""
 rm -f "$RAW/mesh.md"
 if [ "$DO_MESH" = 1 ]; then
   MESH_PEERS=""
-  for p in seam seam-mux haproxy nginx; do wants "$p" && MESH_PEERS="$MESH_PEERS${MESH_PEERS:+,}$p"; done
+  # Mesh mode's default is seam-mux/1 (docs/MUX.md): seam-1to1 (--mux=false) is its
+  # handshake row, measured whenever seam is.
+  for p in seam seam-1to1 haproxy nginx; do
+    { wants "$p" || { [ "$p" = seam-1to1 ] && wants seam; }; } && MESH_PEERS="$MESH_PEERS${MESH_PEERS:+,}$p"
+  done
   if [ "$(id -u)" != 0 ]; then
     MESH_NOTE="not run: needs root (network namespaces, iptables)"
   elif [ -z "$MESH_PEERS" ]; then

@@ -6,6 +6,7 @@
 #
 #   frontend app --plain--> [frontend sidecar] ==mTLS 1.3==> [backend sidecar] --plain--> backend app
 #                           spiffe://cluster.local/ns/default/sa/frontend   .../sa/backend
+#   (the app's connections travel as streams of one seam-mux/1 session per destination)
 #   rogue app (spiffe://cluster.local/ns/evil/sa/mallory) --> backend: refused (not allowed)
 #
 # The apps only dial pod IPs in plain TCP. Certificates live 10 s, so one
@@ -114,14 +115,20 @@ try:
     print(f"   {out4}\n   {out6}")
     if "got hello over IPv4" not in out4 or "got hello over IPv6" not in out6:
         fail("the call through the mesh did not get an answer", fe.sidecar, be.sidecar)
-    closes = [l for l in be.sidecar.log().splitlines()
-              if "conn.close dir=inbound" in l and f"peer_id={FRONT}" in l]
-    if not closes:
-        meshlab.wait_for(lambda: [l for l in be.sidecar.log().splitlines()
-                                  if "conn.close dir=inbound" in l], 10, what="conn.close")
-        closes = [l for l in be.sidecar.log().splitlines() if "conn.close dir=inbound" in l]
+    # The backend logs the call's close once both directions ended: wait for it.
+    try:
+        closes = meshlab.wait_for(lambda: [l for l in be.sidecar.log().splitlines()
+                                           if "conn.close dir=inbound" in l
+                                           and f"peer_id={FRONT}" in l], 10,
+                                  what="the backend's conn.close of frontend's call")
+    except TimeoutError as e:
+        fail(str(e), be.sidecar)
     tls = re.search(r"tls=(\S+)", closes[-1]).group(1)
     peer_id = re.search(r"peer_id=(\S+)", closes[-1]).group(1)
+    if tls == "mux":  # a stream of a seam-mux/1 session (the default): the session's TLS
+        sess = [l for l in be.sidecar.log().splitlines()
+                if "mux.session_open dir=inbound" in l and f"peer_id={peer_id}" in l]
+        tls = (re.search(r"tls=(\S+)", sess[-1]).group(1) if sess else "?") + " (seam-mux/1)"
 
     step("rogue's app (not allowed on backend:8080) calls backend")
     out = rogue.call("10.244.0.20", 8080, "let me in").strip()

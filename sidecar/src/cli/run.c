@@ -195,10 +195,13 @@ static void maybe_start(struct run *r)
     r->started = true;
     for (int d = SC_DIR_OUTBOUND; d >= 0; d--) {
         char la[64];
-        sc_info("sidecar.ready", "mode=mesh dir=%s listen=%s workers=%d id=%s config=%s",
+        // mux: outbound on/off (--mux), inbound accept/refuse (--accept-mux).
+        const char *mux = d == SC_DIR_INBOUND ? (r->opts[d].accept_mux ? "accept" : "refuse")
+                                              : (r->mux ? "on" : "off");
+        sc_info("sidecar.ready", "mode=mesh dir=%s listen=%s workers=%d id=%s config=%s mux=%s",
                 d == SC_DIR_INBOUND ? "inbound" : "outbound",
                 sc_format_addr((struct sockaddr *)&r->listen[d], la, sizeof(la)), r->workers,
-                r->spiffe_id, r->cfg->version);
+                r->spiffe_id, r->cfg->version, mux);
     }
 out:
     SSL_CTX_free(ctx[0]);
@@ -497,7 +500,7 @@ int sc_cmd_run(int argc, char **argv)
     const char *cluster = NULL;
     int64_t out_port = 15001, in_port = 15006, workers = 2;
     int64_t proxy_uid = 1337, proxy_gid = 0, busy_poll_us = 0;
-    bool mux = false, accept_mux = true;
+    bool mux = true, accept_mux = true; // docs/MUX.md "Why on by default in mesh mode"
     const char *loopback_cc = "auto";
     struct sc_tcp_cc_choice cc_choice;
     uint64_t connect_ms = 10000, hs_ms = 10000, idle_ms = 3600000, drain_ms = 25000;
@@ -593,8 +596,9 @@ int sc_cmd_run(int argc, char **argv)
          .type = SC_FLAG_BOOL,
          .out = &mux,
          .help = "outbound: carry mTLS connections as streams of long-lived seam-mux/1 sessions, "
-                 "one per destination address, port and identity (a peer without seam-mux/1, or "
-                 "with --accept-mux=false, gets 1:1 connections)"},
+                 "one per destination address, port and identity (true; a peer without "
+                 "seam-mux/1, or with --accept-mux=false, gets 1:1 connections; false: one mTLS "
+                 "connection per intercepted connection)"},
         {.name = "accept-mux",
          .type = SC_FLAG_BOOL,
          .out = &accept_mux,

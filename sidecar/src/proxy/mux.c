@@ -1148,8 +1148,9 @@ static void sess_opened(struct sc_mux_sess *m)
         m->peer_until_ms = m->idle_since_ms + (uint64_t)(left > 1 ? left : 1);
     }
     SC_STAT_ADD(w->stats.mux_opened[w->proxy->cfg.dir], 1);
-    sc_info("mux.session_open", "dir=%s peer=%s peer_id=%s", dir_name(w), m->peer,
-            sc_tls_peer_id(sc_stream_get0_ssl(m->s)));
+    SSL *ssl = sc_stream_get0_ssl(m->s);
+    sc_info("mux.session_open", "dir=%s peer=%s peer_id=%s tls=%s", dir_name(w), m->peer,
+            sc_tls_peer_id(ssl), SSL_get_version(ssl));
     if (sc_stream_read_start(m->s, on_sess_read) != 0) {
         sess_close(m, "read_error");
     }

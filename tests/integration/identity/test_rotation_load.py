@@ -82,6 +82,8 @@ def test_rotation_under_load(procs, tmp_path, mux):
             print(f"ROTATION-LOAD mux sessions_opened_outbound={sessions}")
             assert sessions >= 7, sessions
             assert "mux.not_supported" not in tout.proc.log()
-            assert "tls=TLSv1.3" not in tout.proc.log()  # no connection went 1:1
+            # No connection went 1:1 (sessions log their TLS version at open).
+            assert not [l for l in tout.proc.log().splitlines()
+                        if "conn.close" in l and "tls=TLSv1.3" in l]
     finally:
         app.close()
