@@ -79,7 +79,10 @@ def downloads(pod, cpus, n, secs):
 
 
 class Impaired(mesh.Bench):
-    def impair(self):
+    def prepare(self):
+        """The rules, then the worse link (no direct path: seam is compared
+        with itself and nginx here)."""
+        self.install_rules()
         a = self.a
         for pod in (self.pa, self.pb):
             pod.exec(["tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", a.rate,
@@ -161,28 +164,12 @@ def main():
         print("bench/impaired.py needs root (network namespaces, tc, iptables)", file=sys.stderr)
         return 2
     if a.build_dir is None:
-        a.build_dir = next((os.path.join(mesh.REPO, d) for d in ("build-bench", "build")
-                            if os.path.exists(os.path.join(mesh.REPO, d, "sidecar",
-                                                           "seam-sidecar"))), None)
+        a.build_dir = mesh.find_build(("build-bench", "build"))
     a.bulk_secs = a.dur
     a.ratebench = mesh.build_ratebench()
     b = Impaired(a)
-    clean = False
-    try:
-        b.setup()
-        b.install_rules()
-        b.impair()
-        for rnd in range(1, a.reps + 1):
-            for peer in a.peers:
-                log(f"round {rnd}/{a.reps}: {peer}")
-                b.run_peer(peer)
-    finally:
-        clean = b.close()
-    text = b.report()
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
-    sys.stdout.write(text)
+    clean = b.run()
+    b.write_report()
     if not clean:
         print("network namespaces were left behind", file=sys.stderr)
         return 1

@@ -370,6 +370,36 @@ inbound:
         finally:
             self.stop_peer(procs)
 
+    def prepare(self):
+        """What runs once before the peers: the direct path, then the rules."""
+        self.run_direct()
+        self.install_rules()
+
+    def run(self):
+        """setup, prepare, then every peer once per round for REPS rounds, in
+        turn; close in any case. True if no namespace was left behind."""
+        a = self.a
+        clean = False
+        try:
+            self.setup()
+            self.prepare()
+            for rnd in range(1, a.reps + 1):
+                for peer in a.peers:
+                    log(f"round {rnd}/{a.reps}: {peer}")
+                    self.run_peer(peer)
+        finally:
+            clean = self.close()
+        return clean
+
+    def write_report(self):
+        """The report to --out, or to stdout without it."""
+        text = self.report()
+        if self.a.out:
+            with open(self.a.out, "w") as f:
+                f.write(text)
+        else:
+            sys.stdout.write(text)
+
     def close(self):
         self.lab.close()  # every process started here, then the namespaces
         leftover = subprocess.run(["ip", "netns", "list"], capture_output=True,
@@ -454,6 +484,15 @@ inbound:
         return bad
 
 
+def find_build(order):
+    """The first of the build directories |order| (under the repo) that has
+    seam-sidecar, or None."""
+    for d in order:
+        if os.path.exists(os.path.join(REPO, d, "sidecar", "seam-sidecar")):
+            return os.path.join(REPO, d)
+    return None
+
+
 def build_ratebench():
     out = os.path.join(HERE, "work", "bin", "ratebench")
     src = os.path.join(HERE, "tools", "ratebench.c")
@@ -500,11 +539,7 @@ def main():
         print(f"bench/mesh.py needs {missing} (bash scripts/deps.sh)", file=sys.stderr)
         return 2
     if a.build_dir is None:
-        order = ("build", "build-bench") if a.smoke else ("build-bench", "build")
-        for d in order:
-            if os.path.exists(os.path.join(REPO, d, "sidecar", "seam-sidecar")):
-                a.build_dir = os.path.join(REPO, d)
-                break
+        a.build_dir = find_build(("build", "build-bench") if a.smoke else ("build-bench", "build"))
     if any(p in a.peers for p in SEAMS):
         why = meshlab.run_built(a.build_dir or os.path.join(REPO, "build"))
         if why:
@@ -516,25 +551,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     b = Bench(a)
-    clean = False
-    try:
-        b.setup()
-        b.run_direct()
-        b.install_rules()
-        for rnd in range(1, a.reps + 1):
-            for peer in a.peers:
-                log(f"round {rnd}/{a.reps}: {peer}")
-                b.run_peer(peer)
-                if peer in SEAMS:
-                    b.a.seam_bin = b.lab.binary("seam-sidecar")
-    finally:
-        clean = b.close()
-    text = b.report()
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
+    clean = b.run()
+    b.write_report()
     if not clean:
         print("network namespaces were left behind", file=sys.stderr)
         return 1

@@ -151,6 +151,11 @@ def load(seconds, n_long, targets):
             raise AssertionError(f"answer {got[:80]!r}... to {line[:40]!r}...")
         return len(line)
 
+    def end_cleanly(c, f):
+        c.shutdown(socket.SHUT_WR)  # the server closes after EOF, with nothing more
+        if f.read(1) != b"":
+            raise AssertionError("bytes after half-close")
+
     def long_lived(i):
         rnd = random.Random(i)
         host, port = targets[i % len(targets)]
@@ -172,9 +177,7 @@ def load(seconds, n_long, targets):
                     st["long_rounds"] += 1
                     st["long_bytes"] += n
                 stop.wait(0.025)
-            c.shutdown(socket.SHUT_WR)  # clean end: the server closes after EOF
-            if f.read(1) != b"":
-                raise AssertionError("bytes after half-close")
+            end_cleanly(c, f)
             with lock:
                 st["long_done"] += 1
         except Exception as e:  # noqa: BLE001
@@ -195,9 +198,7 @@ def load(seconds, n_long, targets):
             with socket.create_connection((host, port), timeout=15) as c:
                 f = c.makefile("rb")
                 exchange(f, c, rnd, b"N%d" % k)
-                c.shutdown(socket.SHUT_WR)
-                if f.read(1) != b"":
-                    raise AssertionError("bytes after half-close")
+                end_cleanly(c, f)
             with lock:
                 st["new_ok"] += 1
         except Exception as e:  # noqa: BLE001

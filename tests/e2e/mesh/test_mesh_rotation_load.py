@@ -28,6 +28,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import meshlab  # noqa: E402
+from seamtest import rss_kib  # noqa: E402 - tests/conftest.py puts tests/lib on the path
 
 BUILD_DIR = meshlab.BUILD_DIR
 DURATION_S = float(os.environ.get("SEAM_MESH_ROTATION_LOAD_S", "40"))
@@ -66,11 +67,6 @@ def metric(text, name, labels=""):
     m = re.search(rf"^{re.escape(name)}(?:\{{[^}}]*{re.escape(labels)}[^}}]*\}})? (\S+)$", text,
                   re.M)
     return float(m.group(1)) if m else 0.0
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next((int(l.split()[1]) for l in f if l.startswith("VmRSS:")), -1)
 
 
 @pytest.mark.parametrize("mode", ["mux", "1to1"])
