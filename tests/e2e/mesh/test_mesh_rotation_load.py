@@ -11,7 +11,7 @@ The control plane issues 10-second certificates, so both sidecars renew every
 (half to b's IPv4 address, half to its IPv6 address: two destinations, two
 sessions at a time) and opens a new connection every 50 ms. Every answer is
 checked; zero may fail, every long-lived connection must end cleanly, each
-side must rotate at least 5 times, and with --mux the rotations must move new
+side must rotate at least 4 times (CI runs 30 s), and with --mux the rotations must move new
 streams to new sessions (the old ones carry their streams to the end).
 
 SEAM_MESH_ROTATION_LOAD_S makes it a soak (bench/NOTES.md §14); the sidecars'
@@ -31,7 +31,7 @@ import meshlab  # noqa: E402
 from seamtest import rss_kib  # noqa: E402 - tests/conftest.py puts tests/lib on the path
 
 BUILD_DIR = meshlab.BUILD_DIR
-DURATION_S = float(os.environ.get("SEAM_MESH_ROTATION_LOAD_S", "40"))
+DURATION_S = float(os.environ.get("SEAM_MESH_ROTATION_LOAD_S", "30"))
 LONG_LIVED = 100
 pytestmark = meshlab.root_marks("curl")
 
@@ -108,15 +108,17 @@ def test_rotation_under_load_in_mesh_mode(mode):
         assert res["long_opened"] == LONG_LIVED and res["long_done"] == LONG_LIVED, res
         assert res["long_stuck"] == 0 and res["long_rounds"] > 10 * LONG_LIVED, res
         assert res["new_ok"] > DURATION_S * 5, res  # ~15/s asked; a loaded box does fewer
-        assert rot["a"] >= 5 and rot["b"] >= 5, rot
+        # ~5 s per certificate: >= 4 rotations per side in the CI's 30 s.
+        least = max(4, int(DURATION_S / 5) - 2)
+        assert rot["a"] >= least and rot["b"] >= least, (rot, least)
         for p, m in ((a, ma), (b, mb)):
-            assert metric(m, "seam_cert_renewals_total", 'result="success"') >= 5
+            assert metric(m, "seam_cert_renewals_total", 'result="success"') >= least
             assert "tls.handshake_failed" not in p.sidecar.log()
         if mode == "mux":
             # Every connection was a stream: no 1:1 mTLS connection left a,
             # and each rotation (a's certificate or b's) moved new streams to
             # new sessions, two destinations each.
-            assert sessions >= 5, sessions
+            assert sessions >= least, sessions
             assert "mux.not_supported" not in a.sidecar.log()
             assert "mux.stream_refused" not in b.sidecar.log()
             assert not [l for l in b.sidecar.log().splitlines()
