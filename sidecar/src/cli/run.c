@@ -500,7 +500,7 @@ int sc_cmd_run(int argc, char **argv)
     const char *cluster = NULL;
     int64_t out_port = 15001, in_port = 15006, workers = 2;
     int64_t proxy_uid = 1337, proxy_gid = 0, busy_poll_us = 0;
-    bool mux = true, accept_mux = true; // docs/MUX.md "Why on by default in mesh mode"
+    bool mux = true, accept_mux = true; // docs/MUX.md "On by default in mesh mode"
     const char *loopback_cc = "auto";
     struct sc_tcp_cc_choice cc_choice;
     uint64_t connect_ms = 10000, hs_ms = 10000, idle_ms = 3600000, drain_ms = 25000;
