@@ -113,6 +113,21 @@ def cpu_ticks(pids):
     return t
 
 
+def steal_snap(cpus):
+    """(steal, total) ticks summed over the CPUs in |cpus| ("1" or "0,2"),
+    from /proc/stat: hypervisor steal on the proxy core, as run.sh reports."""
+    want = {f"cpu{c.strip()}" for c in str(cpus).split(",") if c.strip()}
+    steal = total = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            parts = line.split()
+            if parts and parts[0] in want:
+                ticks = [int(x) for x in parts[1:]]
+                steal += ticks[7] if len(ticks) > 7 else 0
+                total += sum(ticks[:8])
+    return steal, total
+
+
 def ns_run(pod, cmd, timeout, cpus=None):
     """stdout + stderr of |cmd| in |pod|'s namespace (any exit code)."""
     r = pod.exec(cmd, check=False, timeout=timeout, cpus=cpus)
@@ -318,11 +333,14 @@ inbound:
         for p in procs:
             pids |= tree_pids(p.pid)
         c0 = cpu_ticks(pids)
+        s0 = steal_snap(self.a.proxy_cpus)
         r = fn()
+        s1 = steal_snap(self.a.proxy_cpus)
         pids = set()
         for p in procs:
             pids |= tree_pids(p.pid)
         r["cpu"] = (cpu_ticks(pids) - c0) / HZ
+        r["steal"] = 100 * (s1[0] - s0[0]) / (s1[1] - s0[1]) if s1[1] > s0[1] else None
         return r
 
     def add(self, peer, key, value):
@@ -350,12 +368,14 @@ inbound:
             log(f"{peer}: keep-alive wrk -c{CONNS} {a.dur}s")
             r = self.measure(procs, lambda: wrk(pod, cpus, a.dur))
             self.add(peer, "rps", r["rps"])
+            self.add(peer, "steal_ka", r["steal"])
             self.add(peer, "cpu_1k", r["cpu"] / (r["n"] / 1000) if r["n"] else None)
             self.add(peer, "errs", r["errs"])
             log(f"{peer}: {RATE} rps on {RATE_CONNS} connections {a.dur}s")
             r = self.measure(procs, lambda: rate(pod, cpus, a.dur, a.ratebench))
             for k in ("p50", "p90", "p99"):
                 self.add(peer, k, r[k])
+            self.add(peer, "steal_rate", r["steal"])
             self.add(peer, "errs", r["errs"] if r["done"] else 1)
             log(f"{peer}: new connection per request wrk -c{CONNS} {a.dur}s")
             r = self.measure(procs, lambda: wrk(pod, cpus, a.dur, ("-H", "Connection: close")))
@@ -411,6 +431,10 @@ inbound:
     def m(self, peer, key):
         return median(self.res.get((peer, key), []))
 
+    def worst(self, peer, key):
+        xs = [x for x in self.res.get((peer, key), []) if x is not None]
+        return max(xs) if xs else None
+
     def r(self, peer, key, nd=0):
         return rng(self.res.get((peer, key), []), nd)
 
@@ -430,13 +454,14 @@ inbound:
         w("")
         w(f"| sidecars | keep-alive req/s | CPU s/1k req (pair) | p50 / p90 / p99 us at {RATE} rps "
           "| added p50 / p90 us | new conn/s (resumption allowed) | CPU ms/conn (pair) "
-          "| bulk download Gbit/s | CPU s/GB (pair) | errors |")
-        w("|---|---|---|---|---|---|---|---|---|---|")
+          "| bulk download Gbit/s | CPU s/GB (pair) | errors "
+          "| steal % on the proxy core, keep-alive / 1000 rps (worst round) |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|")
         m = lambda k: self.m("direct", k)  # noqa: E731
         w(f"| direct (no sidecars) | {fmt(m('rps'))}{self.r('direct', 'rps')} | - "
           f"| {fmt(m('p50'))} / {fmt(m('p90'))} / {fmt(m('p99'))} | 0 / 0 "
           f"| {fmt(m('cps'))}{self.r('direct', 'cps')} | - "
-          f"| {fmt(m('gbps'), 2)}{self.r('direct', 'gbps', 2)} | - | - |")
+          f"| {fmt(m('gbps'), 2)}{self.r('direct', 'gbps', 2)} | - | - | - |")
         for p in peers:
             m = lambda k: self.m(p, k)  # noqa: E731
             add50 = m("p50") - d50 if m("p50") is not None and d50 is not None else None
@@ -445,7 +470,8 @@ inbound:
               f"| {fmt(m('p50'))} / {fmt(m('p90'))} / {fmt(m('p99'))} "
               f"| {fmt(add50)} / {fmt(add90)} | {fmt(m('cps'))}{self.r(p, 'cps')} "
               f"| {fmt(m('cpu_conn'), 3)} | {fmt(m('gbps'), 2)}{self.r(p, 'gbps', 2)} "
-              f"| {fmt(m('cpu_gb'), 3)} | {sum(self.res.get((p, 'errs'), []))} |")
+              f"| {fmt(m('cpu_gb'), 3)} | {sum(self.res.get((p, 'errs'), []))} "
+              f"| {fmt(self.worst(p, 'steal_ka'), 1)} / {fmt(self.worst(p, 'steal_rate'), 1)} |")
         others = [p for p in peers if p not in SEAMS]
         for mine in [p for p in SEAMS if p in peers] if others else []:
             w("")
