@@ -30,7 +30,6 @@ the end; every process is stopped by its PID; every load is bounded in time.
 """
 import argparse
 import os
-import re
 import subprocess
 import sys
 import time
@@ -38,27 +37,17 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import mesh  # noqa: E402  (bench/mesh.py: the pods, the sidecars, the tools)
-from mesh import B_IP, APP_PORT, log, rng, fmt  # noqa: E402
+from mesh import log, rng, fmt  # noqa: E402
 
 SMALL_RPS, SMALL_CONNS = 200, 4
 
 
-def small(pod, cpus, dur, ratebench):
-    out = mesh.ns_run(pod, ["timeout", dur + 30, ratebench, "rate", B_IP, APP_PORT, "/100b",
-                           SMALL_CONNS, SMALL_RPS, dur, 1], dur + 40, cpus)
-    kv = dict(x.split("=", 1) for x in out.split() if "=" in x)
-    num = lambda k: float(kv[k]) if k in kv else None  # noqa: E731
-    return {"p50": num("p50_us"), "p90": num("p90_us"), "p99": num("p99_us"),
-            "errs": int(kv.get("errors", 1)) if kv else 1}
-
-
 def downloads(pod, cpus, n, secs):
-    """|n| curl downloads of the big file started together, in the background:
-    returns a function that waits for them and gives (total Gbit/s, errors)."""
+    """|n| downloads of the big file (mesh.bulk_cmd) started together, in the
+    background: returns a function that waits for them and gives (total
+    Gbit/s, errors)."""
     procs = [subprocess.Popen(
-        [str(c) for c in mesh.meshlab.ns_prefix(pod.netns, None, cpus)
-         + ["curl", "-s", "-o", "/dev/null", "--max-time", secs, "-w",
-            "%{size_download} %{time_total}", f"http://{B_IP}:{APP_PORT}/big"]],
+        [str(c) for c in mesh.meshlab.ns_prefix(pod.netns, None, cpus) + mesh.bulk_cmd(secs)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(n)]
 
     def done():
@@ -69,11 +58,9 @@ def downloads(pod, cpus, n, secs):
             except subprocess.TimeoutExpired:
                 p.kill()
                 out, _ = p.communicate()
-            m = re.search(r"(\d+) ([\d.]+)\s*$", out or "")
-            if not m or int(m.group(1)) == 0 or float(m.group(2)) <= 0:
-                errs += 1
-                continue
-            total += int(m.group(1)) * 8 / float(m.group(2)) / 1e9
+            r = mesh.bulk_result(out)
+            errs += r["errs"]
+            total += r["gbps"] or 0.0
         return total, errs
     return done
 
@@ -95,17 +82,19 @@ class Impaired(mesh.Bench):
     def run_peer(self, peer):
         a = self.a
         pod, cpus = self.pa, a.loadgen_cpus
-        procs = self.start_peer(peer)
-        try:
+        def small():
+            return mesh.rate(pod, cpus, a.dur, a.ratebench, SMALL_RPS, SMALL_CONNS)
+
+        with self.running(peer):
             log(f"{peer}: small requests alone, {SMALL_RPS} rps on {SMALL_CONNS} conns {a.dur}s")
-            r = small(pod, cpus, a.dur, a.ratebench)
+            r = small()
             for k in ("p50", "p90", "p99"):
                 self.add(peer, "alone_" + k, r[k])
             self.add(peer, "errs", r["errs"])
             log(f"{peer}: the same beside one bulk download")
             wait = downloads(pod, cpus, 1, a.dur + 3)
             time.sleep(1)  # the download is under way
-            r = small(pod, cpus, a.dur, a.ratebench)
+            r = small()
             gbps, errs = wait()
             for k in ("p50", "p90", "p99"):
                 self.add(peer, "bulk_" + k, r[k])
@@ -115,8 +104,6 @@ class Impaired(mesh.Bench):
             gbps, errs = downloads(pod, cpus, 4, a.dur)()
             self.add(peer, "par_gbps", gbps)
             self.add(peer, "errs", errs)
-        finally:
-            self.stop_peer(procs)
 
     def report(self):
         a = self.a

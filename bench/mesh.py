@@ -50,6 +50,7 @@ every process is stopped by its PID.
            the right bytes without errors (CI).
 """
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -154,9 +155,9 @@ def wrk(pod, cpus, dur, extra=()):
             "errs": errs if (m and n) else 1, "raw": out}
 
 
-def rate(pod, cpus, dur, ratebench):
+def rate(pod, cpus, dur, ratebench, rps=RATE, conns=RATE_CONNS):
     out = ns_run(pod, ["timeout", dur + 30, ratebench, "rate", B_IP, APP_PORT, "/100b",
-                      RATE_CONNS, RATE, dur, 1], dur + 40, cpus)
+                      conns, rps, dur, 1], dur + 40, cpus)
     kv = dict(x.split("=", 1) for x in out.split() if "=" in x)
     num = lambda k: float(kv[k]) if k in kv else None  # noqa: E731
     return {"p50": num("p50_us"), "p90": num("p90_us"), "p99": num("p99_us"),
@@ -164,14 +165,22 @@ def rate(pod, cpus, dur, ratebench):
             "errs": int(kv.get("errors", 1)) if kv else 1, "raw": out}
 
 
-def bulk(pod, cpus, secs):
-    out = ns_run(pod, ["curl", "-s", "-o", "/dev/null", "--max-time", secs, "-w",
-                      "%{size_download} %{time_total}", f"http://{B_IP}:{APP_PORT}/big"],
-                 secs + 30, cpus)
-    m = re.search(r"(\d+) ([\d.]+)\s*$", out)
+def bulk_cmd(secs):
+    """curl downloading the big file from pod b for at most |secs|."""
+    return ["curl", "-s", "-o", "/dev/null", "--max-time", secs, "-w",
+            "%{size_download} %{time_total}", f"http://{B_IP}:{APP_PORT}/big"]
+
+
+def bulk_result(out):
+    """What bulk_cmd printed: bytes, Gbit/s (None if nothing came), errors."""
+    m = re.search(r"(\d+) ([\d.]+)\s*$", out or "")
     size, t = (int(m.group(1)), float(m.group(2))) if m else (0, 0.0)
     return {"bytes": size, "gbps": size * 8 / t / 1e9 if t > 0 else None,
             "errs": 0 if size > 0 else 1, "raw": out}
+
+
+def bulk(pod, cpus, secs):
+    return bulk_result(ns_run(pod, bulk_cmd(secs), secs + 30, cpus))
 
 
 # ---------------------------------------------------------------- the bench
@@ -360,11 +369,19 @@ inbound:
             self.add("direct", "cps", r["rps"])
             self.add("direct", "gbps", bulk(pod, cpus, a.bulk_secs)["gbps"])
 
+    @contextlib.contextmanager
+    def running(self, peer):
+        """|peer|'s sidecars (their Procs) for the block, stopped after it."""
+        procs = self.start_peer(peer)
+        try:
+            yield procs
+        finally:
+            self.stop_peer(procs)
+
     def run_peer(self, peer):
         a = self.a
         pod, cpus = self.pa, a.loadgen_cpus
-        procs = self.start_peer(peer)
-        try:
+        with self.running(peer) as procs:
             log(f"{peer}: keep-alive wrk -c{CONNS} {a.dur}s")
             r = self.measure(procs, lambda: wrk(pod, cpus, a.dur))
             self.add(peer, "rps", r["rps"])
@@ -387,8 +404,6 @@ inbound:
             self.add(peer, "gbps", r["gbps"])
             self.add(peer, "cpu_gb", r["cpu"] / (r["bytes"] / 1e9) if r["bytes"] else None)
             self.add(peer, "errs", r["errs"])
-        finally:
-            self.stop_peer(procs)
 
     def prepare(self):
         """What runs once before the peers: the direct path, then the rules."""
@@ -455,7 +470,7 @@ inbound:
         w(f"| sidecars | keep-alive req/s | CPU s/1k req (pair) | p50 / p90 / p99 us at {RATE} rps "
           "| added p50 / p90 us | new conn/s (resumption allowed) | CPU ms/conn (pair) "
           "| bulk download Gbit/s | CPU s/GB (pair) | errors "
-          "| steal % on the proxy core, keep-alive / 1000 rps (worst round) |")
+          f"| steal % on the proxy core, keep-alive / {RATE} rps (worst round) |")
         w("|---|---|---|---|---|---|---|---|---|---|---|")
         m = lambda k: self.m("direct", k)  # noqa: E731
         w(f"| direct (no sidecars) | {fmt(m('rps'))}{self.r('direct', 'rps')} | - "
