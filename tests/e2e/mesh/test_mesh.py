@@ -150,7 +150,11 @@ def test_pod_to_pod_ipv4_and_ipv6_is_tls13_on_the_wire(lab):
     assert b"app@b" not in raw, "the answer crossed the bridge in plaintext"
 
     # Every TCP segment with payload is TLS; every ServerHello picks TLS 1.3.
-    assert tshark("-Y", "tcp.len > 0 && !tls").strip() == ""
+    # A retransmission repeats bytes of a segment checked here already, and
+    # tshark does not dissect it as TLS again: it is left out (one was seen
+    # on the bridge of a busy CI machine).
+    assert tshark("-Y", "tcp.len > 0 && !tls && !tcp.analysis.retransmission"
+                        " && !tcp.analysis.spurious_retransmission").strip() == ""
     versions = tshark("-Y", "tls.handshake.type == 2", "-T", "fields", "-e",
                       "tls.handshake.extensions.supported_version").split()
     assert len(versions) >= lab.min_hellos and set(versions) == {"0x0304"}, versions
