@@ -138,6 +138,12 @@ int sc_stream_write_owned(struct sc_stream *s, const uv_buf_t bufs[], unsigned n
 // taken yet: the backpressure signal. 0 means everything is in the kernel.
 size_t sc_stream_write_queue_size(const struct sc_stream *s);
 
+// sc_stream_set_small_reads keeps the stream's reads in small buffers
+// (SC_BUF_SIZE) even when they fill up, or (|on| false) lets a full read move
+// to large ones again. A mux stream whose session is backed up reads less at
+// a time, so that other streams' bytes are not queued behind a large read.
+void sc_stream_set_small_reads(struct sc_stream *s, bool on);
+
 // sc_stream_shutdown half-closes the sending side after all queued writes:
 // TLS sends close_notify, then the TCP FIN follows. Reading goes on. Safe to
 // call more than once. Returns 0 or a negative code.

@@ -16,6 +16,7 @@
 //   seam_accept_errors_total                                   counter
 //   seam_mux_sessions_opened_total{direction}                  counter (docs/MUX.md)
 //   seam_mux_sessions_active{direction}                        gauge
+//   seam_mux_stream_waits_total{direction}                     counter
 //   seam_worker_loop_lag_seconds{worker}                       gauge
 //   seam_main_loop_lag_seconds                                 gauge
 //   seam_tls_failures_recorded_total                           counter (/debug/tls-failures)
@@ -51,7 +52,7 @@ struct totals {
     uint64_t hs_bucket[SC_HS_BUCKETS + 1];
     uint64_t hs_sum_us;
     uint64_t allow, deny, refused, accept_errors;
-    uint64_t mux_opened[SC_DIR_MAX], mux_closed[SC_DIR_MAX];
+    uint64_t mux_opened[SC_DIR_MAX], mux_closed[SC_DIR_MAX], mux_waits[SC_DIR_MAX];
 };
 
 static void sum_workers(struct totals *t, const struct sc_admin_hooks *h)
@@ -72,6 +73,7 @@ static void sum_workers(struct totals *t, const struct sc_admin_hooks *h)
             }
             t->mux_closed[d] += SC_STAT_GET(s->mux_closed[d]); // closed first, as above
             t->mux_opened[d] += SC_STAT_GET(s->mux_opened[d]);
+            t->mux_waits[d] += SC_STAT_GET(s->mux_waits[d]);
             t->rx[d] += SC_STAT_GET(s->bytes_received[d]);
             t->tx[d] += SC_STAT_GET(s->bytes_sent[d]);
             for (int r = 0; r < SC_TLS_FAIL_MAX; r++) {
@@ -294,6 +296,10 @@ void sc_metrics_render(struct sc_admin_buf *out, const struct sc_admin_hooks *h,
                             dir_names[d],
                             (unsigned long long)(t.mux_opened[d] - t.mux_closed[d]));
     }
+    dir_family(out, "seam_mux_stream_waits_total",
+               "Times a seam-mux/1 stream stopped reading its socket because its session's "
+               "socket was backed up (the streams then take turns), by direction.",
+               t.mux_waits);
 
     family(out, "seam_worker_loop_lag_seconds", "gauge",
            "Last measured event-loop lag of each worker thread.");

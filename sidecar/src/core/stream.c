@@ -162,8 +162,18 @@ int sc_stream_connect(struct sc_stream *s, const struct sockaddr *addr, uint64_t
 void sc_stream__alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct sc_stream *s = h->data;
-    buf->base = sc_buf_get_sized(s->pool, (s->flags & SC_STREAM_F_BULK) != 0);
+    buf->base = sc_buf_get_sized(s->pool, (s->flags & (SC_STREAM_F_BULK | SC_STREAM_F_SMALL)) ==
+                                              SC_STREAM_F_BULK);
     buf->len = sc_buf_size(buf->base) - SC_BUF_READ_RESERVE;
+}
+
+void sc_stream_set_small_reads(struct sc_stream *s, bool on)
+{
+    if (on) {
+        s->flags |= SC_STREAM_F_SMALL;
+    } else {
+        s->flags &= ~SC_STREAM_F_SMALL;
+    }
 }
 
 void sc_stream__uv_read(struct sc_stream *s, bool on, uv_read_cb read_cb)

@@ -18,6 +18,9 @@
 // overshoot by one read buffer; beyond that the stream is reset.
 #include "proxy/mux.h"
 
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +50,16 @@
 // of its own, which is cheap next to copying 16 KiB).
 #define MUX_ZC_MIN (SC_BUF_SIZE / 2)
 
+// Scheduling (docs/MUX.md "Sharing a session"). A session socket keeps at
+// most MUX_NOTSENT_LOWAT bytes unsent in the kernel (TCP_NOTSENT_LOWAT); what
+// it does not take waits in libuv's queue, and while anything waits there a
+// stream that reads stops reading (blocked) until the queue drains, so its
+// next bytes stay in its own socket instead of in front of other streams'.
+// For MUX_CONGESTED_MS after a session write was queued its streams read in
+// small buffers: what one read can put ahead of another stream's bytes.
+#define MUX_NOTSENT_LOWAT (16 * 1024)
+#define MUX_CONGESTED_MS 200
+
 enum sess_state { SESS_CONNECTING, SESS_HANDSHAKE, SESS_OPEN, SESS_CLOSING };
 enum chan_state { CHAN_WAIT, CHAN_CONNECTING, CHAN_PUMP, CHAN_CLOSING };
 
@@ -72,6 +85,7 @@ struct mux_chan {
     uint64_t to_ack;   // written on, not yet given back
     int inflight;      // writes to |plain| not completed
     bool paused;       // |plain| not read: out of credit
+    bool blocked;      // |plain| not read: the session's socket is backed up
     bool fin_sent;     // |plain|'s EOF went out as FIN
     bool fin_recv;     // the peer's FIN arrived
     bool shut_pending; // fin_recv before the app connection was up
@@ -110,6 +124,10 @@ struct sc_mux_sess {
     uint32_t last_sid; // highest stream id opened
     struct mux_chan *chans;
     uint32_t nchans;
+    uint32_t nblocked; // streams waiting for the session's queue to drain
+    uint32_t ntracked; // session writes whose completion on_sess_written sees
+    bool congested;    // a write was queued within MUX_CONGESTED_MS ...
+    uint64_t congested_ms; // ... of this loop time
     struct mux_chan **buckets;
     uint32_t nbuckets; // power of two
     char *out;         // frames not yet written
@@ -206,6 +224,8 @@ static void hash_remove(struct sc_mux_sess *m, struct mux_chan *ch)
 
 // ---- output: frames into the session buffer, one write per loop turn -------
 
+static void on_sess_written(struct sc_stream *s, int status, void *arg);
+
 static void release_holds(struct sc_mux_sess *m)
 {
     for (unsigned i = 0; i < m->nhold; i++) {
@@ -234,13 +254,22 @@ static void sess_write_now(struct sc_mux_sess *m)
         return;
     }
     // A TLS stream encrypts during the call: the pieces' buffers are free
-    // to go right after it.
-    int r = sc_stream_write_owned(m->s, m->oiov, n, o, NULL, NULL);
+    // to go right after it. A write that may queue behind others, or that
+    // blocked streams wait on, reports its completion (on_sess_written); the
+    // last one queued always does while a stream is blocked.
+    bool track = m->nblocked > 0 || sc_stream_write_queue_size(m->s) > 0;
+    int r = sc_stream_write_owned(m->s, m->oiov, n, o, track ? on_sess_written : NULL, m);
+    m->ntracked += track && r == 0;
     release_holds(m);
     if (r != 0) {
         sc_warn("mux.write_failed", "dir=%s peer=%s error=%s", dir_name(m->w), m->peer,
                 sc_strerror(r));
         sess_close(m, "write_error");
+        return;
+    }
+    if (sc_stream_write_queue_size(m->s) > 0) {
+        m->congested = true;
+        m->congested_ms = uv_now(&m->w->loop);
     }
 }
 
@@ -421,6 +450,10 @@ static void chan_unlink(struct mux_chan *ch)
         ch->next->prev = ch->prev;
     }
     ch->sess = NULL;
+    if (ch->blocked) {
+        ch->blocked = false;
+        m->nblocked--;
+    }
     if (--m->nchans == 0) {
         m->idle_since_ms = uv_now(&m->w->loop);
         if (m->retired && m->state == SESS_OPEN) {
@@ -515,7 +548,9 @@ static void chan_resume(struct mux_chan *ch)
 {
     if (ch->paused && ch->credit > 0 && !ch->fin_sent && ch->state == CHAN_PUMP) {
         ch->paused = false;
-        sc_stream_read_start(ch->plain, on_chan_read);
+        if (!ch->blocked) {
+            sc_stream_read_start(ch->plain, on_chan_read);
+        }
     }
 }
 
@@ -561,7 +596,54 @@ static void on_chan_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf
     ch->credit -= nread;
     if (ch->credit <= 0 && !ch->paused) {
         ch->paused = true;
-        sc_stream_read_stop(s);
+        if (!ch->blocked) {
+            sc_stream_read_stop(s);
+        }
+    }
+    if (m->state != SESS_OPEN) {
+        return; // the write above failed: the session closed, and this stream with it
+    }
+    if (m->congested && uv_now(&w->loop) - m->congested_ms >= MUX_CONGESTED_MS) {
+        m->congested = false;
+    }
+    sc_stream_set_small_reads(s, m->congested);
+    if (!ch->blocked && sc_stream_write_queue_size(m->s) > 0) {
+        ch->blocked = true;
+        m->nblocked++;
+        SC_STAT_ADD(w->stats.mux_waits[dir], 1);
+        if (!ch->paused) {
+            sc_stream_read_stop(s);
+        }
+    }
+}
+
+// on_sess_written: a tracked session write is in the kernel. Once nothing is
+// left in the queue the blocked streams read again (each once per loop turn,
+// as their sockets are ready: round robin).
+static void on_sess_written(struct sc_stream *s, int status, void *arg)
+{
+    struct sc_mux_sess *m = arg;
+    m->ntracked--;
+    if (status != 0 || m->state != SESS_OPEN || m->nblocked == 0) {
+        return;
+    }
+    if (sc_stream_write_queue_size(s) > 0) {
+        // Bytes TLS wrote on its own (a record it answers with) may follow
+        // the last tracked write: an empty write behind them reports when
+        // they are out.
+        if (m->ntracked == 0 && sc_stream_write(s, NULL, 0, on_sess_written, m) == 0) {
+            m->ntracked++;
+        }
+        return;
+    }
+    for (struct mux_chan *ch = m->chans; ch != NULL && m->nblocked > 0; ch = ch->next) {
+        if (ch->blocked) {
+            ch->blocked = false;
+            m->nblocked--;
+            if (!ch->paused && !ch->fin_sent && ch->state == CHAN_PUMP) {
+                sc_stream_read_start(ch->plain, on_chan_read);
+            }
+        }
     }
 }
 
@@ -1148,6 +1230,14 @@ static void sess_opened(struct sc_mux_sess *m)
         m->peer_until_ms = m->idle_since_ms + (uint64_t)(left > 1 ? left : 1);
     }
     SC_STAT_ADD(w->stats.mux_opened[w->proxy->cfg.dir], 1);
+    // Unsent bytes stay in userspace where streams take turns (MUX_NOTSENT_LOWAT);
+    // a kernel without the option only loses that.
+    uv_os_fd_t fd;
+    int lowat = MUX_NOTSENT_LOWAT;
+    if (uv_fileno((uv_handle_t *)sc_stream_get0_tcp(m->s), &fd) == 0 &&
+        setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat)) != 0) {
+        sc_debug("mux.notsent_lowat", "error=%s", strerror(errno));
+    }
     SSL *ssl = sc_stream_get0_ssl(m->s);
     sc_info("mux.session_open", "dir=%s peer=%s peer_id=%s tls=%s", dir_name(w), m->peer,
             sc_tls_peer_id(ssl), SSL_get_version(ssl));

@@ -13,6 +13,7 @@ only that session.
 import hashlib
 import os
 import select
+import signal
 import socket
 import struct
 import threading
@@ -195,6 +196,92 @@ def test_stalled_stream_does_not_block_others(pki, procs):
     finally:
         go.set()
         lsock.close()
+
+
+def test_backed_up_session_streams_take_turns(pki, procs):
+    """The inbound sidecar is stopped (SIGSTOP), so the session's socket
+    backs up. One client fills it; 15 more then send on the same session:
+    each of them is read once and then waits (counted in
+    seam_mux_stream_waits_total) instead of being read up to its stream's
+    window (256 KiB each, 3.75 MiB) into the session's queue, where it would
+    sit in front of every other stream's bytes. After SIGCONT every byte of
+    all 16 arrives, in order."""
+    from test_admin import _http, _metric
+    sinks = {}
+    port = free_port()
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind((LOOP, port))
+    lsock.listen(64)
+
+    def app():
+        lsock.settimeout(60)
+        while True:
+            try:
+                c, _ = lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=sink, args=(c,), daemon=True).start()
+
+    def sink(c):
+        c.settimeout(60)
+        tag = recv_exact(c, 2, 30)  # the client's number, sent first
+        st = sinks[tag] = {"n": 0, "hash": hashlib.sha256(), "done": False}
+        while True:
+            d = c.recv(1 << 18)
+            if not d:
+                break
+            st["n"] += len(d)
+            st["hash"].update(d)
+        st["done"] = True
+        c.close()
+
+    threading.Thread(target=app, daemon=True).start()
+    a_out = free_port()
+    in_t = start_tunnel(procs, "inbound", addr(LOOP, port), pki)
+    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, workers=1,
+                         extra=MUX + ["--admin", f"{LOOP}:{a_out}"])
+
+    def metric(name):
+        st, text = _http(a_out, "GET", "/metrics")
+        assert st == 200
+        return _metric(text, name, direction="outbound")
+
+    socks = [out_t.connect() for _ in range(16)]
+    for i, s in enumerate(socks):
+        s.sendall(b"%02d" % i)
+    wait_for(lambda: len(sinks) == 16, 10, what="16 streams at the app")
+    assert len(_sessions(out_t)) == 1
+    block = os.urandom(1 << 20)
+    pushes = [None] * 16
+    in_t.proc.p.send_signal(signal.SIGSTOP)
+    try:
+        pushes[0] = push_until_stalled(socks[0], 64 << 20, lambda: block, stall=1.0)
+        waits = metric("seam_mux_stream_waits_total")
+        assert waits >= 1, "the first stream never waited for the session"
+        read0 = metric("seam_received_bytes_total")
+        for i in range(1, 16):
+            pushes[i] = push_until_stalled(socks[i], 64 << 20, lambda: block, stall=1.0)
+        assert metric("seam_mux_stream_waits_total") >= waits + 15
+        more = metric("seam_received_bytes_total") - read0
+        # One read each (a small buffer once the session is backed up): at
+        # most 15 x 32 KiB; without turns it would be 15 x 256 KiB of credit.
+        assert more <= 15 * 32 * 1024, f"{more:.0f} bytes read into a backed-up session"
+    finally:
+        in_t.proc.p.send_signal(signal.SIGCONT)
+    sent = [0] * 16
+    for i, s in enumerate(socks):
+        n, h, pending = pushes[i]
+        sent[i] = finish_push(s, n, h, pending)
+    for i in range(16):
+        tag = b"%02d" % i
+        wait_for(lambda: sinks[tag]["done"], 60, what=f"stream {i} delivered and closed")
+        assert sinks[tag]["n"] == sent[i], (i, sinks[tag]["n"], sent[i])
+        assert sinks[tag]["hash"].hexdigest() == pushes[i][1].hexdigest(), i
+    for s in socks:
+        s.close()
+    lsock.close()
+    assert len(_sessions(out_t)) == 1
 
 
 @pytest.mark.parametrize("alpn", [None, "seam"], ids=["no-alpn", "alpn-seam"])
