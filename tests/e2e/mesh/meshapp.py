@@ -16,12 +16,14 @@ about the mesh).
         New connection after new connection for SECONDS (bounded also in
         count), each checked for the right answer; plus one long-lived
         connection exchanging a line every 200 ms. Prints a JSON summary.
-    meshapp.py load SECONDS LONG TARGET [TARGET...]
+    meshapp.py load SECONDS LONG TARGET [TARGET...] [--bulk=N]
         Rotation under load: LONG long-lived connections (spread over the
         TARGETs, HOST:PORT or [V6]:PORT) each exchanging random lines of
         64-2048 bytes continuously, checking every answer, plus a new
         connection every 50 ms (alternating TARGETs), for SECONDS. Bounded
-        in time and in count. Prints a JSON summary.
+        in time and in count. With --bulk=N the first N long-lived
+        connections exchange lines of 32-128 KiB instead. Prints a JSON
+        summary.
 """
 import json
 import random
@@ -129,7 +131,7 @@ def _target(t):
     return host.strip("[]"), int(port)
 
 
-def load(seconds, n_long, targets):
+def load(seconds, n_long, targets, n_bulk=0):
     """See the module docstring: every failure is counted with its reason."""
     targets = [_target(t) for t in targets]
     stop = threading.Event()
@@ -143,8 +145,9 @@ def load(seconds, n_long, targets):
             if len(st["errors"]) < 20:
                 st["errors"].append(what[:300])
 
-    def exchange(f, c, rnd, tag):
-        line = b"%s-%s" % (tag, rnd.randbytes(rnd.randint(32, 1024)).hex().encode())
+    def exchange(f, c, rnd, tag, big=False):
+        n = rnd.randint(16 << 10, 64 << 10) if big else rnd.randint(32, 1024)
+        line = b"%s-%s" % (tag, rnd.randbytes(n).hex().encode())
         c.sendall(line + b"\n")
         got = f.readline()
         if not got.startswith(b"app@") or b" got %s from " % line not in got:
@@ -171,7 +174,7 @@ def load(seconds, n_long, targets):
         try:
             rounds = 0
             while not stop.is_set() and rounds < 100000:
-                n = exchange(f, c, rnd, b"L%d" % i)
+                n = exchange(f, c, rnd, b"L%d" % i, i < n_bulk)
                 rounds += 1
                 with lock:
                     st["long_rounds"] += 1
@@ -225,6 +228,8 @@ if __name__ == "__main__":
     elif cmd == "steady":
         steady(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     elif cmd == "load":
-        load(float(sys.argv[2]), int(sys.argv[3]), sys.argv[4:])
+        bulk = [int(a[7:]) for a in sys.argv[4:] if a.startswith("--bulk=")]
+        load(float(sys.argv[2]), int(sys.argv[3]),
+             [a for a in sys.argv[4:] if not a.startswith("--bulk=")], bulk[-1] if bulk else 0)
     else:
         sys.exit(f"unknown command {cmd}")

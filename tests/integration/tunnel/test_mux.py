@@ -38,6 +38,39 @@ def chain(pki, procs):
     return echo, in_t, out_t
 
 
+def _app(handler, backlog=64, timeout=60):
+    """A loopback listener whose accept loop (a daemon thread) hands the i-th
+    connection to handler(c, i) in a thread of its own; close it to end."""
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((LOOP, 0))
+    ls.listen(backlog)
+    ls.settimeout(timeout)
+
+    def accept_loop():
+        i = 0
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=handler, args=(c, i), daemon=True).start()
+            i += 1
+
+    threading.Thread(target=accept_loop, daemon=True).start()
+    return ls
+
+
+def _drain(c, st):
+    """Reads c to EOF, counting and hashing into st ("n", "hash")."""
+    while True:
+        d = c.recv(1 << 18)
+        if not d:
+            return
+        st["n"] += len(d)
+        st["hash"].update(d)
+
+
 def _sessions(t, kind="mux.session_open"):
     return events(t.proc, kind)
 
@@ -130,36 +163,11 @@ def test_stalled_stream_does_not_block_others(pki, procs):
     the app reads again, every byte of the first arrives in order."""
     go = threading.Event()
     state = {"n": 0, "hash": hashlib.sha256()}
-    port = free_port()
-    lsock = socket.socket()
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind((LOOP, port))
-    lsock.listen(8)
-
-    def app():
-        # First connection: the stalled sink. Later ones: echo.
-        lsock.settimeout(30)
-        first = True
-        while True:
-            try:
-                c, _ = lsock.accept()
-            except OSError:
-                return
-            if first:
-                first = False
-                threading.Thread(target=sink, args=(c,), daemon=True).start()
-            else:
-                threading.Thread(target=echo, args=(c,), daemon=True).start()
 
     def sink(c):
         go.wait(60)
         c.settimeout(30)
-        while True:
-            d = c.recv(1 << 18)
-            if not d:
-                break
-            state["n"] += len(d)
-            state["hash"].update(d)
+        _drain(c, state)
         c.close()
 
     def echo(c):
@@ -171,8 +179,9 @@ def test_stalled_stream_does_not_block_others(pki, procs):
             c.sendall(d)
         c.close()
 
-    at = threading.Thread(target=app, daemon=True)
-    at.start()
+    # First connection: the stalled sink. Later ones: echo.
+    lsock = _app(lambda c, i: sink(c) if i == 0 else echo(c), backlog=8, timeout=30)
+    port = lsock.getsockname()[1]
     try:
         in_t = start_tunnel(procs, "inbound", addr(LOOP, port), pki)
         out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, extra=MUX,
@@ -208,37 +217,18 @@ def test_backed_up_session_streams_take_turns(pki, procs):
     all 16 arrives, in order."""
     from test_admin import _http, _metric
     sinks = {}
-    port = free_port()
-    lsock = socket.socket()
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind((LOOP, port))
-    lsock.listen(64)
 
-    def app():
-        lsock.settimeout(60)
-        while True:
-            try:
-                c, _ = lsock.accept()
-            except OSError:
-                return
-            threading.Thread(target=sink, args=(c,), daemon=True).start()
-
-    def sink(c):
+    def sink(c, _):
         c.settimeout(60)
         tag = recv_exact(c, 2, 30)  # the client's number, sent first
         st = sinks[tag] = {"n": 0, "hash": hashlib.sha256(), "done": False}
-        while True:
-            d = c.recv(1 << 18)
-            if not d:
-                break
-            st["n"] += len(d)
-            st["hash"].update(d)
+        _drain(c, st)
         st["done"] = True
         c.close()
 
-    threading.Thread(target=app, daemon=True).start()
+    lsock = _app(sink)
     a_out = free_port()
-    in_t = start_tunnel(procs, "inbound", addr(LOOP, port), pki)
+    in_t = start_tunnel(procs, "inbound", addr(LOOP, lsock.getsockname()[1]), pki)
     out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, workers=1,
                          extra=MUX + ["--admin", f"{LOOP}:{a_out}"])
 
