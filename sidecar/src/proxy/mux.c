@@ -126,8 +126,7 @@ struct sc_mux_sess {
     uint32_t nchans;
     uint32_t nblocked; // streams waiting for the session's queue to drain
     uint32_t ntracked; // session writes whose completion on_sess_written sees
-    bool congested;    // a write was queued within MUX_CONGESTED_MS ...
-    uint64_t congested_ms; // ... of this loop time
+    uint64_t small_until_ms; // loop time its streams read small buffers until (a write queued)
     struct mux_chan **buckets;
     uint32_t nbuckets; // power of two
     char *out;         // frames not yet written
@@ -268,8 +267,7 @@ static void sess_write_now(struct sc_mux_sess *m)
         return;
     }
     if (sc_stream_write_queue_size(m->s) > 0) {
-        m->congested = true;
-        m->congested_ms = uv_now(&m->w->loop);
+        m->small_until_ms = uv_now(&m->w->loop) + MUX_CONGESTED_MS;
     }
 }
 
@@ -603,10 +601,7 @@ static void on_chan_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf
     if (m->state != SESS_OPEN) {
         return; // the write above failed: the session closed, and this stream with it
     }
-    if (m->congested && uv_now(&w->loop) - m->congested_ms >= MUX_CONGESTED_MS) {
-        m->congested = false;
-    }
-    sc_stream_set_small_reads(s, m->congested);
+    sc_stream_set_small_reads(s, uv_now(&w->loop) < m->small_until_ms);
     if (!ch->blocked && sc_stream_write_queue_size(m->s) > 0) {
         ch->blocked = true;
         m->nblocked++;
