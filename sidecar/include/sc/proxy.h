@@ -90,12 +90,21 @@ struct sc_proxy_config {
                                      // streams of long-lived seam-mux/1 sessions, one per
                                      // destination and identity (proxy/mux.c, docs/MUX.md).
                                      // Inbound accepts them when its context offers the ALPN.
+    uint32_t mux_sessions;           // outbound, mux: sessions per destination at most while
+                                     // the ones open carry bulk streams (a new stream avoids
+                                     // those); 0: the default, 2 (proxy/mux.h)
     bool clients_on_host;            // every client of the listener is on this host (mesh
                                      // outbound: the pod's own redirected connections), so
                                      // loopback_cc applies to it whatever its address
 };
 
 #define SC_MAX_AGE_GRACE_MS 10000
+
+// SC_MUX_SESSIONS_DEFAULT: seam-mux/1 sessions the outbound opens at most to
+// one destination while the ones it has carry bulk streams (mux_sessions 0;
+// proxy/mux.c out_session, docs/MUX.md "Bulk streams"); the flag's bound.
+#define SC_MUX_SESSIONS_DEFAULT 2
+#define SC_MUX_SESSIONS_MAX 16
 
 struct sc_proxy;
 

@@ -56,6 +56,8 @@ struct sc_worker_stats {
     uint64_t mux_opened[SC_DIR_MAX];               // seam-mux sessions opened (handshake done)
     uint64_t mux_closed[SC_DIR_MAX];               // ... and closed again
     uint64_t mux_waits[SC_DIR_MAX];                // a stream stopped reading: session backed up
+    uint64_t mux_detours;                          // outbound: new streams kept off a session
+                                                   // carrying bulk (another one, or a new one)
     uint64_t loop_lag_us;                          // gauge: last measured loop lag
     uint64_t heartbeat_ns;                         // uv_hrtime() of the worker's last tick;
                                                    // 0 while its loop is not running

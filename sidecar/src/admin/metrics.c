@@ -53,6 +53,7 @@ struct totals {
     uint64_t hs_sum_us;
     uint64_t allow, deny, refused, accept_errors;
     uint64_t mux_opened[SC_DIR_MAX], mux_closed[SC_DIR_MAX], mux_waits[SC_DIR_MAX];
+    uint64_t mux_detours;
 };
 
 static void sum_workers(struct totals *t, const struct sc_admin_hooks *h)
@@ -88,6 +89,7 @@ static void sum_workers(struct totals *t, const struct sc_admin_hooks *h)
         t->deny += SC_STAT_GET(s->authz_deny);
         t->refused += SC_STAT_GET(s->refused_limit);
         t->accept_errors += SC_STAT_GET(s->accept_errors);
+        t->mux_detours += SC_STAT_GET(s->mux_detours);
     }
 }
 
@@ -300,6 +302,11 @@ void sc_metrics_render(struct sc_admin_buf *out, const struct sc_admin_hooks *h,
                "Times a seam-mux/1 stream stopped reading its socket because its session's "
                "socket was backed up (the streams then take turns), by direction.",
                t.mux_waits);
+    family(out, "seam_mux_stream_detours_total", "counter",
+           "New outbound seam-mux/1 streams kept off a session carrying a bulk stream (put on "
+           "another session to the same destination, or on a new one).");
+    sc_admin_buf_printf(out, "seam_mux_stream_detours_total %llu\n",
+                        (unsigned long long)t.mux_detours);
 
     family(out, "seam_worker_loop_lag_seconds", "gauge",
            "Last measured event-loop lag of each worker thread.");

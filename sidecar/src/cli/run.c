@@ -96,7 +96,8 @@ struct run {
     struct sc_worker_stats **stats; // both proxies' workers, for the admin server
     int workers;
     uint64_t busy_poll_us;
-    bool mux; // outbound: mTLS connections as streams of seam-mux/1 sessions
+    bool mux;                        // outbound: mTLS connections as streams of seam-mux/1 sessions
+    uint32_t mux_sessions;           // outbound: per destination at most, while they carry bulk
     char loopback_cc[SC_TCP_CC_MAX]; // sc_proxy_config.loopback_cc
     struct sc_tls_opts opts[2];
     struct sockaddr_storage listen[2];
@@ -134,6 +135,7 @@ static int start_proxy(struct run *r, enum sc_dir dir, SSL_CTX *ctx)
         .max_connection_age_ms = r->max_age_ms,
         .busy_poll_us = r->busy_poll_us,
         .mux = r->mux && dir == SC_DIR_OUTBOUND,
+        .mux_sessions = r->mux_sessions,
         // Outbound takes only the pod's own redirected connections.
         .clients_on_host = dir == SC_DIR_OUTBOUND,
     };
@@ -501,6 +503,7 @@ int sc_cmd_run(int argc, char **argv)
     int64_t out_port = 15001, in_port = 15006, workers = 2;
     int64_t proxy_uid = 1337, proxy_gid = 0, busy_poll_us = 0;
     bool mux = true, accept_mux = true; // docs/MUX.md "On by default in mesh mode"
+    int64_t mux_sessions = SC_MUX_SESSIONS_DEFAULT;
     const char *loopback_cc = "auto";
     struct sc_tcp_cc_choice cc_choice;
     uint64_t connect_ms = 10000, hs_ms = 10000, idle_ms = 3600000, drain_ms = 25000;
@@ -599,6 +602,14 @@ int sc_cmd_run(int argc, char **argv)
                  "one per destination address, port and identity (true; a peer without "
                  "seam-mux/1, or with --accept-mux=false, gets 1:1 connections; false: one mTLS "
                  "connection per intercepted connection)"},
+        {.name = "mux-sessions",
+         .type = SC_FLAG_INT,
+         .out = &mux_sessions,
+         .help = "outbound: seam-mux/1 sessions per destination at most; a new connection "
+                 "avoids a session carrying a bulk stream by taking or opening another (2; "
+                 "1: one session per destination)",
+         .min = 1,
+         .max = SC_MUX_SESSIONS_MAX},
         {.name = "accept-mux",
          .type = SC_FLAG_BOOL,
          .out = &accept_mux,
@@ -727,6 +738,7 @@ int sc_cmd_run(int argc, char **argv)
     r->workers = (int)workers;
     r->busy_poll_us = (uint64_t)busy_poll_us;
     r->mux = mux;
+    r->mux_sessions = (uint32_t)mux_sessions;
     r->connect_ms = connect_ms;
     r->hs_ms = hs_ms;
     r->idle_ms = idle_ms;

@@ -464,6 +464,7 @@ int sc_cmd_tunnel(int argc, char **argv)
     bool tls12 = false;
     bool no_resume = false;
     bool mux = false;
+    int64_t mux_sessions = SC_MUX_SESSIONS_DEFAULT;
     struct sc_limits limits;
     struct sc_flag limit_flags[SC_LIMITS_NUM_FLAGS];
     sc_limits_defaults(&limits);
@@ -499,6 +500,7 @@ int sc_cmd_tunnel(int argc, char **argv)
         {.name = "sni", .type = SC_FLAG_STRING, .out = &sni, .help = "outbound: TLS server name to send"},
         {.name = "allow-tls12", .type = SC_FLAG_BOOL, .out = &tls12, .help = "also accept TLS 1.2 (default: TLS 1.3 only)"},
         {.name = "mux", .type = SC_FLAG_BOOL, .out = &mux, .help = "outbound: carry all connections as streams of a few long-lived mTLS sessions (seam-mux/1; the inbound accepts it always)"},
+        {.name = "mux-sessions", .type = SC_FLAG_INT, .out = &mux_sessions, .help = "outbound, --mux: sessions at most; a new connection avoids a session carrying a bulk stream by taking or opening another (2; 1: one session)", .min = 1, .max = SC_MUX_SESSIONS_MAX},
         {.name = "no-tls-resumption", .type = SC_FLAG_BOOL, .out = &no_resume, .help = "full handshakes only: no session tickets issued or kept (default: resumption on)"},
         limit_flags[0],
         limit_flags[1],
@@ -686,6 +688,7 @@ int sc_cmd_tunnel(int argc, char **argv)
         .sni = sni,
         .max_connection_age_ms = max_age_ms,
         .mux = mux,
+        .mux_sessions = (uint32_t)mux_sessions,
     };
     memcpy(t->cfg.loopback_cc, cc_choice.cc, sizeof(cc_choice.cc));
     snapshot_ids(t, t->ids);

@@ -60,6 +60,16 @@
 #define MUX_NOTSENT_LOWAT (16 * 1024)
 #define MUX_CONGESTED_MS 200
 
+// Spreading (docs/MUX.md "Bulk streams"). An outbound stream that moves at
+// least MUX_BULK_BYTES (one stream window) either way within
+// MUX_BULK_WINDOW_MS marks its session as carrying bulk for MUX_BULK_HOLD_MS.
+// A new stream then goes on the newest session to its destination without
+// bulk, or opens one while the destination has fewer than cfg.mux_sessions,
+// so small exchanges do not queue behind a download in one TCP flow.
+#define MUX_BULK_BYTES SC_MUX_STREAM_WINDOW
+#define MUX_BULK_WINDOW_MS 100
+#define MUX_BULK_HOLD_MS 1000
+
 enum sess_state { SESS_CONNECTING, SESS_HANDSHAKE, SESS_OPEN, SESS_CLOSING };
 enum chan_state { CHAN_WAIT, CHAN_CONNECTING, CHAN_PUMP, CHAN_CLOSING };
 
@@ -80,17 +90,17 @@ struct mux_chan {
     struct sc_stream *plain; // client (outbound) or app (inbound); NULL once closed
     uint32_t sid;            // 0 until opened
     enum chan_state state;
-    int64_t credit;    // bytes we may still send
-    uint64_t unacked;  // received, not yet given back with WINDOW
-    uint64_t to_ack;   // written on, not yet given back
-    int inflight;      // writes to |plain| not completed
-    bool paused;       // |plain| not read: out of credit
-    bool blocked;      // |plain| not read: the session's socket is backed up
-    bool fin_sent;     // |plain|'s EOF went out as FIN
-    bool fin_recv;     // the peer's FIN arrived
-    bool shut_pending; // fin_recv before the app connection was up
-    bool aged;         // past max_connection_age: FIN sent, closed after a grace period
-    bool drop_in;      // inbound, aged: the peer's further DATA is dropped
+    int64_t credit;       // bytes we may still send
+    uint64_t unacked;     // received, not yet given back with WINDOW
+    uint64_t to_ack;      // written on, not yet given back
+    int inflight;         // writes to |plain| not completed
+    bool paused;          // |plain| not read: out of credit
+    bool blocked;         // |plain| not read: the session's socket is backed up
+    bool fin_sent;        // |plain|'s EOF went out as FIN
+    bool fin_recv;        // the peer's FIN arrived
+    bool shut_pending;    // fin_recv before the app connection was up
+    bool aged;            // past max_connection_age: FIN sent, closed after a grace period
+    bool drop_in;         // inbound, aged: the peer's further DATA is dropped
     uint64_t await_since; // request bytes forwarded, no answer yet (busy poll, worker.c)
     uint64_t aged_ms;
     struct pend *pend_head;
@@ -106,8 +116,10 @@ struct mux_chan {
     bool wlisted;           // on it
     uint64_t start_ms;
     uint64_t last_active_ms;
-    uint64_t bytes_in;  // from the downstream (client / peer stream)
-    uint64_t bytes_out; // to the downstream
+    uint64_t bytes_in;   // from the downstream (client / peer stream)
+    uint64_t bytes_out;  // to the downstream
+    uint64_t rate_ms;    // outbound: start of the window |rate_bytes| counts in
+    uint64_t rate_bytes; // bytes moved either way since rate_ms
 };
 
 struct sc_mux_sess {
@@ -124,9 +136,10 @@ struct sc_mux_sess {
     uint32_t last_sid; // highest stream id opened
     struct mux_chan *chans;
     uint32_t nchans;
-    uint32_t nblocked; // streams waiting for the session's queue to drain
-    uint32_t ntracked; // session writes whose completion on_sess_written sees
+    uint32_t nblocked;       // streams waiting for the session's queue to drain
+    uint32_t ntracked;       // session writes whose completion on_sess_written sees
     uint64_t small_until_ms; // loop time its streams read small buffers until (a write queued)
+    uint64_t bulk_until_ms;  // outbound: loop time it counts as carrying a bulk stream until
     struct mux_chan **buckets;
     uint32_t nbuckets; // power of two
     char *out;         // frames not yet written
@@ -136,7 +149,7 @@ struct sc_mux_sess {
     unsigned noiov;
     char *ohold[MUX_OIOV / 2]; // the read buffers those point into
     unsigned nhold;
-    char *rbuf; // the read being decoded
+    char *rbuf;             // the read being decoded
     struct mux_chan *wlist; // streams given bytes by the read being decoded
     struct sc_mux_decoder dec;
     uint64_t start_ms;
@@ -218,6 +231,24 @@ static void hash_remove(struct sc_mux_sess *m, struct mux_chan *ch)
     }
     if (*p == ch) {
         *p = ch->hnext;
+    }
+}
+
+// chan_moved counts |n| bytes |ch| moved either way toward its outbound
+// session's bulk mark (the outbound places new streams; the inbound does not).
+static void chan_moved(struct sc_mux_sess *m, struct mux_chan *ch, size_t n)
+{
+    if (!m->client) {
+        return;
+    }
+    uint64_t now = uv_now(&m->w->loop);
+    if (now - ch->rate_ms >= MUX_BULK_WINDOW_MS) {
+        ch->rate_ms = now;
+        ch->rate_bytes = 0;
+    }
+    ch->rate_bytes += n;
+    if (ch->rate_bytes >= MUX_BULK_BYTES) {
+        m->bulk_until_ms = now + MUX_BULK_HOLD_MS;
     }
 }
 
@@ -587,6 +618,7 @@ static void on_chan_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf
     if (dir == SC_DIR_OUTBOUND) {
         ch->bytes_in += (uint64_t)nread;
         SC_STAT_ADD(w->stats.bytes_received[dir], (uint64_t)nread);
+        chan_moved(m, ch, (size_t)nread);
     } else {
         ch->bytes_out += (uint64_t)nread;
         SC_STAT_ADD(w->stats.bytes_sent[dir], (uint64_t)nread);
@@ -1034,6 +1066,7 @@ static int on_frame_data(void *arg, uint32_t sid, const uint8_t *p, size_t n)
     if (dir == SC_DIR_OUTBOUND) {
         ch->bytes_out += n;
         SC_STAT_ADD(w->stats.bytes_sent[dir], n);
+        chan_moved(m, ch, n);
     } else {
         ch->bytes_in += n;
         SC_STAT_ADD(w->stats.bytes_received[dir], n);
@@ -1393,22 +1426,48 @@ static bool same_id(const char *a, const char *b)
 
 // out_session returns the outbound session a new stream to |target| (whose
 // server must be |peer_id|) goes on: the newest open or opening one with
-// room, else a new one (|*fresh|: not connecting yet). Tunnel mode has one
-// target; mesh mode a session per destination address and identity.
+// room that carries no bulk stream; when every one does, a new one while the
+// destination has fewer than cfg.mux_sessions, else the one with the fewest
+// streams (|*fresh|: new, not connecting yet). Tunnel mode has one target;
+// mesh mode sessions per destination address and identity.
 static struct sc_mux_sess *out_session(struct sc_worker *w, const struct sockaddr *target,
                                        const char *peer_id, bool *fresh)
 {
     *fresh = false;
+    uint64_t now = uv_now(&w->loop);
+    uint32_t max =
+        w->proxy->cfg.mux_sessions > 0 ? w->proxy->cfg.mux_sessions : SC_MUX_SESSIONS_DEFAULT;
+    uint32_t n = 0; // sessions with room carrying bulk
+    struct sc_mux_sess *newest = NULL, *least = NULL;
     for (struct sc_mux_sess *m = w->mux_sessions; m != NULL; m = m->next) {
-        if (m->client && !m->retired && m->state != SESS_CLOSING &&
-            m->nchans < SC_MUX_MAX_STREAMS && m->last_sid < INT32_MAX &&
-            sc_addr_equal((const struct sockaddr *)&m->target, target) &&
-            same_id(m->peer_id, peer_id)) {
-            if (!peer_expired(m, uv_now(&w->loop))) {
-                return m;
-            }
-            m->retired = true; // the sweep closes it once empty
+        if (!m->client || m->retired || m->state == SESS_CLOSING ||
+            m->nchans >= SC_MUX_MAX_STREAMS || m->last_sid >= INT32_MAX ||
+            !sc_addr_equal((const struct sockaddr *)&m->target, target) ||
+            !same_id(m->peer_id, peer_id)) {
+            continue;
         }
+        if (peer_expired(m, now)) {
+            m->retired = true; // the sweep closes it once empty
+            continue;
+        }
+        if (now >= m->bulk_until_ms) {
+            if (n > 0) { // kept off the newest, which carries bulk
+                SC_STAT_ADD(w->stats.mux_detours, 1);
+            }
+            return m;
+        }
+        if (n++ == 0) {
+            newest = m;
+        }
+        if (least == NULL || m->nchans < least->nchans) {
+            least = m;
+        }
+    }
+    if (n > 0 && (n < max || least != newest)) {
+        SC_STAT_ADD(w->stats.mux_detours, 1); // a new session, or an older one with fewer streams
+    }
+    if (n >= max) {
+        return least;
     }
     char *id = NULL;
     if (peer_id != NULL && (id = strdup(peer_id)) == NULL) {

@@ -281,6 +281,94 @@ def test_backed_up_session_streams_take_turns(pki, procs):
     assert len(_sessions(out_t)) == 1
 
 
+@pytest.mark.parametrize("sessions", [2, 1])
+def test_new_streams_avoid_a_session_carrying_bulk(pki, procs, sessions):
+    """A client downloads without pause (a bulk stream: far more than one
+    window, 256 KiB, per 100 ms). Connections opened meanwhile go on a second
+    session (seam_mux_stream_detours_total), so their bytes do not queue behind
+    the download's in one TCP connection; a second download goes there too,
+    and with both sessions carrying bulk a new connection takes the one with
+    fewer streams: never more sessions than --mux-sessions. With
+    --mux-sessions 1 everything shares the first session, as before."""
+    from test_admin import _http, _metric
+    stop = threading.Event()
+
+    def app(c, _):
+        c.settimeout(30)
+        try:
+            if recv_exact(c, 1, 10) == b"D":
+                block = os.urandom(1 << 16)
+                deadline = time.monotonic() + 60
+                while not stop.is_set() and time.monotonic() < deadline:
+                    c.sendall(block)
+            else:
+                c.sendall(recv_exact(c, 4, 10))
+        except OSError:
+            pass
+        c.close()
+
+    lsock = _app(app)
+    a_out = free_port()
+    in_t = start_tunnel(procs, "inbound", addr(LOOP, lsock.getsockname()[1]), pki)
+    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, workers=1,
+                         extra=MUX + ["--mux-sessions", str(sessions), "--admin",
+                                      f"{LOOP}:{a_out}"])
+
+    def detours():
+        st, text = _http(a_out, "GET", "/metrics")
+        assert st == 200
+        return _metric(text, "seam_mux_stream_detours_total")
+
+    got = []
+
+    def download():
+        s = out_t.connect()
+        s.sendall(b"D")
+        st = {"n": 0, "s": s}
+        got.append(st)
+
+        def reader():
+            s.settimeout(30)
+            try:
+                while True:
+                    d = s.recv(1 << 18)
+                    if not d:
+                        return
+                    st["n"] += len(d)
+            except OSError:
+                pass
+        threading.Thread(target=reader, daemon=True).start()
+        wait_for(lambda: st["n"] >= 8 << 20, 20, what="a download under way")
+
+    def small(tag):
+        s = out_t.connect()
+        s.sendall(b"E" + tag)
+        assert recv_exact(s, 4, 10) == tag
+        s.close()
+
+    try:
+        download()
+        small(b"one!")
+        small(b"two!")
+        # The first small one is kept off the download's session (a new one);
+        # the second takes the new one, now the newest, without a detour.
+        assert len(_sessions(out_t)) == sessions, out_t.log()
+        assert detours() == (1 if sessions == 2 else 0)
+        download()  # on the session without bulk, if there is one
+        small(b"3rd!")  # both carry bulk now: no third session
+        assert got[0]["n"] > 0 and got[1]["n"] >= 8 << 20
+        assert len(_sessions(out_t)) == sessions, out_t.log()
+        # The 3rd small one took the session with fewer streams: the second
+        # one, or the first if the 2nd small stream was still closing there.
+        assert (1 <= detours() <= 2) if sessions == 2 else detours() == 0
+    finally:
+        stop.set()
+        for st in got:
+            st["s"].close()
+        lsock.close()
+    assert not events(out_t.proc, "mux.protocol_error")
+
+
 @pytest.mark.parametrize("alpn", [None, "seam"], ids=["no-alpn", "alpn-seam"])
 def test_peer_without_mux_gets_1to1(pki, procs, alpn):
     """The outbound's peer is an mTLS server without seam-mux/1 (openssl
@@ -338,7 +426,7 @@ def test_bad_frame_ends_only_that_session(pki, procs):
 
 
 def test_flags(pki, procs):
-    """--mux is outbound-only and listed in --help."""
+    """--mux is outbound-only and listed in --help; --mux-sessions takes 1..16."""
     import subprocess
     import seamtest
     from tunnelkit import tunnel_args
@@ -348,7 +436,13 @@ def test_flags(pki, procs):
     assert r.returncode == 2 and "--mux is for outbound" in r.stderr, r.stderr
     r = subprocess.run([seamtest.binary("seam-sidecar"), "tunnel", "--help"], capture_output=True,
                        text=True, timeout=10)
-    assert "--mux" in r.stdout
+    assert "--mux" in r.stdout and "--mux-sessions" in r.stdout
+    out = tunnel_args("outbound", "127.0.0.1:0", "127.0.0.1:1", pki, "client", SERVER_ID)
+    for bad in ("0", "17", "two"):
+        r = subprocess.run(out + ["--mux", "--mux-sessions", bad], capture_output=True,
+                           text=True, timeout=10)
+        assert r.returncode == 2 and "--mux-sessions" in r.stderr and "[1, 16]" in r.stderr, \
+            r.stderr
 
 
 def test_metrics_and_retire_on_drain(pki, procs):
