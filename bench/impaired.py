@@ -6,7 +6,8 @@ one mTLS session (seam-mux/1, docs/MUX.md). The price named there: the streams
 share one TCP connection, so a small request can wait behind a bulk stream's
 bytes (head-of-line), and parallel bulk flows share one congestion window,
 which a lost segment halves for all of them. This measures both, seam's
-default (`seam`) against `--mux=false` (`seam-1to1`) and nginx, in the pods of
+default (`seam`) against `--mux=false` (`seam-1to1`), `--mux-sessions 1`
+(`seam-1sess`: one session per destination whatever it carries) and nginx, in the pods of
 bench/mesh.py (same sidecars, same rules, same pinning), on a link made worse
 inside the pods' namespaces:
 
@@ -18,20 +19,24 @@ inside the pods' namespaces:
 Per peer, REPS rounds:
   small alone  ratebench 200 rps on 4 connections: p50 / p90 / p99 us
   small + bulk the same while one curl downloads the big file from the same
-               destination (on a session, the same session): p50 / p90 / p99
-               and the download's Gbit/s
+               destination, started 1 s before: p50 / p90 / p99 and the
+               download's Gbit/s (seam puts connections opened beside a bulk
+               stream on a second session: `--mux-sessions`, default 2)
+  bulk joins   the same, the download starting 1 s after the small requests'
+               connections (seam: on their session): p50 / p90 / p99
   4 bulk       four parallel downloads: their total Gbit/s
 
 Root only. Addresses exist only in the namespaces created here and removed at
 the end; every process is stopped by its PID; every load is bounded in time.
 
-  python3 bench/impaired.py [--only seam,seam-1to1,nginx] [--dur 10] [--reps 3]
+  python3 bench/impaired.py [--only seam,seam-1sess,seam-1to1,nginx] [--dur 10] [--reps 3]
                             [--rate 1gbit] [--loss 0.001] [--out FILE]
 """
 import argparse
 import os
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -83,7 +88,9 @@ class Impaired(mesh.Bench):
         a = self.a
         pod, cpus = self.pa, a.loadgen_cpus
         def small():
-            return mesh.rate(pod, cpus, a.dur, a.ratebench, SMALL_RPS, SMALL_CONNS)
+            r = mesh.rate(pod, cpus, a.dur, a.ratebench, SMALL_RPS, SMALL_CONNS)
+            log(f"{peer}:   p50/p90/p99 {r['p50']}/{r['p90']}/{r['p99']} us, {r['errs']} errors")
+            return r
 
         with self.running(peer):
             log(f"{peer}: small requests alone, {SMALL_RPS} rps on {SMALL_CONNS} conns {a.dur}s")
@@ -100,6 +107,17 @@ class Impaired(mesh.Bench):
                 self.add(peer, "bulk_" + k, r[k])
             self.add(peer, "bulk_gbps", gbps)
             self.add(peer, "errs", r["errs"] + errs)
+            log(f"{peer}: the same, the download joining 1 s after the small requests began")
+            late = {}
+            th = threading.Thread(target=lambda: late.update(small()), daemon=True)
+            th.start()
+            time.sleep(1)  # the small requests' connections are up
+            wait = downloads(pod, cpus, 1, a.dur)
+            th.join(a.dur + 60)
+            gbps, errs = wait()
+            for k in ("p50", "p90", "p99"):
+                self.add(peer, "late_" + k, late.get(k))
+            self.add(peer, "errs", late.get("errs", 1) + errs)
             log(f"{peer}: four parallel downloads {a.dur}s")
             gbps, errs = downloads(pod, cpus, 4, a.dur)()
             self.add(peer, "par_gbps", gbps)
@@ -114,15 +132,19 @@ class Impaired(mesh.Bench):
                f"Small requests: ratebench {SMALL_RPS} rps on {SMALL_CONNS} connections (latency "
                f"from the intended send time).", "",
                "| sidecars | small alone p50 / p90 / p99 us | beside one download p50 / p90 / p99 us "
-               "| that download Gbit/s | 4 parallel downloads Gbit/s | errors |",
-               "|---|---|---|---|---|---|"]
+               "| that download Gbit/s | a download joins: p50 / p90 / p99 us "
+               "| 4 parallel downloads Gbit/s | errors |",
+               "|---|---|---|---|---|---|---|"]
         for p in self.a.peers:
             m = lambda k: self.m(p, k)  # noqa: E731
             out.append(
-                f"| {p} | {fmt(m('alone_p50'))} / {fmt(m('alone_p90'))} / {fmt(m('alone_p99'))} "
+                f"| {p} | {fmt(m('alone_p50'))} / {fmt(m('alone_p90'))} / {fmt(m('alone_p99'))}"
+                f"{rng(self.res.get((p, 'alone_p99'), []))} "
                 f"| {fmt(m('bulk_p50'))} / {fmt(m('bulk_p90'))} / {fmt(m('bulk_p99'))}"
                 f"{rng(self.res.get((p, 'bulk_p99'), []))} "
                 f"| {fmt(m('bulk_gbps'), 2)}{rng(self.res.get((p, 'bulk_gbps'), []), 2)} "
+                f"| {fmt(m('late_p50'))} / {fmt(m('late_p90'))} / {fmt(m('late_p99'))}"
+                f"{rng(self.res.get((p, 'late_p99'), []))} "
                 f"| {fmt(m('par_gbps'), 2)}{rng(self.res.get((p, 'par_gbps'), []), 2)} "
                 f"| {sum(self.res.get((p, 'errs'), []))} |")
         return "\n".join(out) + "\n"
@@ -130,7 +152,7 @@ class Impaired(mesh.Bench):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", default="seam,seam-1to1,nginx")
+    ap.add_argument("--only", default="seam,seam-1sess,seam-1to1,nginx")
     ap.add_argument("--dur", type=int, default=10)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rate", default="1gbit")

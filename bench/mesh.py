@@ -24,6 +24,9 @@ and the backend to the other, as in bench/run.sh:
             issue's handshake job
   seam-mux  the same with an explicit `--mux` (the default since 2026-11-29;
             kept so older commands still run)
+  seam-1sess the same with `--mux-sessions 1`: one session per destination
+            even while it carries a bulk stream (the default before
+            2026-11-29 15:00; bench/impaired.py's comparison)
   haproxy   bench/peers.sh's mode tcp config (nbthread 1), listening on the
   nginx     capture ports 15001 / 15006 with the one upstream of this job
             fixed in the config (an L4 proxy without SO_ORIGINAL_DST cannot
@@ -73,11 +76,12 @@ SERVER_ID = meshlab.spiffe("default", "server")
 HZ = os.sysconf("SC_CLK_TCK")
 CONNS, RATE, RATE_CONNS = 50, 1000, 16
 PEERS = ("seam", "haproxy", "nginx")
-SEAMS = ("seam", "seam-1to1", "seam-mux")  # seam's own modes: never a 'best peer'
-KNOWN = PEERS + ("seam-1to1", "seam-mux")
+SEAMS = ("seam", "seam-1to1", "seam-mux", "seam-1sess")  # seam's own modes: never a 'best peer'
+KNOWN = PEERS + ("seam-1to1", "seam-mux", "seam-1sess")
 DEFAULT_ONLY = "seam,seam-1to1,haproxy,nginx"
 STREAMS = ("seam", "seam-mux")  # a new client connection is a stream: no handshake
-MUX_ARGS = {"seam": [], "seam-1to1": ["--mux=false"], "seam-mux": ["--mux"]}
+MUX_ARGS = {"seam": [], "seam-1to1": ["--mux=false"], "seam-mux": ["--mux"],
+            "seam-1sess": ["--mux-sessions", "1"]}
 
 
 def log(msg):
