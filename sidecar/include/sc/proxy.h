@@ -92,7 +92,7 @@ struct sc_proxy_config {
                                      // Inbound accepts them when its context offers the ALPN.
     uint32_t mux_sessions;           // outbound, mux: sessions per destination at most while
                                      // the ones open carry bulk streams (a new stream avoids
-                                     // those); 0: the default, 2 (proxy/mux.h)
+                                     // those); 0: SC_MUX_SESSIONS_DEFAULT (2)
     bool clients_on_host;            // every client of the listener is on this host (mesh
                                      // outbound: the pod's own redirected connections), so
                                      // loopback_cc applies to it whatever its address

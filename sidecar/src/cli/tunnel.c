@@ -464,7 +464,7 @@ int sc_cmd_tunnel(int argc, char **argv)
     bool tls12 = false;
     bool no_resume = false;
     bool mux = false;
-    int64_t mux_sessions = SC_MUX_SESSIONS_DEFAULT;
+    int64_t mux_sessions = 0; // not given: SC_MUX_SESSIONS_DEFAULT
     struct sc_limits limits;
     struct sc_flag limit_flags[SC_LIMITS_NUM_FLAGS];
     sc_limits_defaults(&limits);
@@ -654,6 +654,12 @@ int sc_cmd_tunnel(int argc, char **argv)
                             "inbound accepts seam-mux/1 sessions without it)\n");
             goto out;
         }
+
+    }
+    if (mux_sessions != 0 && !mux) {
+        fprintf(stderr, "seam-sidecar tunnel %s: --mux-sessions needs --mux (outbound)\n",
+                argv[0]);
+        goto out;
     }
     if (sc_tcp_cc_choose(loopback_cc, &cc_choice, err, sizeof(err)) != 0) {
         fprintf(stderr, "seam-sidecar tunnel: --loopback-cc \"%s\": %s\n", loopback_cc, err);

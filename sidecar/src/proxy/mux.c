@@ -66,9 +66,13 @@
 // A new stream then goes on the newest session to its destination without
 // bulk, or opens one while the destination has fewer than cfg.mux_sessions,
 // so small exchanges do not queue behind a download in one TCP flow.
+// If such a session fails before it opens, the streams waiting on it go on
+// one of the busy sessions instead, and the worker opens no more beside busy
+// ones for MUX_SPREAD_BACKOFF_MS.
 #define MUX_BULK_BYTES SC_MUX_STREAM_WINDOW
 #define MUX_BULK_WINDOW_MS 100
 #define MUX_BULK_HOLD_MS 1000
+#define MUX_SPREAD_BACKOFF_MS 10000
 
 enum sess_state { SESS_CONNECTING, SESS_HANDSHAKE, SESS_OPEN, SESS_CLOSING };
 enum chan_state { CHAN_WAIT, CHAN_CONNECTING, CHAN_PUMP, CHAN_CLOSING };
@@ -133,6 +137,7 @@ struct sc_mux_sess {
     bool retired; // no new streams: closes once empty
     bool goaway_sent;
     bool flush_queued;
+    bool spread; // outbound: opened beside sessions carrying bulk
     uint32_t last_sid; // highest stream id opened
     struct mux_chan *chans;
     uint32_t nchans;
@@ -168,6 +173,8 @@ static const char *dir_name(const struct sc_worker *w)
 }
 
 static void sess_close(struct sc_mux_sess *m, const char *reason);
+static void carry(struct sc_worker *w, struct mux_chan *ch, const struct sockaddr *target,
+                  const char *peer_id);
 static void send_goaway(struct sc_mux_sess *m);
 static void chan_finalize(struct mux_chan *ch, const char *reason, bool send_rst);
 
@@ -1210,6 +1217,23 @@ static void sess_close(struct sc_mux_sess *m, const char *reason)
     }
     m->state = SESS_CLOSING;
     flush_unlink(m);
+    if (!was_open && m->spread && !w->draining) {
+        // Opened beside busy sessions, it failed (connect, handshake): the
+        // clients waiting on it go on one of those, and for a while no more
+        // sessions are opened beside busy ones.
+        w->mux_spread_off_ms = uv_now(&w->loop) + MUX_SPREAD_BACKOFF_MS;
+        sc_info("mux.spread_failed", "dir=%s peer=%s reason=%s backoff_ms=%d", dir_name(w),
+                m->peer, reason, MUX_SPREAD_BACKOFF_MS);
+        struct mux_chan *ch = m->chans;
+        while (ch != NULL) {
+            struct mux_chan *next = ch->next;
+            if (ch->state == CHAN_WAIT) {
+                chan_unlink(ch);
+                carry(w, ch, (const struct sockaddr *)&m->target, m->peer_id);
+            }
+            ch = next;
+        }
+    }
     if (was_open) {
         SC_STAT_ADD(w->stats.mux_closed[w->proxy->cfg.dir], 1);
         sc_info("mux.session_close",
@@ -1437,6 +1461,9 @@ static struct sc_mux_sess *out_session(struct sc_worker *w, const struct sockadd
     uint64_t now = uv_now(&w->loop);
     uint32_t max =
         w->proxy->cfg.mux_sessions > 0 ? w->proxy->cfg.mux_sessions : SC_MUX_SESSIONS_DEFAULT;
+    if (now < w->mux_spread_off_ms) {
+        max = 1; // one opened beside busy sessions failed lately (sess_close)
+    }
     uint32_t n = 0; // sessions with room carrying bulk
     struct sc_mux_sess *newest = NULL, *least = NULL;
     for (struct sc_mux_sess *m = w->mux_sessions; m != NULL; m = m->next) {
@@ -1463,10 +1490,10 @@ static struct sc_mux_sess *out_session(struct sc_worker *w, const struct sockadd
             least = m;
         }
     }
-    if (n > 0 && (n < max || least != newest)) {
-        SC_STAT_ADD(w->stats.mux_detours, 1); // a new session, or an older one with fewer streams
-    }
     if (n >= max) {
+        if (least != newest) {
+            SC_STAT_ADD(w->stats.mux_detours, 1); // an older one with fewer streams
+        }
         return least;
     }
     char *id = NULL;
@@ -1479,6 +1506,10 @@ static struct sc_mux_sess *out_session(struct sc_worker *w, const struct sockadd
         return NULL;
     }
     m->peer_id = id;
+    if (n > 0) { // beside sessions carrying bulk
+        m->spread = true;
+        SC_STAT_ADD(w->stats.mux_detours, 1);
+    }
     memcpy(&m->target, target, sc_addr_len(target));
     m->state = SESS_CONNECTING;
     m->s = sc_stream_new(&w->loop, &w->pool);

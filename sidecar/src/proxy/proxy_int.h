@@ -51,6 +51,7 @@ struct sc_worker {
         uint64_t until_ms; // uv_now: carried 1:1 until then
     } mux_off[SC_MUX_OFF_SLOTS];
     unsigned mux_off_next; // the slot the next refusal overwrites (oldest first)
+    uint64_t mux_spread_off_ms; // uv_now: no session opened beside busy ones until then (mux.c)
     uint64_t drain_deadline; // uv_now ms
     uint64_t last_tick;      // uv_hrtime of the last tick (loop lag)
     struct sc_conn *conns;   // doubly linked list of open connections

@@ -68,6 +68,7 @@ def test_missing_required_flag_is_named(sidecar, flag):
     (["--busy-poll-us", "100001"], "--busy-poll-us"),
     (["--accept-mux=maybe"], "--accept-mux"),
     (["--mux=2"], "--mux"),
+    (["--mux-sessions", "0"], "--mux-sessions"),
     (["--loopback-cc", "no such"], "--loopback-cc"),
     (["--loopback-cc", "no_such_cc"], "no such congestion control"),
     (["--unknown-flag", "1"], "unknown-flag"),

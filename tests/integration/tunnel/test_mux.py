@@ -281,25 +281,24 @@ def test_backed_up_session_streams_take_turns(pki, procs):
     assert len(_sessions(out_t)) == 1
 
 
-@pytest.mark.parametrize("sessions", [2, 1])
-def test_new_streams_avoid_a_session_carrying_bulk(pki, procs, sessions):
-    """A client downloads without pause (a bulk stream: far more than one
-    window, 256 KiB, per 100 ms). Connections opened meanwhile go on a second
-    session (seam_mux_stream_detours_total), so their bytes do not queue behind
-    the download's in one TCP connection; a second download goes there too,
-    and with both sessions carrying bulk a new connection takes the one with
-    fewer streams: never more sessions than --mux-sessions. With
-    --mux-sessions 1 everything shares the first session, as before."""
-    from test_admin import _http, _metric
-    stop = threading.Event()
+class BulkApp:
+    """A loopback app: a connection that sends b"D" gets an endless download
+    (until stop(), at most 60 s), one that sends b"E" + 4 bytes gets them back.
+    download()/small() are its clients through a tunnel's outbound."""
 
-    def app(c, _):
+    def __init__(self):
+        self.halt = threading.Event()
+        self.got = []
+        self.lsock = _app(self._serve)
+        self.port = self.lsock.getsockname()[1]
+
+    def _serve(self, c, _):
         c.settimeout(30)
         try:
             if recv_exact(c, 1, 10) == b"D":
                 block = os.urandom(1 << 16)
                 deadline = time.monotonic() + 60
-                while not stop.is_set() and time.monotonic() < deadline:
+                while not self.halt.is_set() and time.monotonic() < deadline:
                     c.sendall(block)
             else:
                 c.sendall(recv_exact(c, 4, 10))
@@ -307,25 +306,12 @@ def test_new_streams_avoid_a_session_carrying_bulk(pki, procs, sessions):
             pass
         c.close()
 
-    lsock = _app(app)
-    a_out = free_port()
-    in_t = start_tunnel(procs, "inbound", addr(LOOP, lsock.getsockname()[1]), pki)
-    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, workers=1,
-                         extra=MUX + ["--mux-sessions", str(sessions), "--admin",
-                                      f"{LOOP}:{a_out}"])
-
-    def detours():
-        st, text = _http(a_out, "GET", "/metrics")
-        assert st == 200
-        return _metric(text, "seam_mux_stream_detours_total")
-
-    got = []
-
-    def download():
+    def download(self, out_t):
+        """Starts a download and returns once 8 MiB came (a bulk stream)."""
         s = out_t.connect()
         s.sendall(b"D")
         st = {"n": 0, "s": s}
-        got.append(st)
+        self.got.append(st)
 
         def reader():
             s.settimeout(30)
@@ -340,33 +326,133 @@ def test_new_streams_avoid_a_session_carrying_bulk(pki, procs, sessions):
         threading.Thread(target=reader, daemon=True).start()
         wait_for(lambda: st["n"] >= 8 << 20, 20, what="a download under way")
 
-    def small(tag):
+    @staticmethod
+    def small(out_t, tag, keep=False):
         s = out_t.connect()
         s.sendall(b"E" + tag)
         assert recv_exact(s, 4, 10) == tag
-        s.close()
+        if not keep:
+            s.close()
+        return s
 
-    try:
-        download()
-        small(b"one!")
-        small(b"two!")
-        # The first small one is kept off the download's session (a new one);
-        # the second takes the new one, now the newest, without a detour.
-        assert len(_sessions(out_t)) == sessions, out_t.log()
-        assert detours() == (1 if sessions == 2 else 0)
-        download()  # on the session without bulk, if there is one
-        small(b"3rd!")  # both carry bulk now: no third session
-        assert got[0]["n"] > 0 and got[1]["n"] >= 8 << 20
-        assert len(_sessions(out_t)) == sessions, out_t.log()
-        # The 3rd small one took the session with fewer streams: the second
-        # one, or the first if the 2nd small stream was still closing there.
-        assert (1 <= detours() <= 2) if sessions == 2 else detours() == 0
-    finally:
-        stop.set()
-        for st in got:
+    def stop(self):
+        self.halt.set()
+        for st in self.got:
             st["s"].close()
-        lsock.close()
+        self.lsock.close()
+
+
+def _detours(port):
+    from test_admin import _http, _metric
+    st, text = _http(port, "GET", "/metrics")
+    assert st == 200
+    return _metric(text, "seam_mux_stream_detours_total")
+
+
+@pytest.mark.parametrize("sessions", [2, 1])
+def test_new_streams_avoid_a_session_carrying_bulk(pki, procs, sessions):
+    """A client downloads without pause (a bulk stream: far more than one
+    window, 256 KiB, per 100 ms). Connections opened meanwhile go on a second
+    session (seam_mux_stream_detours_total), so their bytes do not queue behind
+    the download's in one TCP connection; a second download goes there too,
+    and with both sessions carrying bulk a new connection takes the one with
+    fewer streams: never more sessions than --mux-sessions. With
+    --mux-sessions 1 everything shares the first session, as before."""
+    app = BulkApp()
+    a_out = free_port()
+    in_t = start_tunnel(procs, "inbound", addr(LOOP, app.port), pki)
+    out_t = start_tunnel(procs, "outbound", addr(LOOP, in_t.port), pki, workers=1,
+                         extra=MUX + ["--mux-sessions", str(sessions), "--admin",
+                                      f"{LOOP}:{a_out}"])
+    try:
+        app.download(out_t)  # session A
+        held = app.small(out_t, b"one!", keep=True)  # kept off A: a new session B
+        app.small(out_t, b"two!")  # B, the newest, carries no bulk: no detour
+        assert len(_sessions(out_t)) == sessions, out_t.log()
+        assert _detours(a_out) == (1 if sessions == 2 else 0)
+        app.download(out_t)  # B again: it carries no bulk yet
+        # Both carry bulk now; B has 2 streams (the held one, the download),
+        # A has 1: the next one goes on A (a detour), no third session.
+        app.small(out_t, b"3rd!")
+        assert app.got[0]["n"] > 0 and app.got[1]["n"] >= 8 << 20
+        assert len(_sessions(out_t)) == sessions, out_t.log()
+        assert _detours(a_out) == (2 if sessions == 2 else 0)
+        held.close()
+    finally:
+        app.stop()
     assert not events(out_t.proc, "mux.protocol_error")
+
+
+def _relay_first_only(port):
+    """A loopback relay to |port| for its first connection; every later one
+    is closed at once (a peer that fails each new session's handshake)."""
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((LOOP, 0))
+    ls.listen(16)
+    seen = {"n": 0}
+
+    def pipe(a, b):
+        try:
+            while True:
+                d = a.recv(1 << 18)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        try:
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def accept_loop():
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            seen["n"] += 1
+            if seen["n"] > 1:
+                c.close()
+                continue
+            u = socket.create_connection((LOOP, port), timeout=10)
+            u.settimeout(None)
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=accept_loop, daemon=True).start()
+    return ls, seen
+
+
+def test_failed_second_session_hands_its_clients_to_the_first(pki, procs):
+    """The session opened beside a bulk one fails its handshake (the path to
+    the inbound takes one connection only): the client waiting on it is
+    carried on the first session instead of failing (mux.spread_failed), and
+    for 10 s no other session is tried beside the busy one."""
+    from test_admin import _http, _metric
+    app = BulkApp()
+    a_out = free_port()
+    in_t = start_tunnel(procs, "inbound", addr(LOOP, app.port), pki)
+    relay, seen = _relay_first_only(in_t.port)
+    out_t = start_tunnel(procs, "outbound", addr(LOOP, relay.getsockname()[1]), pki, workers=1,
+                         extra=MUX + ["--admin", f"{LOOP}:{a_out}"])
+    try:
+        app.download(out_t)
+        assert seen["n"] == 1
+        app.small(out_t, b"one!")  # a second session is tried, fails, A carries it
+        ev = events(out_t.proc, "mux.spread_failed")
+        assert len(ev) == 1 and ev[0]["reason"] in ("handshake_failed", "eof"), out_t.log()
+        assert seen["n"] == 2
+        app.small(out_t, b"two!")  # within the back-off: straight onto A
+        assert seen["n"] == 2 and len(events(out_t.proc, "mux.spread_failed")) == 1
+        assert len(_sessions(out_t)) == 1
+        st, text = _http(a_out, "GET", "/metrics")
+        assert _metric(text, "seam_connections_failed_total", direction="outbound",
+                       mode="mtls") == 0
+    finally:
+        app.stop()
+        relay.close()
 
 
 @pytest.mark.parametrize("alpn", [None, "seam"], ids=["no-alpn", "alpn-seam"])
@@ -443,6 +529,8 @@ def test_flags(pki, procs):
                            text=True, timeout=10)
         assert r.returncode == 2 and "--mux-sessions" in r.stderr and "[1, 16]" in r.stderr, \
             r.stderr
+    r = subprocess.run(out + ["--mux-sessions", "2"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "--mux-sessions needs --mux" in r.stderr, r.stderr
 
 
 def test_metrics_and_retire_on_drain(pki, procs):
