@@ -42,7 +42,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import mesh  # noqa: E402  (bench/mesh.py: the pods, the sidecars, the tools)
-from mesh import log, rng, fmt  # noqa: E402
+from mesh import log, fmt  # noqa: E402
 
 SMALL_RPS, SMALL_CONNS = 200, 4
 
@@ -139,13 +139,13 @@ class Impaired(mesh.Bench):
             m = lambda k: self.m(p, k)  # noqa: E731
             out.append(
                 f"| {p} | {fmt(m('alone_p50'))} / {fmt(m('alone_p90'))} / {fmt(m('alone_p99'))}"
-                f"{rng(self.res.get((p, 'alone_p99'), []))} "
+                f"{self.r(p, 'alone_p99')} "
                 f"| {fmt(m('bulk_p50'))} / {fmt(m('bulk_p90'))} / {fmt(m('bulk_p99'))}"
-                f"{rng(self.res.get((p, 'bulk_p99'), []))} "
-                f"| {fmt(m('bulk_gbps'), 2)}{rng(self.res.get((p, 'bulk_gbps'), []), 2)} "
+                f"{self.r(p, 'bulk_p99')} "
+                f"| {fmt(m('bulk_gbps'), 2)}{self.r(p, 'bulk_gbps', 2)} "
                 f"| {fmt(m('late_p50'))} / {fmt(m('late_p90'))} / {fmt(m('late_p99'))}"
-                f"{rng(self.res.get((p, 'late_p99'), []))} "
-                f"| {fmt(m('par_gbps'), 2)}{rng(self.res.get((p, 'par_gbps'), []), 2)} "
+                f"{self.r(p, 'late_p99')} "
+                f"| {fmt(m('par_gbps'), 2)}{self.r(p, 'par_gbps', 2)} "
                 f"| {sum(self.res.get((p, 'errs'), []))} |")
         return "\n".join(out) + "\n"
 

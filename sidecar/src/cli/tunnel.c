@@ -654,7 +654,6 @@ int sc_cmd_tunnel(int argc, char **argv)
                             "inbound accepts seam-mux/1 sessions without it)\n");
             goto out;
         }
-
     }
     if (mux_sessions != 0 && !mux) {
         fprintf(stderr, "seam-sidecar tunnel %s: --mux-sessions needs --mux (outbound)\n",

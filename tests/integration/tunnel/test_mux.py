@@ -310,19 +310,15 @@ class BulkApp:
         """Starts a download and returns once 8 MiB came (a bulk stream)."""
         s = out_t.connect()
         s.sendall(b"D")
-        st = {"n": 0, "s": s}
+        st = {"n": 0, "hash": hashlib.sha256(), "s": s}
         self.got.append(st)
 
         def reader():
             s.settimeout(30)
             try:
-                while True:
-                    d = s.recv(1 << 18)
-                    if not d:
-                        return
-                    st["n"] += len(d)
+                _drain(s, st)
             except OSError:
-                pass
+                pass  # closed by stop()
         threading.Thread(target=reader, daemon=True).start()
         wait_for(lambda: st["n"] >= 8 << 20, 20, what="a download under way")
 
@@ -386,10 +382,6 @@ def test_new_streams_avoid_a_session_carrying_bulk(pki, procs, sessions):
 def _relay_first_only(port):
     """A loopback relay to |port| for its first connection; every later one
     is closed at once (a peer that fails each new session's handshake)."""
-    ls = socket.socket()
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind((LOOP, 0))
-    ls.listen(16)
     seen = {"n": 0}
 
     def pipe(a, b):
@@ -406,23 +398,18 @@ def _relay_first_only(port):
         except OSError:
             pass
 
-    def accept_loop():
-        while True:
-            try:
-                c, _ = ls.accept()
-            except OSError:
-                return
-            seen["n"] += 1
-            if seen["n"] > 1:
-                c.close()
-                continue
-            u = socket.create_connection((LOOP, port), timeout=10)
-            u.settimeout(None)
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+    def relay(c, i):
+        seen["n"] = max(seen["n"], i + 1)  # handler threads may run out of order
+        if i > 0:
+            c.close()
+            return
+        c.settimeout(None)
+        u = socket.create_connection((LOOP, port), timeout=10)
+        u.settimeout(None)
+        threading.Thread(target=pipe, args=(u, c), daemon=True).start()
+        pipe(c, u)
 
-    threading.Thread(target=accept_loop, daemon=True).start()
-    return ls, seen
+    return _app(relay, backlog=16), seen
 
 
 def test_failed_second_session_hands_its_clients_to_the_first(pki, procs):
