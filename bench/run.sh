@@ -199,6 +199,7 @@ if [ "$DO_SPEED" = 1 ]; then
       echo "note: hsbench (BoringSSL) not built (apt-get install android-libboringssl-dev)" >&2
   fi
   build_tool bsslspeed "${BSSL_FLAGS[@]}" -lcrypto 2>/dev/null || echo "note: bsslspeed not built" >&2
+  build_tool biobench "${BSSL_FLAGS[@]}" -lssl -lcrypto 2>/dev/null || echo "note: biobench not built" >&2
 fi
 HZ=$(getconf CLK_TCK)
 PY=/usr/bin/python3; [ -x $PY ] || PY=python3
@@ -593,6 +594,12 @@ physical_limits() {
     taskset -c "$PROXY_CPUS" "$BIN/bsslspeed" "$s" > $o.bssl.txt 2>&1
     local k; for k in aes128gcm_16k_gbs aes128gcm_1k_gbs ecdsa_p256_sign ecdsa_p256_verify x25519; do
       R[phys.bssl.$k]=$(tr ' ' '\n' < $o.bssl.txt | awk -F= -v k=$k '$1==k{print $2}')
+    done
+  fi
+  if [ -x "$BIN/biobench" ]; then   # pins itself: sender on CPU 1, receiver on CPU 0
+    "$BIN/biobench" "$WORK/pki" 1024 3 > $o.bio.txt 2>&1
+    for k in fd_gbits fd_cpu_s_gb fd_calls_mib mem_gbits mem_cpu_s_gb mem_calls_mib; do
+      R[phys.bio.$k]=$(tail -1 $o.bio.txt | tr ' ' '\n' | awk -F= -v k=$k '$1==k{print $2}')
     done
   fi
   local lib m k
@@ -1093,6 +1100,7 @@ report() {
     echo "| TLS 1.3 mTLS handshake in-process (tools/hsbench.c, no sockets), full: client / server CPU us -> pair handshakes/s/core | $(v phys.hsbench.full.client_us) / $(v phys.hsbench.full.server_us) -> $(v phys.hsbench.full.per_core_pair_hs_s) | $(v phys.hsbench-bssl.full.client_us) / $(v phys.hsbench-bssl.full.server_us) -> $(v phys.hsbench-bssl.full.per_core_pair_hs_s) |"
     echo "| same, resumed (PSK+ECDHE): client / server CPU us -> pair handshakes/s/core | $(v phys.hsbench.resume.client_us) / $(v phys.hsbench.resume.server_us) -> $(v phys.hsbench.resume.per_core_pair_hs_s) | $(v phys.hsbench-bssl.resume.client_us) / $(v phys.hsbench-bssl.resume.server_us) -> $(v phys.hsbench-bssl.resume.per_core_pair_hs_s) |"
     echo "| loopback iperf3, client+server on 1 core / on 2 cores, Gbit/s | $(v phys.iperf_1core.gbps) / $(v phys.iperf_2core.gbps) | |"
+    echo "| TLS record I/O of one connection, 1 GiB over loopback (tools/biobench.c; sender CPU 1, receiver CPU 0): direct fd (nginx style, SSL_set_fd) vs memory BIO (seam): Gbit/s; CPU s/GB and syscalls/MiB of both ends | - | fd $(v phys.bio.fd_gbits); $(v phys.bio.fd_cpu_s_gb); $(v phys.bio.fd_calls_mib) vs mem $(v phys.bio.mem_gbits); $(v phys.bio.mem_cpu_s_gb); $(v phys.bio.mem_calls_mib) |"
   fi
   echo
   echo "## 7. Mesh mode: the same job behind seam-init's iptables interception"
