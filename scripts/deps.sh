@@ -12,6 +12,8 @@ PKGS=(
   libbpf-dev bpftool
   # fuzzing and sanitizers (clang + libFuzzer runtime)
   clang libclang-rt-14-dev llvm
+  # style: scripts/format.sh and its ctest (style.clang_format)
+  clang-format
   # real peers and test tools
   openssl socat curl python3 python3-pytest python3-grpcio python3-protobuf protobuf-compiler
   iproute2 iptables tshark procps psmisc jq python3-cryptography

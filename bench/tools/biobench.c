@@ -23,8 +23,8 @@
  * SSL_read into a buffer that size (what seam reads into its 256 KiB bulk
  * buffers). Printed per mode, the median of the rounds (min-max): Gbit/s,
  * each side's user and kernel CPU seconds per GB (getrusage of the process
- * over the transfer, handshake excluded), and syscalls per MiB on each side; then one key=value line of the medians for
- * bench/run.sh (fd_gbits fd_cpu_s_gb fd_calls_mib, the same for mem; CPU
+ * over the transfer, handshake excluded), and syscalls per MiB on each side; then one key=value
+ * line of the medians for bench/run.sh (fd_gbits fd_cpu_s_gb fd_calls_mib, the same for mem; CPU
  * and calls summed over both ends). Sockets use reno, as seam's loopback
  * sockets do (--loopback-cc auto), so the pacing of BBR does not blur it.
  * Certificates: PKI_DIR/server.pem and server.key (tests/certs/gen.sh); the

@@ -25,13 +25,15 @@
 #include <stdlib.h>
 #include <time.h>
 
-static double now_s(void) {
+static double now_s(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static double aead_gbs(size_t len, double secs) {
+static double aead_gbs(size_t len, double secs)
+{
     static uint8_t key[16], nonce[12], in[16384], out[16384 + 16];
     EVP_AEAD_CTX ctx;
     if (!EVP_AEAD_CTX_init(&ctx, EVP_aead_aes_128_gcm(), key, sizeof key, 16, NULL))
@@ -42,8 +44,8 @@ static double aead_gbs(size_t len, double secs) {
         for (int i = 0; i < 64; i++) {
             size_t olen;
             nonce[0]++;
-            if (!EVP_AEAD_CTX_seal(&ctx, out, &olen, sizeof out, nonce, sizeof nonce, in, len,
-                                   NULL, 0))
+            if (!EVP_AEAD_CTX_seal(&ctx, out, &olen, sizeof out, nonce, sizeof nonce, in, len, NULL,
+                                   0))
                 return -1;
             bytes += len;
         }
@@ -53,7 +55,8 @@ static double aead_gbs(size_t len, double secs) {
     return bytes / (t - t0) / 1e9;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     double secs = argc > 1 ? atof(argv[1]) : 1.0;
     if (secs <= 0 || secs > 60) {
         fprintf(stderr, "usage: %s SECONDS (0 < SECONDS <= 60)\n", argv[0]);
@@ -62,7 +65,8 @@ int main(int argc, char **argv) {
     double a16 = aead_gbs(16384, secs), a1 = aead_gbs(1024, secs);
 
     EC_KEY *k = EC_KEY_new_by_curve_name(NID_X9_62_prime256v1);
-    if (!k || !EC_KEY_generate_key(k)) return 1;
+    if (!k || !EC_KEY_generate_key(k))
+        return 1;
     uint8_t dg[32], sig[80];
     unsigned slen = 0;
     SHA256((const uint8_t *)"seam", 4, dg);
@@ -70,14 +74,16 @@ int main(int argc, char **argv) {
     long ns = 0, nv = 0, nx = 0;
     do {
         slen = sizeof sig;
-        if (!ECDSA_sign(0, dg, sizeof dg, sig, &slen, k)) return 1;
+        if (!ECDSA_sign(0, dg, sizeof dg, sig, &slen, k))
+            return 1;
         ns++;
         t = now_s();
     } while (t - t0 < secs);
     double sign = ns / (t - t0);
     t0 = now_s();
     do {
-        if (ECDSA_verify(0, dg, sizeof dg, sig, slen, k) != 1) return 1;
+        if (ECDSA_verify(0, dg, sizeof dg, sig, slen, k) != 1)
+            return 1;
         nv++;
         t = now_s();
     } while (t - t0 < secs);
@@ -89,12 +95,15 @@ int main(int argc, char **argv) {
     X25519_keypair(peer_pub, peer_priv);
     t0 = now_s();
     do {
-        if (!X25519(shared, priv, peer_pub)) return 1;
+        if (!X25519(shared, priv, peer_pub))
+            return 1;
         nx++;
         t = now_s();
     } while (t - t0 < secs);
     double x = nx / (t - t0);
-    printf("aes128gcm_16k_gbs=%.2f aes128gcm_1k_gbs=%.2f ecdsa_p256_sign=%.0f ecdsa_p256_verify=%.0f "
-           "x25519=%.0f\n", a16, a1, sign, verify, x);
+    printf(
+        "aes128gcm_16k_gbs=%.2f aes128gcm_1k_gbs=%.2f ecdsa_p256_sign=%.0f ecdsa_p256_verify=%.0f "
+        "x25519=%.0f\n",
+        a16, a1, sign, verify, x);
     return 0;
 }

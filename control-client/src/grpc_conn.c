@@ -35,7 +35,6 @@
 #include "sc/err.h"
 #include "sc/log.h"
 #include "sc/pem.h"
-#include "sc/pem.h"
 #include "sc/stats.h"
 #include "sc/stream.h"
 

@@ -31,13 +31,13 @@ struct sc_strlist {
 };
 
 struct sc_flag {
-    const char *name;       // without "--", e.g. "peer-id"
+    const char *name; // without "--", e.g. "peer-id"
     enum sc_flag_type type;
-    void *out;              // see enum sc_flag_type; keeps its default if not given
-    const char *help;       // one line for the usage text
-    bool required;          // missing from both argv and env is an error
-    int64_t min, max;       // SC_FLAG_INT bounds (both 0: no bounds)
-    bool seen;              // set by the parser: given on argv or in env
+    void *out;        // see enum sc_flag_type; keeps its default if not given
+    const char *help; // one line for the usage text
+    bool required;    // missing from both argv and env is an error
+    int64_t min, max; // SC_FLAG_INT bounds (both 0: no bounds)
+    bool seen;        // set by the parser: given on argv or in env
 };
 
 // sc_flags_parse parses |argv[0..argc)| (no program/subcommand name: pass the

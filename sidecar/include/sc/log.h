@@ -23,8 +23,10 @@ bool sc_log_enabled(enum sc_log_level level);
 void sc_log(enum sc_log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define sc_debug(ev, ...) (sc_log_enabled(SC_LOG_DEBUG) ? sc_log(SC_LOG_DEBUG, ev, __VA_ARGS__) : (void)0)
-#define sc_info(ev, ...) (sc_log_enabled(SC_LOG_INFO) ? sc_log(SC_LOG_INFO, ev, __VA_ARGS__) : (void)0)
+#define sc_debug(ev, ...)                                                                          \
+    (sc_log_enabled(SC_LOG_DEBUG) ? sc_log(SC_LOG_DEBUG, ev, __VA_ARGS__) : (void)0)
+#define sc_info(ev, ...)                                                                           \
+    (sc_log_enabled(SC_LOG_INFO) ? sc_log(SC_LOG_INFO, ev, __VA_ARGS__) : (void)0)
 #define sc_warn(ev, ...) sc_log(SC_LOG_WARN, ev, __VA_ARGS__)
 #define sc_error(ev, ...) sc_log(SC_LOG_ERROR, ev, __VA_ARGS__)
 

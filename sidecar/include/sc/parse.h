@@ -11,7 +11,8 @@
 // unknown units and overflow. Returns 0 on success, -1 on error (|*out_err| static).
 int sc_parse_duration_ms(const char *s, uint64_t *out_ms, const char **out_err);
 
-// sc_parse_size parses "4096", "64k", "64KiB", "16m", "16MiB", "1g" (powers of 1024). 0/-1 as above.
+// sc_parse_size parses "4096", "64k", "64KiB", "16m", "16MiB", "1g" (powers of 1024). 0/-1 as
+// above.
 int sc_parse_size(const char *s, uint64_t *out_bytes, const char **out_err);
 
 // sc_parse_hostport parses "HOST:PORT", "[V6]:PORT" or ":PORT" (any address)

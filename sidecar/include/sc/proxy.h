@@ -63,21 +63,21 @@ struct sc_proxy_router {
 };
 
 struct sc_proxy_config {
-    enum sc_dir dir;                 // SC_DIR_INBOUND or SC_DIR_OUTBOUND
-    struct sockaddr_storage listen;  // where to accept (port 0: pick one)
-    struct sockaddr_storage target;  // where to connect
-    int num_workers;                 // >= 1
-    uint64_t connect_timeout_ms;     // 0: none
-    uint64_t handshake_timeout_ms;   // 0: none
-    uint64_t idle_timeout_ms;        // 0: none; no byte either way for this long closes
-    const char *sni;                 // outbound: server name to send (NULL: none); copied
-    uint64_t max_connection_age_ms;  // 0: none. An older connection ends gracefully: no more
-                                     // bytes from the downstream, FIN to the upstream, closed
-                                     // once the upstream finished (at most
-                                     // SC_MAX_AGE_GRACE_MS later), so none outlives a
-                                     // retired certificate for long.
+    enum sc_dir dir;                      // SC_DIR_INBOUND or SC_DIR_OUTBOUND
+    struct sockaddr_storage listen;       // where to accept (port 0: pick one)
+    struct sockaddr_storage target;       // where to connect
+    int num_workers;                      // >= 1
+    uint64_t connect_timeout_ms;          // 0: none
+    uint64_t handshake_timeout_ms;        // 0: none
+    uint64_t idle_timeout_ms;             // 0: none; no byte either way for this long closes
+    const char *sni;                      // outbound: server name to send (NULL: none); copied
+    uint64_t max_connection_age_ms;       // 0: none. An older connection ends gracefully: no more
+                                          // bytes from the downstream, FIN to the upstream, closed
+                                          // once the upstream finished (at most
+                                          // SC_MAX_AGE_GRACE_MS later), so none outlives a
+                                          // retired certificate for long.
     const struct sc_proxy_router *router; // NULL: tunnel mode (everything to |target|)
-    void *route_snap;                // the router's first snapshot (may be NULL); referenced
+    void *route_snap;                     // the router's first snapshot (may be NULL); referenced
     uint64_t detect_timeout_ms;      // SC_ROUTE_DETECT: wait this long for a first byte (0: 500)
     uint64_t busy_poll_us;           // 0: off. A worker that forwarded a request polls instead
                                      // of sleeping for up to this long while the answer is

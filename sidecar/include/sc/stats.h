@@ -20,9 +20,10 @@ enum sc_tls_fail {
     SC_TLS_FAIL_UNKNOWN_CA,       // "unknown_ca": chain does not lead to the trust bundle
     SC_TLS_FAIL_EXPIRED,          // "expired"
     SC_TLS_FAIL_NOT_YET_VALID,    // "not_yet_valid"
-    SC_TLS_FAIL_BAD_SVID,         // "bad_svid": not exactly one URI SAN, bad SPIFFE syntax, CA leaf, keyCertSign
-    SC_TLS_FAIL_ID_MISMATCH,      // "spiffe_id_mismatch": outbound, server ID != expected
-    SC_TLS_FAIL_NOT_ALLOWED,      // "not_allowed": inbound, client ID not in allow-list
+    SC_TLS_FAIL_BAD_SVID,    // "bad_svid": not exactly one URI SAN, bad SPIFFE syntax, CA leaf,
+                             // keyCertSign
+    SC_TLS_FAIL_ID_MISMATCH, // "spiffe_id_mismatch": outbound, server ID != expected
+    SC_TLS_FAIL_NOT_ALLOWED, // "not_allowed": inbound, client ID not in allow-list
     SC_TLS_FAIL_PROTOCOL_VERSION, // "protocol_version": e.g. a TLS 1.2 peer
     SC_TLS_FAIL_NOT_TLS,          // "not_tls": plain text where TLS was required
     SC_TLS_FAIL_TIMEOUT,          // "handshake_timeout"
@@ -46,21 +47,21 @@ struct sc_worker_stats {
     uint64_t bytes_received[SC_DIR_MAX];           // from the downstream (accepted) side
     uint64_t bytes_sent[SC_DIR_MAX];               // to the downstream side
     uint64_t hs_failures[SC_DIR_MAX][SC_TLS_FAIL_MAX];
-    uint64_t hs_bucket[SC_HS_BUCKETS + 1];         // non-cumulative; last = +Inf
+    uint64_t hs_bucket[SC_HS_BUCKETS + 1]; // non-cumulative; last = +Inf
     uint64_t hs_count;
-    uint64_t hs_sum_us;                            // sum of durations, microseconds
+    uint64_t hs_sum_us; // sum of durations, microseconds
     uint64_t authz_allow;
     uint64_t authz_deny;
-    uint64_t refused_limit;                        // new work refused by a limit
-    uint64_t accept_errors;                        // accept() failed (e.g. EMFILE)
-    uint64_t mux_opened[SC_DIR_MAX];               // seam-mux sessions opened (handshake done)
-    uint64_t mux_closed[SC_DIR_MAX];               // ... and closed again
-    uint64_t mux_waits[SC_DIR_MAX];                // a stream stopped reading: session backed up
-    uint64_t mux_detours;                          // outbound: new streams kept off a session
-                                                   // carrying bulk (another one, or a new one)
-    uint64_t loop_lag_us;                          // gauge: last measured loop lag
-    uint64_t heartbeat_ns;                         // uv_hrtime() of the worker's last tick;
-                                                   // 0 while its loop is not running
+    uint64_t refused_limit;          // new work refused by a limit
+    uint64_t accept_errors;          // accept() failed (e.g. EMFILE)
+    uint64_t mux_opened[SC_DIR_MAX]; // seam-mux sessions opened (handshake done)
+    uint64_t mux_closed[SC_DIR_MAX]; // ... and closed again
+    uint64_t mux_waits[SC_DIR_MAX];  // a stream stopped reading: session backed up
+    uint64_t mux_detours;            // outbound: new streams kept off a session
+                                     // carrying bulk (another one, or a new one)
+    uint64_t loop_lag_us;            // gauge: last measured loop lag
+    uint64_t heartbeat_ns;           // uv_hrtime() of the worker's last tick;
+                                     // 0 while its loop is not running
 } __attribute__((aligned(64)));
 
 #define SC_STAT_ADD(field, n) __atomic_fetch_add(&(field), (n), __ATOMIC_RELAXED)

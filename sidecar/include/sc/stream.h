@@ -103,9 +103,9 @@ int sc_stream_start_tls(struct sc_stream *s, SSL_CTX *ctx, bool is_server, const
 // sc_buf_get, may be NULL when |len| is 0) is handed to TLS as the first
 // input. Ownership of |buf| passes to the stream, also on error. The stream
 // must not be reading (sc_stream_read_stop first).
-int sc_stream_start_tls_prefixed(struct sc_stream *s, SSL_CTX *ctx, bool is_server,
-                                 const char *sni, uint64_t timeout_ms, sc_stream_handshake_cb cb,
-                                 char *buf, size_t len);
+int sc_stream_start_tls_prefixed(struct sc_stream *s, SSL_CTX *ctx, bool is_server, const char *sni,
+                                 uint64_t timeout_ms, sc_stream_handshake_cb cb, char *buf,
+                                 size_t len);
 
 // sc_stream_read_start starts delivering plaintext to |cb|. It may be
 // called again after sc_stream_read_stop; bytes TLS had already decrypted
@@ -130,8 +130,8 @@ int sc_stream_write(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
 // error. |cb| still runs after the write, as for sc_stream_write. The pump
 // uses it so that a burst of reads written through at once does not hold
 // every read's buffer until the callbacks of the next loop turn.
-int sc_stream_write_owned(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
-                          char *owned, sc_stream_write_cb cb, void *arg);
+int sc_stream_write_owned(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs, char *owned,
+                          sc_stream_write_cb cb, void *arg);
 
 // sc_stream_write_queue_size returns the bytes accepted by sc_stream_write
 // (as sent on the wire, i.e. ciphertext for TLS) that the kernel has not

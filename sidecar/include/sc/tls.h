@@ -23,20 +23,20 @@
 #define SC_TLS_ALPN_DATA "seam"
 
 struct sc_tls_opts {
-    bool is_server;             // server context (inbound) or client (outbound)
-    const char *peer_id;        // client: the server's ID must equal it (NULL: any valid SVID)
+    bool is_server;      // server context (inbound) or client (outbound)
+    const char *peer_id; // client: the server's ID must equal it (NULL: any valid SVID)
     const struct sc_allowlist *allow; // server: client IDs allowed (NULL: any valid SVID); copied
-    const char *alpn;           // one protocol ("seam", "h2"); NULL: SC_TLS_ALPN_DATA.
-                                // A server selects it when the client offers it; clients
-                                // that offer none or others are accepted without ALPN
-                                // (a TCP tunnel carries any protocol) unless alpn_required.
-    bool alpn_required;         // server: refuse clients that do not offer |alpn| (gRPC)
-    bool accept_mux;            // server with the data ALPN: also select seam-mux/1 for a
-                                // client that offers it (tunnel inbound; docs/MUX.md)
-    bool allow_tls12;           // also accept TLS 1.2 (default: TLS 1.3 only)
-    bool no_client_cert;        // server: do not request a client certificate (gRPC CA server)
-    bool no_resumption;         // no session resumption: the server issues no tickets,
-                                // the client keeps no sessions (every handshake is full)
+    const char *alpn;                 // one protocol ("seam", "h2"); NULL: SC_TLS_ALPN_DATA.
+                                      // A server selects it when the client offers it; clients
+                                      // that offer none or others are accepted without ALPN
+                                      // (a TCP tunnel carries any protocol) unless alpn_required.
+    bool alpn_required;               // server: refuse clients that do not offer |alpn| (gRPC)
+    bool accept_mux;                  // server with the data ALPN: also select seam-mux/1 for a
+                                      // client that offers it (tunnel inbound; docs/MUX.md)
+    bool allow_tls12;                 // also accept TLS 1.2 (default: TLS 1.3 only)
+    bool no_client_cert; // server: do not request a client certificate (gRPC CA server)
+    bool no_resumption;  // no session resumption: the server issues no tickets,
+                         // the client keeps no sessions (every handshake is full)
 };
 
 // sc_tls_ctx_new_pem builds an SSL_CTX from PEM text: |cert_pem| (leaf first,
@@ -47,9 +47,9 @@ struct sc_tls_opts {
 // handshake and resumption. Checks that the key matches the leaf. Returns a
 // new SSL_CTX (caller owns one reference) or NULL with a reason in |err|.
 // Key material never appears in |err|.
-SSL_CTX *sc_tls_ctx_new_pem(const struct sc_tls_opts *opts, const char *cert_pem,
-                            size_t cert_len, const char *key_pem, size_t key_len,
-                            const char *trust_pem, size_t trust_len, char *err, size_t err_cap);
+SSL_CTX *sc_tls_ctx_new_pem(const struct sc_tls_opts *opts, const char *cert_pem, size_t cert_len,
+                            const char *key_pem, size_t key_len, const char *trust_pem,
+                            size_t trust_len, char *err, size_t err_cap);
 
 // sc_tls_ctx_new_files is sc_tls_ctx_new_pem reading the three files.
 SSL_CTX *sc_tls_ctx_new_files(const struct sc_tls_opts *opts, const char *cert_file,
@@ -85,7 +85,7 @@ void sc_tls_policy_free(struct sc_tls_policy *p);
 // returns true and copies the ID to |out_id| (if not NULL). On failure it
 // returns false with |*out_reason| and a static |*out_detail|; |out_id| then
 // holds the peer's ID if one could be read, else "-".
-bool sc_tls_verify_svid(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X509) *untrusted,
+bool sc_tls_verify_svid(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X509) * untrusted,
                         bool peer_is_server, int64_t now, char *out_id, size_t id_cap,
                         enum sc_tls_fail *out_reason, const char **out_detail);
 

@@ -294,8 +294,7 @@ void sc_metrics_render(struct sc_admin_buf *out, const struct sc_admin_hooks *h,
     family(out, "seam_mux_sessions_active", "gauge",
            "seam-mux/1 sessions currently open, by direction.");
     for (int d = 0; d < SC_DIR_MAX; d++) {
-        sc_admin_buf_printf(out, "seam_mux_sessions_active{direction=\"%s\"} %llu\n",
-                            dir_names[d],
+        sc_admin_buf_printf(out, "seam_mux_sessions_active{direction=\"%s\"} %llu\n", dir_names[d],
                             (unsigned long long)(t.mux_opened[d] - t.mux_closed[d]));
     }
     dir_family(out, "seam_mux_stream_waits_total",

@@ -56,8 +56,9 @@ static int drop_privileges(uid_t uid, gid_t gid)
     }
     for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++) {
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
-            fprintf(stderr, "seam-sidecar run: cannot drop capability %d from the bounding set: %s\n",
-                    cap, strerror(errno));
+            fprintf(stderr,
+                    "seam-sidecar run: cannot drop capability %d from the bounding set: %s\n", cap,
+                    strerror(errno));
             return -1;
         }
     }
@@ -66,8 +67,8 @@ static int drop_privileges(uid_t uid, gid_t gid)
         return -1;
     }
     if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
-        fprintf(stderr, "seam-sidecar run: cannot drop root to uid %u gid %u: %s\n",
-                (unsigned)uid, (unsigned)gid, strerror(errno));
+        fprintf(stderr, "seam-sidecar run: cannot drop root to uid %u gid %u: %s\n", (unsigned)uid,
+                (unsigned)gid, strerror(errno));
         return -1;
     }
     // Make sure there is no way back (a partial drop must not go unnoticed).

@@ -93,10 +93,9 @@ static void file_id_get(const char *path, struct file_id *out)
 
 static bool file_id_equal(const struct file_id *a, const struct file_id *b)
 {
-    return a->exists == b->exists && a->dev == b->dev && a->ino == b->ino &&
-           a->size == b->size && a->mtime.tv_sec == b->mtime.tv_sec &&
-           a->mtime.tv_nsec == b->mtime.tv_nsec && a->ctime.tv_sec == b->ctime.tv_sec &&
-           a->ctime.tv_nsec == b->ctime.tv_nsec;
+    return a->exists == b->exists && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
+           a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
 }
 
 static void snapshot_ids(struct tunnel *t, struct file_id ids[3])
@@ -182,8 +181,8 @@ static void reload(struct tunnel *t, const char *why)
     SSL_CTX *ctx =
         sc_tls_ctx_new_files(&t->opts, t->cert_file, t->key_file, t->trust_file, err, sizeof(err));
     if (ctx == NULL) {
-        sc_error("tls.reload_failed", "trigger=%s error=%s (keeping the certificate in force)",
-                 why, err);
+        sc_error("tls.reload_failed", "trigger=%s error=%s (keeping the certificate in force)", why,
+                 err);
         return;
     }
     char id[SC_SPIFFE_ID_MAX + 1] = "-";
@@ -316,20 +315,21 @@ static void admin_quit(void *ctx)
 
 static void usage(FILE *f, const struct sc_flag *flags, size_t n)
 {
-    fprintf(f, "usage: seam-sidecar tunnel inbound|outbound --listen HOST:PORT --target HOST:PORT\n"
-               "         (--cert F --key F --trust F\n"
-               "          | --control-plane HOST:PORT --control-plane-trust F --token-file F\n"
-               "            (--spiffe-id ID | --trust-domain D --namespace NS --service-account SA)\n"
-               "            [--cert-ttl DURATION] [--trust F])\n"
-               "         (--peer-id ID | --allow ID_OR_PREFIX/* ...)\n"
-               "\n"
-               "  outbound: accept plain TCP, connect with mTLS; the server must present --peer-id.\n"
-               "  inbound:  accept mTLS (client certificate required), check --allow, connect plain.\n"
-               "  Certificates come from PEM files (--cert/--key, reloaded when they change) or from\n"
-               "  the control plane's CA (--control-plane: renewed before expiry; the listener\n"
-               "  starts after the first certificate; trust bundle from --trust, else from\n"
-               "  --control-plane-trust, reloaded when the file changes).\n"
-               "\nflags:\n");
+    fprintf(f,
+            "usage: seam-sidecar tunnel inbound|outbound --listen HOST:PORT --target HOST:PORT\n"
+            "         (--cert F --key F --trust F\n"
+            "          | --control-plane HOST:PORT --control-plane-trust F --token-file F\n"
+            "            (--spiffe-id ID | --trust-domain D --namespace NS --service-account SA)\n"
+            "            [--cert-ttl DURATION] [--trust F])\n"
+            "         (--peer-id ID | --allow ID_OR_PREFIX/* ...)\n"
+            "\n"
+            "  outbound: accept plain TCP, connect with mTLS; the server must present --peer-id.\n"
+            "  inbound:  accept mTLS (client certificate required), check --allow, connect plain.\n"
+            "  Certificates come from PEM files (--cert/--key, reloaded when they change) or from\n"
+            "  the control plane's CA (--control-plane: renewed before expiry; the listener\n"
+            "  starts after the first certificate; trust bundle from --trust, else from\n"
+            "  --control-plane-trust, reloaded when the file changes).\n"
+            "\nflags:\n");
     sc_flags_usage(f, flags, n);
 }
 
@@ -347,8 +347,7 @@ static void start_serving(struct tunnel *t, SSL_CTX *ctx)
         start_drain(t, "startup_error");
         return;
     }
-    if (t->identity != NULL &&
-        sc_identity_bind_proxy(t->identity, t->proxy, &t->opts) != 0) {
+    if (t->identity != NULL && sc_identity_bind_proxy(t->identity, t->proxy, &t->opts) != 0) {
         fprintf(stderr, "seam-sidecar tunnel: out of memory\n");
         t->rc = 1;
         start_drain(t, "startup_error");
@@ -417,8 +416,8 @@ static void on_identity(struct sc_identity *id, enum sc_identity_event ev, void 
 
 // resolve_identity builds our SPIFFE ID from --spiffe-id or the three parts
 // (as `certify` does). Returns 0 or prints the problem and returns -1.
-static int resolve_identity(const char *spiffe_id, const char *td, const char *ns,
-                            const char *sa, char *out, size_t cap)
+static int resolve_identity(const char *spiffe_id, const char *td, const char *ns, const char *sa,
+                            char *out, size_t cap)
 {
     const char *why = NULL;
     if (spiffe_id != NULL) {
@@ -469,42 +468,151 @@ int sc_cmd_tunnel(int argc, char **argv)
     struct sc_flag limit_flags[SC_LIMITS_NUM_FLAGS];
     sc_limits_defaults(&limits);
     sc_limits_flags(&limits, limit_flags); // --max-connections, --max-buffer-memory
+    // clang-format off: one flag a line
     struct sc_flag flags[] = {
-        {.name = "listen", .type = SC_FLAG_STRING, .out = &listen, .help = "address to accept on (HOST:PORT)", .required = true},
-        {.name = "target", .type = SC_FLAG_STRING, .out = &target, .help = "address to connect to (HOST:PORT)", .required = true},
-        {.name = "cert", .type = SC_FLAG_STRING, .out = &t->cert_file, .help = "PEM certificate chain, leaf first (file certificates)"},
-        {.name = "key", .type = SC_FLAG_STRING, .out = &t->key_file, .help = "PEM private key of the leaf (file certificates)"},
-        {.name = "trust", .type = SC_FLAG_STRING, .out = &t->trust_file, .help = "PEM trust bundle (CA certificates); with --control-plane optional"},
-        {.name = "control-plane", .type = SC_FLAG_STRING, .out = &cp, .help = "take certificates from this control plane's CA (HOST:PORT)"},
-        {.name = "control-plane-trust", .type = SC_FLAG_STRING, .out = &cp_trust, .help = "PEM root(s) of the control plane's TLS certificate"},
-        {.name = "control-plane-name", .type = SC_FLAG_STRING, .out = &cp_name, .help = "name checked in the control plane's certificate (default: its host)"},
-        {.name = "token-file", .type = SC_FLAG_STRING, .out = &token_file, .help = "bearer token file for the CA (re-read per call)"},
-        {.name = "spiffe-id", .type = SC_FLAG_STRING, .out = &spiffe_id, .help = "our SPIFFE ID (control plane mode)"},
-        {.name = "trust-domain", .type = SC_FLAG_STRING, .out = &td, .help = "trust domain (with --namespace and --service-account)"},
+        {.name = "listen",
+         .type = SC_FLAG_STRING,
+         .out = &listen,
+         .help = "address to accept on (HOST:PORT)",
+         .required = true},
+        {.name = "target",
+         .type = SC_FLAG_STRING,
+         .out = &target,
+         .help = "address to connect to (HOST:PORT)",
+         .required = true},
+        {.name = "cert",
+         .type = SC_FLAG_STRING,
+         .out = &t->cert_file,
+         .help = "PEM certificate chain, leaf first (file certificates)"},
+        {.name = "key",
+         .type = SC_FLAG_STRING,
+         .out = &t->key_file,
+         .help = "PEM private key of the leaf (file certificates)"},
+        {.name = "trust",
+         .type = SC_FLAG_STRING,
+         .out = &t->trust_file,
+         .help = "PEM trust bundle (CA certificates); with --control-plane optional"},
+        {.name = "control-plane",
+         .type = SC_FLAG_STRING,
+         .out = &cp,
+         .help = "take certificates from this control plane's CA (HOST:PORT)"},
+        {.name = "control-plane-trust",
+         .type = SC_FLAG_STRING,
+         .out = &cp_trust,
+         .help = "PEM root(s) of the control plane's TLS certificate"},
+        {.name = "control-plane-name",
+         .type = SC_FLAG_STRING,
+         .out = &cp_name,
+         .help = "name checked in the control plane's certificate (default: its host)"},
+        {.name = "token-file",
+         .type = SC_FLAG_STRING,
+         .out = &token_file,
+         .help = "bearer token file for the CA (re-read per call)"},
+        {.name = "spiffe-id",
+         .type = SC_FLAG_STRING,
+         .out = &spiffe_id,
+         .help = "our SPIFFE ID (control plane mode)"},
+        {.name = "trust-domain",
+         .type = SC_FLAG_STRING,
+         .out = &td,
+         .help = "trust domain (with --namespace and --service-account)"},
         {.name = "namespace", .type = SC_FLAG_STRING, .out = &ns, .help = "Kubernetes namespace"},
-        {.name = "service-account", .type = SC_FLAG_STRING, .out = &sa, .help = "Kubernetes service account"},
-        {.name = "cert-ttl", .type = SC_FLAG_DURATION, .out = &cert_ttl_ms, .help = "requested certificate lifetime (default: the CA's)"},
-        {.name = "peer-id", .type = SC_FLAG_STRING, .out = &peer_id, .help = "outbound: SPIFFE ID the server must present"},
-        {.name = "allow", .type = SC_FLAG_LIST, .out = &allow, .help = "inbound: allowed client ID or prefix/* (repeatable)"},
-        {.name = "workers", .type = SC_FLAG_INT, .out = &workers, .help = "worker threads (default 2)", .min = 1, .max = 256},
-        {.name = "connect-timeout", .type = SC_FLAG_DURATION, .out = &connect_ms, .help = "upstream connect timeout (10s)"},
-        {.name = "handshake-timeout", .type = SC_FLAG_DURATION, .out = &hs_ms, .help = "TLS handshake timeout (10s)"},
-        {.name = "idle-timeout", .type = SC_FLAG_DURATION, .out = &idle_ms, .help = "close after no bytes for this long (1h)"},
-        {.name = "max-connection-age", .type = SC_FLAG_DURATION, .out = &max_age_ms, .help = "end connections older than this gracefully (half-close, then close; default off)"},
-        {.name = "drain-timeout", .type = SC_FLAG_DURATION, .out = &drain_ms, .help = "SIGTERM grace period (25s)"},
-        {.name = "busy-poll-us", .type = SC_FLAG_INT, .out = &busy_poll_us, .help = "wait for an answer this many microseconds polling before sleeping (0: off; lower latency for CPU)", .min = 0, .max = 100000},
-        {.name = "loopback-cc", .type = SC_FLAG_STRING, .out = &loopback_cc, .help = "TCP congestion control of the sockets to this host: auto (reno if the system default paces, i.e. bbr), off, or a name"},
-        {.name = "log-level", .type = SC_FLAG_STRING, .out = &log_level, .help = "debug|info|warn|error (info)"},
-        {.name = "log-format", .type = SC_FLAG_STRING, .out = &log_format, .help = "text|json (text)"},
-        {.name = "admin", .type = SC_FLAG_STRING, .out = &admin, .help = "admin/metrics server address (HOST:PORT)"},
-        {.name = "sni", .type = SC_FLAG_STRING, .out = &sni, .help = "outbound: TLS server name to send"},
-        {.name = "allow-tls12", .type = SC_FLAG_BOOL, .out = &tls12, .help = "also accept TLS 1.2 (default: TLS 1.3 only)"},
-        {.name = "mux", .type = SC_FLAG_BOOL, .out = &mux, .help = "outbound: carry all connections as streams of a few long-lived mTLS sessions (seam-mux/1; the inbound accepts it always)"},
-        {.name = "mux-sessions", .type = SC_FLAG_INT, .out = &mux_sessions, .help = "outbound, --mux: sessions at most; a new connection avoids a session carrying a bulk stream by taking or opening another (2; 1: one session)", .min = 1, .max = SC_MUX_SESSIONS_MAX},
-        {.name = "no-tls-resumption", .type = SC_FLAG_BOOL, .out = &no_resume, .help = "full handshakes only: no session tickets issued or kept (default: resumption on)"},
+        {.name = "service-account",
+         .type = SC_FLAG_STRING,
+         .out = &sa,
+         .help = "Kubernetes service account"},
+        {.name = "cert-ttl",
+         .type = SC_FLAG_DURATION,
+         .out = &cert_ttl_ms,
+         .help = "requested certificate lifetime (default: the CA's)"},
+        {.name = "peer-id",
+         .type = SC_FLAG_STRING,
+         .out = &peer_id,
+         .help = "outbound: SPIFFE ID the server must present"},
+        {.name = "allow",
+         .type = SC_FLAG_LIST,
+         .out = &allow,
+         .help = "inbound: allowed client ID or prefix/* (repeatable)"},
+        {.name = "workers",
+         .type = SC_FLAG_INT,
+         .out = &workers,
+         .help = "worker threads (default 2)",
+         .min = 1,
+         .max = 256},
+        {.name = "connect-timeout",
+         .type = SC_FLAG_DURATION,
+         .out = &connect_ms,
+         .help = "upstream connect timeout (10s)"},
+        {.name = "handshake-timeout",
+         .type = SC_FLAG_DURATION,
+         .out = &hs_ms,
+         .help = "TLS handshake timeout (10s)"},
+        {.name = "idle-timeout",
+         .type = SC_FLAG_DURATION,
+         .out = &idle_ms,
+         .help = "close after no bytes for this long (1h)"},
+        {.name = "max-connection-age",
+         .type = SC_FLAG_DURATION,
+         .out = &max_age_ms,
+         .help =
+             "end connections older than this gracefully (half-close, then close; default off)"},
+        {.name = "drain-timeout",
+         .type = SC_FLAG_DURATION,
+         .out = &drain_ms,
+         .help = "SIGTERM grace period (25s)"},
+        {.name = "busy-poll-us",
+         .type = SC_FLAG_INT,
+         .out = &busy_poll_us,
+         .help = "wait for an answer this many microseconds polling before sleeping (0: off; lower "
+                 "latency for CPU)",
+         .min = 0,
+         .max = 100000},
+        {.name = "loopback-cc",
+         .type = SC_FLAG_STRING,
+         .out = &loopback_cc,
+         .help = "TCP congestion control of the sockets to this host: auto (reno if the system "
+                 "default paces, i.e. bbr), off, or a name"},
+        {.name = "log-level",
+         .type = SC_FLAG_STRING,
+         .out = &log_level,
+         .help = "debug|info|warn|error (info)"},
+        {.name = "log-format",
+         .type = SC_FLAG_STRING,
+         .out = &log_format,
+         .help = "text|json (text)"},
+        {.name = "admin",
+         .type = SC_FLAG_STRING,
+         .out = &admin,
+         .help = "admin/metrics server address (HOST:PORT)"},
+        {.name = "sni",
+         .type = SC_FLAG_STRING,
+         .out = &sni,
+         .help = "outbound: TLS server name to send"},
+        {.name = "allow-tls12",
+         .type = SC_FLAG_BOOL,
+         .out = &tls12,
+         .help = "also accept TLS 1.2 (default: TLS 1.3 only)"},
+        {.name = "mux",
+         .type = SC_FLAG_BOOL,
+         .out = &mux,
+         .help = "outbound: carry all connections as streams of a few long-lived mTLS sessions "
+                 "(seam-mux/1; the inbound accepts it always)"},
+        {.name = "mux-sessions",
+         .type = SC_FLAG_INT,
+         .out = &mux_sessions,
+         .help = "outbound, --mux: sessions at most; a new connection avoids a session carrying a "
+                 "bulk stream by taking or opening another (2; 1: one session)",
+         .min = 1,
+         .max = SC_MUX_SESSIONS_MAX},
+        {.name = "no-tls-resumption",
+         .type = SC_FLAG_BOOL,
+         .out = &no_resume,
+         .help =
+             "full handshakes only: no session tickets issued or kept (default: resumption on)"},
         limit_flags[0],
         limit_flags[1],
     };
+    // clang-format on
     size_t nflags = sizeof(flags) / sizeof(flags[0]);
     char err[512];
     char my_id[SC_SPIFFE_ID_MAX + 1];
@@ -562,13 +670,14 @@ int sc_cmd_tunnel(int argc, char **argv)
             goto out;
         }
         // File certificates: all three files.
-        const char *missing = t->cert_file == NULL ? "--cert (or SEAM_CERT)"
-                              : t->key_file == NULL ? "--key (or SEAM_KEY)"
+        const char *missing = t->cert_file == NULL    ? "--cert (or SEAM_CERT)"
+                              : t->key_file == NULL   ? "--key (or SEAM_KEY)"
                               : t->trust_file == NULL ? "--trust (or SEAM_TRUST)"
                                                       : NULL;
         if (missing != NULL) {
-            fprintf(stderr, "seam-sidecar tunnel %s: missing required flag %s: give --cert, --key "
-                            "and --trust, or --control-plane to take certificates from its CA\n",
+            fprintf(stderr,
+                    "seam-sidecar tunnel %s: missing required flag %s: give --cert, --key "
+                    "and --trust, or --control-plane to take certificates from its CA\n",
                     argv[0], missing);
             goto out;
         }
@@ -605,11 +714,13 @@ int sc_cmd_tunnel(int argc, char **argv)
         }
     }
     if (sc_parse_hostport(listen, true, &listen_sa, &why) != 0) {
-        fprintf(stderr, "seam-sidecar tunnel: --listen \"%s\": %s\n", listen, why ? why : "invalid");
+        fprintf(stderr, "seam-sidecar tunnel: --listen \"%s\": %s\n", listen,
+                why ? why : "invalid");
         goto out;
     }
     if (sc_parse_hostport(target, false, &target_sa, &why) != 0) {
-        fprintf(stderr, "seam-sidecar tunnel: --target \"%s\": %s\n", target, why ? why : "invalid");
+        fprintf(stderr, "seam-sidecar tunnel: --target \"%s\": %s\n", target,
+                why ? why : "invalid");
         goto out;
     }
     if (admin != NULL && sc_parse_hostport(admin, true, &t->admin_sa, &why) != 0) {
@@ -639,8 +750,9 @@ int sc_cmd_tunnel(int argc, char **argv)
         }
         for (size_t i = 0; i < allow.num; i++) {
             if (!sc_spiffe_pattern_valid(allow.items[i], &why)) {
-                fprintf(stderr, "seam-sidecar tunnel: --allow \"%s\" is not a SPIFFE ID or "
-                                "prefix/*: %s\n",
+                fprintf(stderr,
+                        "seam-sidecar tunnel: --allow \"%s\" is not a SPIFFE ID or "
+                        "prefix/*: %s\n",
                         allow.items[i], why ? why : "invalid");
                 goto out;
             }
@@ -656,8 +768,7 @@ int sc_cmd_tunnel(int argc, char **argv)
         }
     }
     if (mux_sessions != 0 && !mux) {
-        fprintf(stderr, "seam-sidecar tunnel %s: --mux-sessions needs --mux (outbound)\n",
-                argv[0]);
+        fprintf(stderr, "seam-sidecar tunnel %s: --mux-sessions needs --mux (outbound)\n", argv[0]);
         goto out;
     }
     if (sc_tcp_cc_choose(loopback_cc, &cc_choice, err, sizeof(err)) != 0) {
@@ -735,9 +846,9 @@ int sc_cmd_tunnel(int argc, char **argv)
             .trust_len = trust_len,
         };
         t->identity = sc_identity_new(&icfg, err, sizeof(err));
-        if (t->identity == NULL ||
-            sc_identity_add_listener(t->identity, on_identity, t) != 0) {
-            fprintf(stderr, "seam-sidecar tunnel: %s\n", t->identity == NULL ? err : "out of memory");
+        if (t->identity == NULL || sc_identity_add_listener(t->identity, on_identity, t) != 0) {
+            fprintf(stderr, "seam-sidecar tunnel: %s\n",
+                    t->identity == NULL ? err : "out of memory");
             rc = 2;
             goto out_loop;
         }

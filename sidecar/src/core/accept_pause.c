@@ -190,8 +190,8 @@ bool sc_accept_pause_on_status(struct sc_accept_pause *ap, int status)
         ap->delay_ms = SC_AP_MIN_DELAY_MS;
         return false;
     }
-    bool shortage = status == UV_EMFILE || status == UV_ENFILE || status == UV_ENOBUFS ||
-                    status == UV_ENOMEM;
+    bool shortage =
+        status == UV_EMFILE || status == UV_ENFILE || status == UV_ENOBUFS || status == UV_ENOMEM;
     if (!shortage || ap->state != SC_AP_LISTENING) {
         return false;
     }

@@ -10,8 +10,8 @@
 struct buf_hdr {
     struct sc_bufpool *pool;
     struct buf_hdr *next;
-    size_t size;     // usable bytes: SC_BUF_SIZE or SC_BUF_LARGE_SIZE
-    unsigned refs;   // holders beyond the first (sc_buf_ref)
+    size_t size;   // usable bytes: SC_BUF_SIZE or SC_BUF_LARGE_SIZE
+    unsigned refs; // holders beyond the first (sc_buf_ref)
 };
 
 #define HDR_SIZE ((sizeof(struct buf_hdr) + 15) & ~(size_t)15)

@@ -79,8 +79,8 @@ void sc_log(enum sc_log_level level, const char *event, const char *fmt, ...)
     char line[4096];
     size_t len;
     if (g_format == SC_LOG_JSON) {
-        len = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":\"", ts,
-                               level_json[level]);
+        len = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":\"",
+                               ts, level_json[level]);
         json_escape(line, sizeof(line), &len, event);
         len += (size_t)snprintf(line + len, sizeof(line) - len, "\",\"msg\":\"");
         json_escape(line, sizeof(line), &len, msg);

@@ -5,9 +5,10 @@ const double sc_hs_bucket_bounds[SC_HS_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005,
                                                    0.05,   0.1,   0.25,   0.5,   1,    5};
 
 static const char *const fail_names[SC_TLS_FAIL_MAX] = {
-    "no_peer_cert",     "unknown_ca", "expired",   "not_yet_valid", "bad_svid",
-    "spiffe_id_mismatch", "not_allowed", "protocol_version", "not_tls", "handshake_timeout",
-    "peer_closed",      "peer_alert", "other",
+    "no_peer_cert", "unknown_ca",         "expired",     "not_yet_valid",
+    "bad_svid",     "spiffe_id_mismatch", "not_allowed", "protocol_version",
+    "not_tls",      "handshake_timeout",  "peer_closed", "peer_alert",
+    "other",
 };
 
 const char *sc_tls_fail_name(enum sc_tls_fail r)

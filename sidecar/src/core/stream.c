@@ -262,8 +262,8 @@ static void on_write(uv_write_t *req, int status)
     }
 }
 
-int sc_stream__write_raw(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
-                         char *owned, sc_stream_write_cb cb, void *arg)
+int sc_stream__write_raw(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs, char *owned,
+                         sc_stream_write_cb cb, void *arg)
 {
     if (s->flags & SC_STREAM_F_CLOSING) {
         sc_buf_release(owned);
@@ -443,8 +443,8 @@ int sc_stream_write(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
     return sc_stream_write_owned(s, bufs, nbufs, NULL, cb, arg);
 }
 
-int sc_stream_write_owned(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
-                          char *owned, sc_stream_write_cb cb, void *arg)
+int sc_stream_write_owned(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs, char *owned,
+                          sc_stream_write_cb cb, void *arg)
 {
     if (s->flags & (SC_STREAM_F_CLOSING | SC_STREAM_F_SHUTDOWN)) {
         sc_buf_release(owned);

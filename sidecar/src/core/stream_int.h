@@ -28,20 +28,20 @@ enum sc_stream_tls_state {
 #define SC_STREAM_F_SMALL 0x2000u     // reads stay in small buffers (sc_stream_set_small_reads)
 
 struct sc_stream {
-    uv_tcp_t tcp;              // the connection; data = this stream
-    uv_timer_t timer;          // connect / handshake timeout
-    uv_timer_t defer;          // TLS: resume processing of buffered input
+    uv_tcp_t tcp;     // the connection; data = this stream
+    uv_timer_t timer; // connect / handshake timeout
+    uv_timer_t defer; // TLS: resume processing of buffered input
     uv_connect_t connect_req;
     uv_shutdown_t shutdown_req;
     uv_loop_t *loop;
     struct sc_bufpool *pool;
     const struct sc_stream_ops *ops;
-    void *data;                // user pointer
-    unsigned flags;            // SC_STREAM_F_*
-    int pending_closes;        // handles whose close callback has not run yet
-    size_t queued_bytes;       // bytes in uv_write requests not completed
-    void *spare_req;           // one completed write request kept for reuse
-    void *done_head;           // writes completed synchronously, callbacks not yet run
+    void *data;          // user pointer
+    unsigned flags;      // SC_STREAM_F_*
+    int pending_closes;  // handles whose close callback has not run yet
+    size_t queued_bytes; // bytes in uv_write requests not completed
+    void *spare_req;     // one completed write request kept for reuse
+    void *done_head;     // writes completed synchronously, callbacks not yet run
     void *done_tail;
     sc_stream_read_cb read_cb;
     sc_stream_connect_cb connect_cb;
@@ -50,16 +50,16 @@ struct sc_stream {
 
     // TLS only.
     enum sc_stream_tls_state tls_state;
-    SSL *ssl;                  // owns the BIO; freed in the final free
-    char *in;                  // ciphertext read from the socket, not yet fed to SSL
+    SSL *ssl; // owns the BIO; freed in the final free
+    char *in; // ciphertext read from the socket, not yet fed to SSL
     size_t in_off;
     size_t in_len;
-    int in_err;                // UV_EOF or error seen on the socket
-    char *out;                 // ciphertext produced by SSL, not yet written
+    int in_err; // UV_EOF or error seen on the socket
+    char *out;  // ciphertext produced by SSL, not yet written
     size_t out_len;
-    int out_err;               // a write of ciphertext failed synchronously
-    uint8_t first_byte;        // first byte the peer sent (TLS detection)
-    enum sc_tls_fail fail;     // handshake failure reason
+    int out_err;           // a write of ciphertext failed synchronously
+    uint8_t first_byte;    // first byte the peer sent (TLS detection)
+    enum sc_tls_fail fail; // handshake failure reason
     char fail_detail[160];
     uint64_t hs_start_us;
     uint64_t hs_us;
@@ -72,8 +72,8 @@ extern const struct sc_stream_ops sc_stream__tls_ops;
 // an optional completion. |owned| (may be NULL) is a buffer from sc_buf_get
 // released when the write completes. Returns 0 or a UV_E*; on error |owned|
 // is released and |cb| does not run.
-int sc_stream__write_raw(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs,
-                         char *owned, sc_stream_write_cb cb, void *arg);
+int sc_stream__write_raw(struct sc_stream *s, const uv_buf_t bufs[], unsigned nbufs, char *owned,
+                         sc_stream_write_cb cb, void *arg);
 
 // sc_stream__schedule arms the defer timer: on the next loop turn the stream
 // runs the callbacks of writes that completed synchronously, then (with

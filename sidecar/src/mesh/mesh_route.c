@@ -62,7 +62,7 @@ void sc_mesh_route(const struct sc_mesh_config *cfg, enum sc_dir dir, const stru
     const struct sc_mesh_port *rules = sc_mesh_port_rules(cfg, port);
     bool has_rules = rules != NULL && rules->allow.num_patterns > 0;
     out->kind = sc_mesh_port_mode(cfg, port) == SC_MESH_STRICT || has_rules ? SC_ROUTE_MTLS
-                                                                              : SC_ROUTE_DETECT;
+                                                                            : SC_ROUTE_DETECT;
 }
 
 static void router_route(void *snap, enum sc_dir dir, int fd, struct sc_route *out)

@@ -14,8 +14,8 @@
 // the source is not read (backpressure). EOF from the source half-closes the
 // destination (sc_stream_shutdown: TLS close_notify + FIN); when both
 // directions have ended and no write is in flight the connection is done.
-#include "proxy/proxy_int.h"
 #include "proxy/mux.h"
+#include "proxy/proxy_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,38 +37,38 @@
 enum sc_conn_state {
     SC_CONN_CONNECTING = 0,
     SC_CONN_HANDSHAKE,
-    SC_CONN_DETECT,            // inbound DETECT: waiting for the client's first bytes
+    SC_CONN_DETECT, // inbound DETECT: waiting for the client's first bytes
     SC_CONN_PUMP,
     SC_CONN_CLOSING,
 };
 
 struct sc_conn {
-    struct sc_conn *next;      // worker's list of open connections
+    struct sc_conn *next; // worker's list of open connections
     struct sc_conn *prev;
     struct sc_worker *w;
-    struct sc_stream *down;    // accepted side (NULL once closed)
-    struct sc_stream *up;      // upstream side (NULL if not created or closed)
-    struct sc_stream *tls;     // the mTLS side: down (inbound) or up (outbound)
+    struct sc_stream *down; // accepted side (NULL once closed)
+    struct sc_stream *up;   // upstream side (NULL if not created or closed)
+    struct sc_stream *tls;  // the mTLS side: down (inbound) or up (outbound)
     enum sc_conn_state state;
-    int open_streams;          // handles (streams, detect timer) not yet closed
-    enum sc_conn_mode mode;    // mTLS or plain, once decided (stats)
-    bool counted;              // conn_opened was counted (conn_closed will be)
-    struct sc_route route;     // routed connections: the decision
-    void *snap;                // routed connections: the snapshot's reference
-    uv_timer_t detect;         // SC_CONN_DETECT timeout (initialised only then)
-    char *first;               // plain after detection: the bytes already read
+    int open_streams;       // handles (streams, detect timer) not yet closed
+    enum sc_conn_mode mode; // mTLS or plain, once decided (stats)
+    bool counted;           // conn_opened was counted (conn_closed will be)
+    struct sc_route route;  // routed connections: the decision
+    void *snap;             // routed connections: the snapshot's reference
+    uv_timer_t detect;      // SC_CONN_DETECT timeout (initialised only then)
+    char *first;            // plain after detection: the bytes already read
     size_t first_len;
-    bool eof[2];               // source of direction d reported its end
-    bool paused[2];            // source of direction d not read (backpressure)
-    int inflight[2];           // writes in flight in direction d
+    bool eof[2];     // source of direction d reported its end
+    bool paused[2];  // source of direction d not read (backpressure)
+    int inflight[2]; // writes in flight in direction d
     uint64_t start_ms;
     uint64_t last_active_ms;
-    bool aged;                 // past max_connection_age: closing gracefully
-    uint64_t await_since;      // forwarded downstream bytes, no answer yet (busy poll)
+    bool aged;            // past max_connection_age: closing gracefully
+    uint64_t await_since; // forwarded downstream bytes, no answer yet (busy poll)
     uint64_t aged_ms;
-    uint64_t bytes_in;         // from the downstream side
-    uint64_t bytes_out;        // to the downstream side
-    char peer[64];             // address of the TLS peer
+    uint64_t bytes_in;  // from the downstream side
+    uint64_t bytes_out; // to the downstream side
+    char peer[64];      // address of the TLS peer
 };
 
 static const char *dir_name(enum sc_dir d)
@@ -168,8 +168,8 @@ static void finalize(struct sc_conn *c, const char *reason, bool reset)
                 "dir=%s peer=%s peer_id=%s tls=%s bytes_in=%llu bytes_out=%llu "
                 "duration_ms=%llu reason=%s",
                 dir_name(dir), c->peer, sc_tls_peer_id(ssl),
-                c->tls ? sc_stream_tls_version(c->tls) : "plain",
-                (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out,
+                c->tls ? sc_stream_tls_version(c->tls) : "plain", (unsigned long long)c->bytes_in,
+                (unsigned long long)c->bytes_out,
                 (unsigned long long)(uv_now(&w->loop) - c->start_ms), reason);
     }
     if (c->down != NULL) {
@@ -300,8 +300,8 @@ void sc_proxy__handshake_failed(struct sc_worker *w, struct sc_stream *tls, cons
     if (reason == SC_TLS_FAIL_NOT_ALLOWED) {
         SC_STAT_ADD(w->stats.authz_deny, 1);
     }
-    sc_warn("tls.handshake_failed", "dir=%s reason=%s peer=%s peer_id=%s detail=%s",
-            dir_name(dir), sc_tls_fail_name(reason), peer, peer_id, detail);
+    sc_warn("tls.handshake_failed", "dir=%s reason=%s peer=%s peer_id=%s detail=%s", dir_name(dir),
+            sc_tls_fail_name(reason), peer, peer_id, detail);
 #ifdef SC_HAVE_FAILURES
     sc_failures_record(dir, reason, peer, peer_id, detail);
 #endif
@@ -311,9 +311,8 @@ static void on_upstream_connect(struct sc_stream *up, int status);
 
 static const struct sockaddr *target_of(const struct sc_conn *c)
 {
-    return (const struct sockaddr *)(c->w->proxy->cfg.router != NULL
-                                         ? &c->route.target
-                                         : &c->w->proxy->cfg.target);
+    return (const struct sockaddr *)(c->w->proxy->cfg.router != NULL ? &c->route.target
+                                                                     : &c->w->proxy->cfg.target);
 }
 
 // connect_upstream opens the upstream side of |c| (plain TCP first; the
@@ -508,14 +507,13 @@ static void on_detect_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *b
     // A TLS client starts with a ClientHello record (sc/mesh.h, fuzzed).
     // With fewer bytes than the detector needs (rare: a ClientHello comes
     // in one segment) the record type decides; TLS refuses the rest anyway.
-    enum sc_mesh_detect d =
-        sc_mesh_detect_client_hello((const uint8_t *)buf->base, (size_t)nread);
+    enum sc_mesh_detect d = sc_mesh_detect_client_hello((const uint8_t *)buf->base, (size_t)nread);
     if (d == SC_DETECT_TLS || (d == SC_DETECT_NEED_MORE && (uint8_t)buf->base[0] == 0x16)) {
         count_open(c, SC_MODE_MTLS);
         c->tls = s;
-        int r = sc_stream_start_tls_prefixed(s, w->ctx, true, NULL,
-                                             w->proxy->cfg.handshake_timeout_ms, on_handshake,
-                                             buf->base, (size_t)nread);
+        int r =
+            sc_stream_start_tls_prefixed(s, w->ctx, true, NULL, w->proxy->cfg.handshake_timeout_ms,
+                                         on_handshake, buf->base, (size_t)nread);
         if (r != 0) {
             sc_warn("tls.start_failed", "dir=inbound error=%s", sc_strerror(r));
             finalize(c, "tls_start_failed", false);
@@ -570,8 +568,8 @@ static void start_routed(struct sc_conn *c)
         count_open(c, SC_MODE_MTLS);
         if (dir == SC_DIR_OUTBOUND && w->proxy->cfg.mux &&
             sc_mux__wanted(w, (const struct sockaddr *)&c->route.target) &&
-            sc_mux__carry(w, c->down, (const struct sockaddr *)&c->route.target,
-                          c->route.peer_id, c->start_ms) == 0) {
+            sc_mux__carry(w, c->down, (const struct sockaddr *)&c->route.target, c->route.peer_id,
+                          c->start_ms) == 0) {
             hand_off(c); // a stream of a session to this destination now
             return;
         }
@@ -597,8 +595,7 @@ static void start_routed(struct sc_conn *c)
     case SC_ROUTE_REFUSE:
         break;
     }
-    refuse(c, c->route.kind == SC_ROUTE_REFUSE && c->route.reason ? c->route.reason
-                                                                  : "bad_route",
+    refuse(c, c->route.kind == SC_ROUTE_REFUSE && c->route.reason ? c->route.reason : "bad_route",
            "-");
 }
 
@@ -740,8 +737,7 @@ void sc_conn__sweep(struct sc_worker *w, bool force)
         } else if (max_age > 0 && c->state == SC_CONN_PUMP && !c->aged &&
                    now - c->start_ms >= max_age) {
             age_out(c, now);
-        } else if (c->aged && c->state == SC_CONN_PUMP &&
-                   now - c->aged_ms >= SC_MAX_AGE_GRACE_MS) {
+        } else if (c->aged && c->state == SC_CONN_PUMP && now - c->aged_ms >= SC_MAX_AGE_GRACE_MS) {
             finalize(c, "max_connection_age", false);
         }
         c = next;

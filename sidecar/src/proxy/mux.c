@@ -137,7 +137,7 @@ struct sc_mux_sess {
     bool retired; // no new streams: closes once empty
     bool goaway_sent;
     bool flush_queued;
-    bool spread; // outbound: opened beside sessions carrying bulk
+    bool spread;       // outbound: opened beside sessions carrying bulk
     uint32_t last_sid; // highest stream id opened
     struct mux_chan *chans;
     uint32_t nchans;
@@ -444,8 +444,7 @@ static void send_data_zc(struct sc_mux_sess *m, uint32_t sid, char *buf, size_t 
         size_t chunk = n < SC_MUX_MAX_DATA ? n : SC_MUX_MAX_DATA;
         sc_mux_put_hdr(o, SC_MUX_DATA, 0, (uint16_t)chunk, sid);
         m->out_len += SC_MUX_HDR_LEN;
-        m->oiov[m->noiov++] =
-            uv_buf_init(m->out + m->out_cut, (unsigned)(m->out_len - m->out_cut));
+        m->oiov[m->noiov++] = uv_buf_init(m->out + m->out_cut, (unsigned)(m->out_len - m->out_cut));
         m->out_cut = m->out_len;
         m->oiov[m->noiov++] = uv_buf_init((char *)p, (unsigned)chunk);
         p += chunk;
@@ -778,8 +777,7 @@ static int chan_collect(struct sc_mux_sess *m, struct mux_chan *ch, const uint8_
     if (!ch->wlisted) {
         // First bytes of this read for |ch|: written in place from the read
         // unless its socket is behind (then a copy bounds what it holds).
-        ch->zc = m->rbuf != NULL && ch->wbuf == NULL &&
-                 sc_stream_write_queue_size(ch->plain) == 0;
+        ch->zc = m->rbuf != NULL && ch->wbuf == NULL && sc_stream_write_queue_size(ch->plain) == 0;
         ch->wsrc = m->rbuf;
         ch->wlisted = true;
         ch->wnext = m->wlist;
@@ -931,8 +929,8 @@ static int serve_open(struct sc_mux_sess *m, uint32_t sid, size_t dest_len)
     }
     if (refuse != NULL) {
         const char *peer_id = sc_tls_peer_id(sc_stream_get0_ssl(m->s));
-        sc_warn("mux.stream_refused", "dir=inbound peer=%s peer_id=%s stream=%u reason=%s",
-                m->peer, peer_id, sid, refuse);
+        sc_warn("mux.stream_refused", "dir=inbound peer=%s peer_id=%s stream=%u reason=%s", m->peer,
+                peer_id, sid, refuse);
         SC_STAT_ADD(w->stats.conn_failed[SC_DIR_INBOUND][SC_MODE_MTLS], 1);
         if (why != SC_TLS_FAIL_OTHER) {
             // Refused as a new 1:1 connection would have been at its
@@ -1222,8 +1220,8 @@ static void sess_close(struct sc_mux_sess *m, const char *reason)
         // clients waiting on it go on one of those, and for a while no more
         // sessions are opened beside busy ones.
         w->mux_spread_off_ms = uv_now(&w->loop) + MUX_SPREAD_BACKOFF_MS;
-        sc_info("mux.spread_failed", "dir=%s peer=%s reason=%s backoff_ms=%d", dir_name(w),
-                m->peer, reason, MUX_SPREAD_BACKOFF_MS);
+        sc_info("mux.spread_failed", "dir=%s peer=%s reason=%s backoff_ms=%d", dir_name(w), m->peer,
+                reason, MUX_SPREAD_BACKOFF_MS);
         struct mux_chan *ch = m->chans;
         while (ch != NULL) {
             struct mux_chan *next = ch->next;
@@ -1660,9 +1658,9 @@ void sc_mux__sweep(struct sc_worker *w, bool force)
             m = next;
             continue;
         }
-        bool aged = (cfg->max_connection_age_ms > 0 &&
-                     now - m->start_ms >= cfg->max_connection_age_ms) ||
-                    peer_expired(m, now);
+        bool aged =
+            (cfg->max_connection_age_ms > 0 && now - m->start_ms >= cfg->max_connection_age_ms) ||
+            peer_expired(m, now);
         if (m->client) {
             m->retired |= w->draining || aged;
         } else if (w->draining || aged) {

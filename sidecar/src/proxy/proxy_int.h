@@ -41,20 +41,20 @@ struct sc_worker {
     atomic_bool drain_requested;
     bool draining;
     bool stopping;
-    bool loopback_cc_warned; // a loopback_cc failure was logged (once per worker)
-    uv_check_t mux_check;               // seam-mux: writes sessions' frames once per loop turn,
-    uv_prepare_t mux_prepare;           // after the I/O callbacks and before polling
-    struct sc_mux_sess *mux_sessions;   // open seam-mux sessions (mux.c)
-    struct sc_mux_sess *mux_flush;      // sessions with frames to write this turn
-    struct sc_mux_off {                 // mesh: destinations that refused seam-mux/1 (mux.c)
+    bool loopback_cc_warned;          // a loopback_cc failure was logged (once per worker)
+    uv_check_t mux_check;             // seam-mux: writes sessions' frames once per loop turn,
+    uv_prepare_t mux_prepare;         // after the I/O callbacks and before polling
+    struct sc_mux_sess *mux_sessions; // open seam-mux sessions (mux.c)
+    struct sc_mux_sess *mux_flush;    // sessions with frames to write this turn
+    struct sc_mux_off {               // mesh: destinations that refused seam-mux/1 (mux.c)
         struct sockaddr_storage addr;
         uint64_t until_ms; // uv_now: carried 1:1 until then
     } mux_off[SC_MUX_OFF_SLOTS];
-    unsigned mux_off_next; // the slot the next refusal overwrites (oldest first)
+    unsigned mux_off_next;      // the slot the next refusal overwrites (oldest first)
     uint64_t mux_spread_off_ms; // uv_now: no session opened beside busy ones until then (mux.c)
-    uint64_t drain_deadline; // uv_now ms
-    uint64_t last_tick;      // uv_hrtime of the last tick (loop lag)
-    struct sc_conn *conns;   // doubly linked list of open connections
+    uint64_t drain_deadline;    // uv_now ms
+    uint64_t last_tick;         // uv_hrtime of the last tick (loop lag)
+    struct sc_conn *conns;      // doubly linked list of open connections
     atomic_uint_fast64_t num_conns;
 };
 

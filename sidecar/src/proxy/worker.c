@@ -1,8 +1,8 @@
 // worker.c — worker threads of the tunnel data path: one uv_loop and one
 // SO_REUSEPORT listening socket each, TLS snapshots published from the main
 // thread (uv_async + an atomic pointer), and the drain on SIGTERM.
-#include "proxy/proxy_int.h"
 #include "proxy/mux.h"
+#include "proxy/proxy_int.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -100,7 +100,7 @@ static void on_async(uv_async_t *a)
     SSL_CTX *ctx = atomic_exchange(&w->pending_ctx, NULL);
     if (ctx != NULL) {
         SSL_CTX_free(w->ctx);
-        w->ctx = ctx; // new connections use it; open ones keep theirs
+        w->ctx = ctx;      // new connections use it; open ones keep theirs
         sc_mux__retire(w); // and new streams go on a session that uses it
     }
     void *snap = atomic_exchange(&w->pending_snap, NULL);

@@ -175,8 +175,8 @@ static void classify_failure(struct sc_stream *s, int ssl_err)
     }
     if (s->flags & SC_STREAM_F_IN_EOF) {
         reason = SC_TLS_FAIL_PEER_CLOSED;
-        detail = s->in_err == UV_EOF ? "connection closed during handshake"
-                                     : uv_strerror(s->in_err);
+        detail =
+            s->in_err == UV_EOF ? "connection closed during handshake" : uv_strerror(s->in_err);
         goto out;
     }
     (void)ssl_err;
@@ -481,9 +481,9 @@ int sc_stream_start_tls(struct sc_stream *s, SSL_CTX *ctx, bool is_server, const
     return sc_stream_start_tls_prefixed(s, ctx, is_server, sni, timeout_ms, cb, NULL, 0);
 }
 
-int sc_stream_start_tls_prefixed(struct sc_stream *s, SSL_CTX *ctx, bool is_server,
-                                 const char *sni, uint64_t timeout_ms, sc_stream_handshake_cb cb,
-                                 char *buf, size_t len)
+int sc_stream_start_tls_prefixed(struct sc_stream *s, SSL_CTX *ctx, bool is_server, const char *sni,
+                                 uint64_t timeout_ms, sc_stream_handshake_cb cb, char *buf,
+                                 size_t len)
 {
     if ((s->flags & (SC_STREAM_F_CLOSING | SC_STREAM_F_READING)) ||
         s->tls_state != SC_STREAM_TLS_NONE) {

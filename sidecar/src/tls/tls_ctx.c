@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 
 #include <openssl/err.h>
-#include <openssl/pool.h>
 #include <openssl/pem.h>
+#include <openssl/pool.h>
 #include <openssl/x509v3.h>
 
 #include "sc/err.h"
@@ -57,7 +57,7 @@ static CRYPTO_BUFFER_POOL *cert_buffer_pool(void)
 // set_chain_and_key installs |certs| (leaf first) and |key| as DER buffers
 // (the only way with TLS_with_buffers_method); BoringSSL checks that the key
 // matches the leaf.
-static int set_chain_and_key(SSL_CTX *ctx, STACK_OF(X509) *certs, EVP_PKEY *key, char *err,
+static int set_chain_and_key(SSL_CTX *ctx, STACK_OF(X509) * certs, EVP_PKEY *key, char *err,
                              size_t err_cap)
 {
     size_t n = sk_X509_num(certs);
@@ -89,9 +89,9 @@ static int set_chain_and_key(SSL_CTX *ctx, STACK_OF(X509) *certs, EVP_PKEY *key,
     return rc;
 }
 
-SSL_CTX *sc_tls_ctx_new_pem(const struct sc_tls_opts *opts, const char *cert_pem,
-                            size_t cert_len, const char *key_pem, size_t key_len,
-                            const char *trust_pem, size_t trust_len, char *err, size_t err_cap)
+SSL_CTX *sc_tls_ctx_new_pem(const struct sc_tls_opts *opts, const char *cert_pem, size_t cert_len,
+                            const char *key_pem, size_t key_len, const char *trust_pem,
+                            size_t trust_len, char *err, size_t err_cap)
 {
     SSL_CTX *ctx = NULL;
     EVP_PKEY *key = NULL;
@@ -200,8 +200,7 @@ SSL_CTX *sc_tls_ctx_new_pem(const struct sc_tls_opts *opts, const char *cert_pem
         if (opts->no_resumption) {
             SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
         } else {
-            SSL_CTX_set_session_cache_mode(ctx,
-                                           SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+            SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
             SSL_CTX_sess_set_new_cb(ctx, sc_tls__on_new_session);
         }
     }

@@ -22,9 +22,9 @@
 // exact certificate bytes; good until the earliest notAfter in the chain.
 // Authorization is not cached (it is cheap and may differ per connection).
 struct sc_tls_vcache_entry {
-    uint8_t key[32];  // SHA-256 over the purpose and the DER certificates
-    int64_t expires;  // Unix seconds; 0 = empty slot
-    char *id;         // the peer's SPIFFE ID
+    uint8_t key[32]; // SHA-256 over the purpose and the DER certificates
+    int64_t expires; // Unix seconds; 0 = empty slot
+    char *id;        // the peer's SPIFFE ID
 };
 
 // struct sc_tls_policy: what a context's verifier checks (sc/tls.h).
@@ -36,10 +36,10 @@ struct sc_tls_policy {
     bool allow_any;            // no allow-list given: any verified SVID
     uint8_t *alpn;             // ALPN wire format (length-prefixed), server select
     size_t alpn_len;
-    bool alpn_required;        // refuse a client that does not offer it
-    uv_mutex_t cache_lock;     // the policy is shared by every worker thread
+    bool alpn_required;    // refuse a client that does not offer it
+    uv_mutex_t cache_lock; // the policy is shared by every worker thread
     struct sc_tls_vcache_entry cache[SC_TLS_VCACHE_SIZE];
-    unsigned cache_next;       // round-robin replacement
+    unsigned cache_next; // round-robin replacement
     uint64_t cache_hits;
     // Client contexts: TLS sessions to resume, keyed by expected peer ID and
     // SNI. A ring of the newest tickets, several per destination: TLS 1.3
@@ -85,6 +85,6 @@ int64_t sc_tls__not_after(const X509 *x);
 
 // sc_tls__load_certs appends every PEM certificate of |pem| to |out|.
 // Returns 0, or SC_ECONFIG if there is none or one is malformed.
-int sc_tls__load_certs(const char *pem, size_t len, STACK_OF(X509) *out);
+int sc_tls__load_certs(const char *pem, size_t len, STACK_OF(X509) * out);
 
 #endif

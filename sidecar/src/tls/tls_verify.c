@@ -34,9 +34,9 @@ struct conn_info {
     bool failed;
     enum sc_tls_fail reason;
     const char *detail;
-    char *expected_id; // per-connection override of the policy's peer_id
+    char *expected_id;   // per-connection override of the policy's peer_id
     int64_t valid_until; // Unix s: the verified chain's earliest notAfter (0: unknown)
-    char peer_id[];    // NUL-terminated, "-" if unknown
+    char peer_id[];      // NUL-terminated, "-" if unknown
 };
 
 static int ssl_info_idx = -1;
@@ -143,7 +143,7 @@ void sc_tls_policy_free(struct sc_tls_policy *p)
     free(p);
 }
 
-int sc_tls__load_certs(const char *pem, size_t len, STACK_OF(X509) *out)
+int sc_tls__load_certs(const char *pem, size_t len, STACK_OF(X509) * out)
 {
     BIO *bio = BIO_new_mem_buf(pem, (int)len);
     if (bio == NULL) {
@@ -293,8 +293,7 @@ static enum sc_tls_fail map_x509_error(int err, const char **detail)
 
 // authorize is checklist step 4 for an ID that passed steps 1-3.
 static bool authorize(const struct sc_tls_policy *p, const char *id, bool peer_is_server,
-                      const char *expected, enum sc_tls_fail *out_reason,
-                      const char **out_detail)
+                      const char *expected, enum sc_tls_fail *out_reason, const char **out_detail)
 {
     if (peer_is_server) {
         if (expected != NULL && !sc_spiffe_id_equal(expected, id)) {
@@ -334,7 +333,7 @@ int64_t sc_tls__not_after(const X509 *x)
 
 // earliest_not_after returns the earliest notAfter (Unix seconds) of the
 // verified |chain|, or 0 if it cannot be computed.
-static int64_t earliest_not_after(STACK_OF(X509) *chain)
+static int64_t earliest_not_after(STACK_OF(X509) * chain)
 {
     int64_t min = 0;
     for (size_t i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
@@ -351,7 +350,7 @@ static int64_t earliest_not_after(STACK_OF(X509) *chain)
 
 // verify_chain runs checklist steps 1-3 (path validation, leaf shape, the
 // one URI SAN). On success |*out_expires| is when the verdict stops holding.
-static bool verify_chain(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X509) *untrusted,
+static bool verify_chain(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X509) * untrusted,
                          bool peer_is_server, int64_t now, char *idbuf, size_t id_cap,
                          int64_t *out_expires, enum sc_tls_fail *out_reason,
                          const char **out_detail)
@@ -393,9 +392,9 @@ static bool verify_chain(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X50
     if (ku == UINT32_MAX || !(ku & KU_DIGITAL_SIGNATURE) ||
         (ku & (KU_KEY_CERT_SIGN | KU_CRL_SIGN))) {
         reason = SC_TLS_FAIL_BAD_SVID;
-        detail = ku == UINT32_MAX ? "no keyUsage"
+        detail = ku == UINT32_MAX                          ? "no keyUsage"
                  : (ku & (KU_KEY_CERT_SIGN | KU_CRL_SIGN)) ? "leaf has keyCertSign or cRLSign"
-                                                          : "no digitalSignature";
+                                                           : "no digitalSignature";
         goto out_fail;
     }
     if (!id_ok) {
@@ -410,14 +409,14 @@ out_fail:
     return false;
 }
 
-bool sc_tls_verify_svid(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X509) *untrusted,
+bool sc_tls_verify_svid(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X509) * untrusted,
                         bool peer_is_server, int64_t now, char *out_id, size_t id_cap,
                         enum sc_tls_fail *out_reason, const char **out_detail)
 {
     char idbuf[SC_SPIFFE_ID_MAX + 1];
     int64_t expires = 0;
-    bool ok = verify_chain(p, leaf, untrusted, peer_is_server, now, idbuf, sizeof(idbuf),
-                           &expires, out_reason, out_detail) &&
+    bool ok = verify_chain(p, leaf, untrusted, peer_is_server, now, idbuf, sizeof(idbuf), &expires,
+                           out_reason, out_detail) &&
               authorize(p, idbuf, peer_is_server, p->peer_id, out_reason, out_detail);
     if (out_id != NULL) {
         snprintf(out_id, id_cap, "%s", idbuf);
@@ -427,7 +426,7 @@ bool sc_tls_verify_svid(const struct sc_tls_policy *p, X509 *leaf, STACK_OF(X509
 
 // ---- the verified-chain cache ---------------------------------------------
 
-static void chain_key(const STACK_OF(CRYPTO_BUFFER) *chain, bool peer_is_server, uint8_t out[32])
+static void chain_key(const STACK_OF(CRYPTO_BUFFER) * chain, bool peer_is_server, uint8_t out[32])
 {
     SHA256_CTX h;
     SHA256_Init(&h);

@@ -74,8 +74,8 @@ static X509 *make_cert(EVP_PKEY *pub, EVP_PKEY *signer_key, X509 *issuer, const 
                        long from_s, long to_s, bool ca)
 {
     if (ca) {
-        return make_cert_ext(pub, signer_key, issuer, NULL, from_s, to_s, true,
-                             "critical,CA:TRUE", "critical,keyCertSign,cRLSign");
+        return make_cert_ext(pub, signer_key, issuer, NULL, from_s, to_s, true, "critical,CA:TRUE",
+                             "critical,keyCertSign,cRLSign");
     }
     return make_cert_ext(pub, signer_key, issuer, uri, from_s, to_s, false, "critical,CA:FALSE",
                          "critical,digitalSignature");

@@ -307,12 +307,9 @@ static void test_free_while_resolving(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_config_errors),
-        cmocka_unit_test(test_token_errors),
-        cmocka_unit_test(test_connection_refused),
-        cmocka_unit_test(test_deadline_and_cancel),
-        cmocka_unit_test(test_resolve_host_name),
-        cmocka_unit_test(test_free_while_resolving),
+        cmocka_unit_test(test_config_errors),      cmocka_unit_test(test_token_errors),
+        cmocka_unit_test(test_connection_refused), cmocka_unit_test(test_deadline_and_cancel),
+        cmocka_unit_test(test_resolve_host_name),  cmocka_unit_test(test_free_while_resolving),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

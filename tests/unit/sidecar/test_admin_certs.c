@@ -16,8 +16,8 @@
 #include <openssl/x509.h>
 
 #include "admin/admin_int.h"
-#include "sc/admin.h"
 #include "pki.h"
+#include "sc/admin.h"
 
 static void test_file_certs_json(void **state)
 {

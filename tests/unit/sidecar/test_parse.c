@@ -373,7 +373,7 @@ static void test_addr_equal_and_len(void **state)
     parse_ok("[fd00:10:244::21]:8080", &v6b);
     const struct sockaddr *pa = (const struct sockaddr *)&a, *pb = (const struct sockaddr *)&b;
     assert_true(sc_addr_equal(pa, pb));
-    assert_false(sc_addr_equal(pa, (const struct sockaddr *)&c)); // another port
+    assert_false(sc_addr_equal(pa, (const struct sockaddr *)&c));     // another port
     assert_true(sc_addr_equal(pa, (const struct sockaddr *)&mapped)); // v4-mapped = its IPv4
     assert_true(sc_addr_equal((const struct sockaddr *)&mapped, pa));
     assert_false(sc_addr_equal(pa, (const struct sockaddr *)&v6));

@@ -3,21 +3,21 @@
 // half-close, backpressure (a stalled app stops the client's writes instead
 // of growing buffers), idle timeout, upstream down, and drain.
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 #include <uv.h>
 
+#include "pki.h"
 #include "sc/proxy.h"
 #include "sc/stream.h"
 #include "sc/tls.h"
-#include "pki.h"
 
 #define TD "spiffe://cluster.local"
 #define SERVER_ID TD "/ns/default/sa/server"
@@ -39,25 +39,25 @@ struct world {
     uv_loop_t loop;
     uv_tcp_t app_listener;
     int app_port;
-    struct sc_stream *app;       // the app's accepted connection
-    bool app_echo;               // echo (true) or sink (false)
+    struct sc_stream *app; // the app's accepted connection
+    bool app_echo;         // echo (true) or sink (false)
     bool app_reading;
     size_t app_received;
     bool app_eof;
     struct sc_proxy *in;
     struct sc_proxy *out;
     int proxies_done;
-    struct sc_stream *cli;       // the test client (plain, to the outbound proxy)
+    struct sc_stream *cli; // the test client (plain, to the outbound proxy)
     uint8_t *data;
     size_t to_send;
     size_t sent;
     size_t received;
     bool content_ok;
     bool cli_eof;
-    int cli_status;              // negative nread seen by the client
+    int cli_status; // negative nread seen by the client
     bool cli_closed;
     bool cli_connected;
-    bool no_shutdown;            // the client never half-closes
+    bool no_shutdown; // the client never half-closes
 };
 
 static struct world W;
@@ -109,11 +109,11 @@ static void on_proxy_done(struct sc_proxy *p, void *arg)
 struct fake_snap {
     int refs;
     enum sc_route_kind kind;
-    bool to_app;          // target: the app (else the inbound proxy)
-    const char *peer_id;  // outbound MTLS
-    bool allow;           // authorize answer for mTLS clients
-    bool deny_plain;      // authorize answer for plain clients ("-")
-    int routed;           // route() calls
+    bool to_app;         // target: the app (else the inbound proxy)
+    const char *peer_id; // outbound MTLS
+    bool allow;          // authorize answer for mTLS clients
+    bool deny_plain;     // authorize answer for plain clients ("-")
+    int routed;          // route() calls
 };
 
 static void fake_route(void *snap, enum sc_dir dir, int fd, struct sc_route *out);
@@ -441,8 +441,8 @@ static void test_route_inbound_detect(void **state)
     stop_world();
 
     // A port whose rules admit only identities refuses the plain client.
-    struct fake_snap in3 = {.refs = 1, .kind = SC_ROUTE_DETECT, .to_app = true, .allow = true,
-                            .deny_plain = true};
+    struct fake_snap in3 = {
+        .refs = 1, .kind = SC_ROUTE_DETECT, .to_app = true, .allow = true, .deny_plain = true};
     in_snap = &in3;
     start_world(true, 0);
     start_client_to(sc_proxy_listen_port(W.in), 1000);
@@ -510,12 +510,9 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN); // as every libuv program: EPIPE instead of death
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_integrity_half_close),
-        cmocka_unit_test(test_backpressure),
-        cmocka_unit_test(test_idle_timeout),
-        cmocka_unit_test(test_upstream_down),
-        cmocka_unit_test(test_route_inbound_detect),
-        cmocka_unit_test(test_route_inbound_authorize),
+        cmocka_unit_test(test_integrity_half_close), cmocka_unit_test(test_backpressure),
+        cmocka_unit_test(test_idle_timeout),         cmocka_unit_test(test_upstream_down),
+        cmocka_unit_test(test_route_inbound_detect), cmocka_unit_test(test_route_inbound_authorize),
         cmocka_unit_test(test_route_outbound),
     };
     return cmocka_run_group_tests(tests, test_pki_setup, test_pki_teardown);

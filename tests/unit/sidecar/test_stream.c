@@ -2,11 +2,11 @@
 // half-close, TLS handshake failures with their reasons, connect errors.
 // Each test uses a fresh uv_loop and ends with uv_loop_close() == 0.
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,12 +14,12 @@
 #include <cmocka.h>
 #include <uv.h>
 
+#include "pki.h"
 #include "sc/err.h"
 #include "sc/spiffe.h"
 #include "sc/stream.h"
 #include "sc/tls.h"
 #include "tls/tls_int.h"
-#include "pki.h"
 
 #define TD "spiffe://cluster.local"
 #define SERVER_ID TD "/ns/default/sa/server"
@@ -43,9 +43,9 @@ struct harness {
     uv_loop_t loop;
     uv_tcp_t listener;
     struct sc_bufpool pool;
-    SSL_CTX *server_ctx;      // NULL: plain
+    SSL_CTX *server_ctx; // NULL: plain
     SSL_CTX *client_ctx;
-    struct sc_stream *srv;    // accepted side
+    struct sc_stream *srv; // accepted side
     struct sc_stream *cli;
     size_t to_send;
     size_t sent;
@@ -65,7 +65,7 @@ struct harness {
     int srv_eof;
     int cli_eof;
     int writes_done;
-    size_t srv_max_read;      // largest single read the server side got
+    size_t srv_max_read; // largest single read the server side got
     uint8_t *pattern;
 };
 
@@ -109,8 +109,7 @@ static void srv_on_handshake(struct sc_stream *s, int status)
 {
     struct harness *h = sc_stream_get_data(s);
     h->srv_hs_status = status;
-    snprintf(h->srv_peer_id, sizeof(h->srv_peer_id), "%s",
-             sc_tls_peer_id(sc_stream_get0_ssl(s)));
+    snprintf(h->srv_peer_id, sizeof(h->srv_peer_id), "%s", sc_tls_peer_id(sc_stream_get0_ssl(s)));
     if (status != 0) {
         h->srv_fail = sc_stream_tls_fail(s, NULL);
         sc_stream_close(s, on_closed);
@@ -196,8 +195,7 @@ static void cli_on_handshake(struct sc_stream *s, int status)
 {
     struct harness *h = sc_stream_get_data(s);
     h->cli_hs_status = status;
-    snprintf(h->cli_peer_id, sizeof(h->cli_peer_id), "%s",
-             sc_tls_peer_id(sc_stream_get0_ssl(s)));
+    snprintf(h->cli_peer_id, sizeof(h->cli_peer_id), "%s", sc_tls_peer_id(sc_stream_get0_ssl(s)));
     if (status != 0) {
         h->cli_fail = sc_stream_tls_fail(s, NULL);
         sc_stream_close(s, on_closed);
@@ -245,8 +243,7 @@ static void run_echo(struct harness *h, size_t bytes)
 
     h->cli = sc_stream_new(&h->loop, &h->pool);
     sc_stream_set_data(h->cli, h);
-    assert_int_equal(sc_stream_connect(h->cli, (struct sockaddr *)&bound, 5000, cli_on_connect),
-                     0);
+    assert_int_equal(sc_stream_connect(h->cli, (struct sockaddr *)&bound, 5000, cli_on_connect), 0);
     assert_int_equal(uv_run(&h->loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(uv_loop_close(&h->loop), 0);
     assert_int_equal(h->pool.num_out, 0);
@@ -480,8 +477,8 @@ static void test_tls_no_resumption(void **state)
     for (int side = 0; side < 2; side++) {
         SSL_CTX *sctx = side == 0 ? no_resumption_ctx(true)
                                   : make_ctx(true, "server", NULL, TD "/ns/default/*", NULL);
-        SSL_CTX *cctx = side == 1 ? no_resumption_ctx(false)
-                                  : make_ctx(false, "client", SERVER_ID, NULL, NULL);
+        SSL_CTX *cctx =
+            side == 1 ? no_resumption_ctx(false) : make_ctx(false, "client", SERVER_ID, NULL, NULL);
         assert_non_null(sctx);
         assert_non_null(cctx);
         int reused[3];

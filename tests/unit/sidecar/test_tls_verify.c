@@ -14,9 +14,9 @@
 #include <cmocka.h>
 #include <openssl/pem.h>
 
+#include "pki.h"
 #include "sc/spiffe.h"
 #include "sc/tls.h"
-#include "pki.h"
 
 #define TD "spiffe://cluster.local"
 #define SERVER_ID TD "/ns/default/sa/server"
@@ -35,7 +35,7 @@ static char *slurp(const char *name, size_t *len)
     return buf;
 }
 
-static X509 *load_leaf(const char *name, STACK_OF(X509) **out_inter)
+static X509 *load_leaf(const char *name, STACK_OF(X509) * *out_inter)
 {
     char path[512];
     snprintf(path, sizeof(path), "%s/%s", test_pki_dir, name);
@@ -62,8 +62,8 @@ static struct sc_tls_policy *policy(const char *trust, const char *peer_id, cons
     char *pat = (char *)allow;
     struct sc_allowlist al = {.num_patterns = 1, .patterns = &pat};
     char err[256];
-    struct sc_tls_policy *p = sc_tls_policy_new(pem, len, peer_id, allow ? &al : NULL, err,
-                                                sizeof(err));
+    struct sc_tls_policy *p =
+        sc_tls_policy_new(pem, len, peer_id, allow ? &al : NULL, err, sizeof(err));
     free(pem);
     assert_non_null(p);
     return p;
@@ -172,8 +172,8 @@ static SSL_CTX *ctx_files(bool server, const char *cert, const char *key, const 
     snprintf(t, sizeof(t), "%s/%s", test_pki_dir, trust);
     char *pat = (char *)TD "/*";
     struct sc_allowlist al = {.num_patterns = 1, .patterns = &pat};
-    struct sc_tls_opts o = {.is_server = server, .peer_id = server ? NULL : SERVER_ID,
-                            .allow = server ? &al : NULL};
+    struct sc_tls_opts o = {
+        .is_server = server, .peer_id = server ? NULL : SERVER_ID, .allow = server ? &al : NULL};
     return sc_tls_ctx_new_files(&o, c, k, t, err, cap);
 }
 
@@ -230,9 +230,9 @@ static void test_bad_policy(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_inbound_checklist),   cmocka_unit_test(test_outbound_checklist),
+        cmocka_unit_test(test_inbound_checklist),    cmocka_unit_test(test_outbound_checklist),
         cmocka_unit_test(test_root_rotation_bundle), cmocka_unit_test(test_exact_allow),
-        cmocka_unit_test(test_ctx_building),        cmocka_unit_test(test_bad_policy),
+        cmocka_unit_test(test_ctx_building),         cmocka_unit_test(test_bad_policy),
     };
     return cmocka_run_group_tests(tests, test_pki_setup, test_pki_teardown);
 }
