@@ -15,7 +15,8 @@
 // stops reading its source when it runs out; the receiver gives credit back
 // (WINDOW) as its writes to the local socket complete. A reader that stops
 // thus stalls its own stream only; the session is always read. A sender may
-// overshoot by one read buffer; beyond that the stream is reset.
+// overshoot by one read buffer; beyond that the stream is reset. A receiver
+// whose stream is limited by the window, not by its app, grows it (below).
 #include "proxy/mux.h"
 
 #include <errno.h>
@@ -60,6 +61,18 @@
 #define MUX_NOTSENT_LOWAT (16 * 1024)
 #define MUX_CONGESTED_MS 200
 
+// Window growth (docs/MUX.md "Flow control per stream"). When the receiver
+// gives credit back and finds the sender had used more than three quarters of
+// the window while the local socket took every byte at once (nothing queued
+// in userspace: the app keeps up), the window, not the app, limits the
+// stream: the same WINDOW frame grants MUX_WINDOW_STEP more, up to
+// MUX_WINDOW_MAX, while the worker's buffers are within their large-buffer
+// budget. A grant is an ordinary WINDOW increment, so a seam-mux/1 peer
+// without growth takes the credit as it is, and sends with 256 KiB to a
+// receiver that never grants more.
+#define MUX_WINDOW_STEP SC_MUX_STREAM_WINDOW
+#define MUX_WINDOW_MAX (4 * SC_MUX_STREAM_WINDOW)
+
 // Spreading (docs/MUX.md "Bulk streams"). An outbound stream that moves at
 // least MUX_BULK_BYTES (one stream window) either way within
 // MUX_BULK_WINDOW_MS marks its session as carrying bulk for MUX_BULK_HOLD_MS.
@@ -96,6 +109,7 @@ struct mux_chan {
     enum chan_state state;
     int64_t credit;       // bytes we may still send
     uint64_t unacked;     // received, not yet given back with WINDOW
+    uint32_t rwin;        // window granted to the peer (grows to MUX_WINDOW_MAX)
     uint64_t to_ack;      // written on, not yet given back
     int inflight;         // writes to |plain| not completed
     bool paused;          // |plain| not read: out of credit
@@ -519,6 +533,7 @@ static struct mux_chan *chan_new(struct sc_worker *w, struct sc_stream *plain)
     }
     ch->w = w;
     ch->credit = SC_MUX_STREAM_WINDOW;
+    ch->rwin = SC_MUX_STREAM_WINDOW;
     ch->start_ms = ch->last_active_ms = uv_now(&w->loop);
     ch->plain = plain != NULL ? plain : sc_stream_new(&w->loop, &w->pool);
     sc_stream_set_data(ch->plain, ch);
@@ -680,6 +695,15 @@ static void on_sess_written(struct sc_stream *s, int status, void *arg)
     }
 }
 
+// window_limited: see MUX_WINDOW_STEP.
+static bool window_limited(const struct mux_chan *ch)
+{
+    const struct sc_bufpool *pool = &ch->w->pool;
+    return ch->rwin < MUX_WINDOW_MAX && ch->unacked > ch->rwin - ch->rwin / 4 &&
+           ch->plain != NULL && sc_stream_write_queue_size(ch->plain) == 0 &&
+           (pool->large_budget == 0 || pool->bytes_out + MUX_WINDOW_STEP <= pool->large_budget);
+}
+
 static void on_chan_written(struct sc_stream *s, int status, void *arg)
 {
     struct mux_chan *ch = sc_stream_get_data(s);
@@ -696,7 +720,13 @@ static void on_chan_written(struct sc_stream *s, int status, void *arg)
     }
     ch->to_ack += (uintptr_t)arg;
     if (ch->to_ack >= SC_MUX_STREAM_WINDOW / 4 && ch->sess != NULL) {
-        send_control(ch->sess, SC_MUX_WINDOW, ch->sid, (uint32_t)ch->to_ack);
+        uint64_t inc = ch->to_ack;
+        if (window_limited(ch)) {
+            inc += MUX_WINDOW_STEP;
+            ch->rwin += MUX_WINDOW_STEP;
+            SC_STAT_ADD(ch->w->stats.mux_window_grows[ch->w->proxy->cfg.dir], 1);
+        }
+        send_control(ch->sess, SC_MUX_WINDOW, ch->sid, (uint32_t)inc);
         ch->unacked -= ch->to_ack;
         ch->to_ack = 0;
     }
@@ -1058,7 +1088,7 @@ static int on_frame_data(void *arg, uint32_t sid, const uint8_t *p, size_t n)
         return 0;
     }
     ch->unacked += n;
-    if (ch->unacked > (uint64_t)SC_MUX_STREAM_WINDOW + SC_BUF_LARGE_SIZE) {
+    if (ch->unacked > (uint64_t)ch->rwin + SC_BUF_LARGE_SIZE) {
         sc_warn("mux.flow_violation", "dir=%s peer=%s stream=%u unacked=%llu", dir_name(w), m->peer,
                 sid, (unsigned long long)ch->unacked);
         send_control(m, SC_MUX_RST, sid, SC_MUX_RST_FLOW);

@@ -711,6 +711,72 @@ def test_peer_beyond_its_window_is_reset(pki, procs):
         app.close()
 
 
+def _send_windowed(m, sid, total, window, seen):
+    """Sends total bytes on stream sid as a sender held to its credit: each
+    time, all the credit there is in one write (as the outbound sends a full
+    read), then waits for WINDOW frames. seen["room"] is the most credit ever
+    held after a WINDOW arrived."""
+    granted, sent = window, 0
+
+    def take(t, f, s_id, p):
+        nonlocal granted
+        if t == 3 and s_id == sid:
+            granted += struct.unpack(">I", p)[0]
+            seen["room"] = max(seen["room"], granted - sent)
+        return False
+
+    while sent < total:
+        room = min(granted - sent, total - sent)
+        if room <= 0:
+            m.frames(lambda *f: take(*f) or f[0] == 3, timeout=20)
+            m.poll(take)
+            continue
+        frames = []
+        while room > 0:
+            n = min(room, 65535)
+            frames.append(struct.pack(">BBHI", 0, 0, n, sid) + b"w" * n)
+            room -= n
+            sent += n
+        m.s.sendall(b"".join(frames))
+        m.poll(take)
+    m.send(0, sid, flags=1)  # FIN
+
+
+def test_window_grows_when_the_window_limits_the_stream(pki, procs):
+    """A sender that always has its whole window out, towards an app that
+    reads at once: the window, not the app, limits the stream, and the
+    receiving sidecar grants more than the 256 KiB streams start with
+    (seam_mux_window_grows_total), never more than 1 MiB, and every byte
+    arrives. (A stalled app gets no growth once its socket is full: the
+    stream's write queue is not empty; test_peer_beyond_its_window_is_reset
+    and test_stalled_stream_does_not_block_others hold for it.)"""
+    from test_admin import _http, _metric
+    st = {"n": 0, "hash": hashlib.sha256()}
+    total = 16 << 20
+
+    def sink(c, _):
+        with c:
+            _drain(c, st)
+
+    app = _app(sink)
+    try:
+        a_in = free_port()
+        in_t = start_tunnel(procs, "inbound", addr(LOOP, app.getsockname()[1]), pki,
+                            extra=["--admin", f"{LOOP}:{a_in}"])
+        m = RawMux(pki, in_t.port)
+        m.send(1, 1)  # OPEN 1
+        seen = {"room": 0}
+        _send_windowed(m, 1, total, 256 << 10, seen)
+        wait_for(lambda: st["n"] == total, 30, what="every byte at the app")
+        assert st["hash"].digest() == hashlib.sha256(b"w" * total).digest()
+        assert (256 << 10) < seen["room"] <= (1 << 20), seen
+        status, text = _http(a_in, "GET", "/metrics")
+        assert status == 200
+        assert _metric(text, "seam_mux_window_grows_total", direction="inbound") >= 1
+    finally:
+        app.close()
+
+
 def test_streams_over_the_cap_are_refused(pki, procs):
     """The 129th open stream of one session is refused with RST (reason 3)
     and a log line; the 128 before it stay open."""
