@@ -63,13 +63,17 @@
 
 // Window growth (docs/MUX.md "Flow control per stream"). When the receiver
 // gives credit back and finds the sender had used more than three quarters of
-// the window while the local socket took every byte at once (nothing queued
-// in userspace: the app keeps up), the window, not the app, limits the
-// stream: the same WINDOW frame grants MUX_WINDOW_STEP more, up to
-// MUX_WINDOW_MAX, while the worker's buffers are within their large-buffer
-// budget. A grant is an ordinary WINDOW increment, so a seam-mux/1 peer
-// without growth takes the credit as it is, and sends with 256 KiB to a
-// receiver that never grants more.
+// the window while every write to the local socket since the last WINDOW went
+// into the kernel at once (the app keeps up), the window, not the app, limits
+// the stream: the same WINDOW frame grants MUX_WINDOW_STEP more, up to
+// MUX_WINDOW_MAX. The growth of all streams of a worker is a reservation
+// against its large-buffer budget (w->mux_window_extra), so what grown windows
+// can make a worker hold stays within its --max-buffer-memory share. A stream
+// whose app is behind when it gives credit back (bytes still queued for it)
+// gives the growth back (a WINDOW that returns less than was written). A grant
+// is an ordinary WINDOW increment, so a seam-mux/1 peer without growth takes
+// the credit as it is, and sends with 256 KiB to a receiver that never grants
+// more.
 #define MUX_WINDOW_STEP SC_MUX_STREAM_WINDOW
 #define MUX_WINDOW_MAX (4 * SC_MUX_STREAM_WINDOW)
 
@@ -104,12 +108,13 @@ struct mux_chan {
     struct mux_chan *hnext;   // session's id hash chain
     struct sc_mux_sess *sess; // NULL once unlinked
     struct sc_worker *w;
-    struct sc_stream *plain; // client (outbound) or app (inbound); NULL once closed
+    struct sc_stream *plain; // client (outbound) or app (inbound); closed with the stream
     uint32_t sid;            // 0 until opened
     enum chan_state state;
     int64_t credit;       // bytes we may still send
     uint64_t unacked;     // received, not yet given back with WINDOW
     uint32_t rwin;        // window granted to the peer (grows to MUX_WINDOW_MAX)
+    bool backlog;         // a write to |plain| since the last WINDOW was queued
     uint64_t to_ack;      // written on, not yet given back
     int inflight;         // writes to |plain| not completed
     bool paused;          // |plain| not read: out of credit
@@ -479,6 +484,7 @@ static void on_chan_closed(struct sc_stream *s)
 {
     struct mux_chan *ch = sc_stream_get_data(s);
     struct sc_worker *w = ch->w;
+    w->mux_window_extra -= ch->rwin - SC_MUX_STREAM_WINDOW;
     free(ch);
     sc_worker__conn_gone(w);
 }
@@ -699,9 +705,18 @@ static void on_sess_written(struct sc_stream *s, int status, void *arg)
 static bool window_limited(const struct mux_chan *ch)
 {
     const struct sc_bufpool *pool = &ch->w->pool;
-    return ch->rwin < MUX_WINDOW_MAX && ch->unacked > ch->rwin - ch->rwin / 4 &&
-           ch->plain != NULL && sc_stream_write_queue_size(ch->plain) == 0 &&
-           (pool->large_budget == 0 || pool->bytes_out + MUX_WINDOW_STEP <= pool->large_budget);
+    return ch->rwin < MUX_WINDOW_MAX && !ch->backlog && !ch->fin_recv &&
+           ch->unacked > ch->rwin - ch->rwin / 4 &&
+           (pool->large_budget == 0 ||
+            pool->bytes_out + ch->w->mux_window_extra + MUX_WINDOW_STEP <= pool->large_budget);
+}
+
+// chan_wrote notes a write to |plain| the kernel did not take at once.
+static void chan_wrote(struct mux_chan *ch)
+{
+    if (sc_stream_write_queue_size(ch->plain) > 0) {
+        ch->backlog = true;
+    }
 }
 
 static void on_chan_written(struct sc_stream *s, int status, void *arg)
@@ -721,14 +736,29 @@ static void on_chan_written(struct sc_stream *s, int status, void *arg)
     ch->to_ack += (uintptr_t)arg;
     if (ch->to_ack >= SC_MUX_STREAM_WINDOW / 4 && ch->sess != NULL) {
         uint64_t inc = ch->to_ack;
+        // Bytes still queued for |plain| now that this write is done: the app
+        // is behind at this moment (not just once since the last WINDOW).
+        bool behind = sc_stream_write_queue_size(ch->plain) > 0;
         if (window_limited(ch)) {
             inc += MUX_WINDOW_STEP;
             ch->rwin += MUX_WINDOW_STEP;
+            ch->w->mux_window_extra += MUX_WINDOW_STEP;
             SC_STAT_ADD(ch->w->stats.mux_window_grows[ch->w->proxy->cfg.dir], 1);
+        } else if (behind && ch->rwin > SC_MUX_STREAM_WINDOW) {
+            // The app fell behind: give the growth back (the peer then has
+            // less out), keeping the increment above zero.
+            uint64_t back = ch->rwin - SC_MUX_STREAM_WINDOW;
+            if (back >= inc) {
+                back = inc - 1;
+            }
+            inc -= back;
+            ch->rwin -= (uint32_t)back;
+            ch->w->mux_window_extra -= back;
         }
         send_control(ch->sess, SC_MUX_WINDOW, ch->sid, (uint32_t)inc);
         ch->unacked -= ch->to_ack;
         ch->to_ack = 0;
+        ch->backlog = behind;
     }
     chan_maybe_done(ch);
 }
@@ -755,6 +785,7 @@ static int chan_flush_plain(struct mux_chan *ch)
         // read rather than hold more session reads for it.
         if (sc_stream_write_queue_size(ch->plain) > 0) {
             ch->zc = false;
+            ch->backlog = true;
         }
     }
     char *b = ch->wbuf;
@@ -773,6 +804,7 @@ static int chan_flush_plain(struct mux_chan *ch)
         return -1;
     }
     ch->inflight++;
+    chan_wrote(ch);
     return 0;
 }
 
@@ -851,6 +883,7 @@ static void chan_start_pump(struct mux_chan *ch)
             return;
         }
         ch->inflight++;
+        chan_wrote(ch);
     }
     ch->pend_tail = NULL;
     if (ch->shut_pending) {

@@ -52,6 +52,7 @@ struct sc_worker {
     } mux_off[SC_MUX_OFF_SLOTS];
     unsigned mux_off_next;      // the slot the next refusal overwrites (oldest first)
     uint64_t mux_spread_off_ms; // uv_now: no session opened beside busy ones until then (mux.c)
+    size_t mux_window_extra;    // sum over streams of their window beyond 256 KiB (mux.c)
     uint64_t drain_deadline;    // uv_now ms
     uint64_t last_tick;         // uv_hrtime of the last tick (loop lag)
     struct sc_conn *conns;      // doubly linked list of open connections

@@ -747,9 +747,9 @@ def test_window_grows_when_the_window_limits_the_stream(pki, procs):
     reads at once: the window, not the app, limits the stream, and the
     receiving sidecar grants more than the 256 KiB streams start with
     (seam_mux_window_grows_total), never more than 1 MiB, and every byte
-    arrives. (A stalled app gets no growth once its socket is full: the
-    stream's write queue is not empty; test_peer_beyond_its_window_is_reset
-    and test_stalled_stream_does_not_block_others hold for it.)"""
+    arrives. (A stalled app gets no growth once writes to it queue;
+    test_peer_beyond_its_window_is_reset and
+    test_stalled_stream_does_not_block_others hold for it.)"""
     from test_admin import _http, _metric
     st = {"n": 0, "hash": hashlib.sha256()}
     total = 16 << 20
