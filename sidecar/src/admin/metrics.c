@@ -17,6 +17,8 @@
 //   seam_mux_sessions_opened_total{direction}                  counter (docs/MUX.md)
 //   seam_mux_sessions_active{direction}                        gauge
 //   seam_mux_stream_waits_total{direction}                     counter
+//   seam_mux_window_grows_total{direction}                     counter
+//   seam_mux_stream_detours_total                              counter
 //   seam_worker_loop_lag_seconds{worker}                       gauge
 //   seam_main_loop_lag_seconds                                 gauge
 //   seam_tls_failures_recorded_total                           counter (/debug/tls-failures)
