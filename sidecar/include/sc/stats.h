@@ -52,17 +52,18 @@ struct sc_worker_stats {
     uint64_t hs_sum_us; // sum of durations, microseconds
     uint64_t authz_allow;
     uint64_t authz_deny;
-    uint64_t refused_limit;                // new work refused by a limit
-    uint64_t accept_errors;                // accept() failed (e.g. EMFILE)
-    uint64_t mux_opened[SC_DIR_MAX];       // seam-mux sessions opened (handshake done)
-    uint64_t mux_closed[SC_DIR_MAX];       // ... and closed again
-    uint64_t mux_waits[SC_DIR_MAX];        // a stream stopped reading: session backed up
-    uint64_t mux_window_grows[SC_DIR_MAX]; // a stream's receive window grew (mux.c)
-    uint64_t mux_detours;                  // outbound: new streams kept off a session
-                                           // carrying bulk (another one, or a new one)
-    uint64_t loop_lag_us;                  // gauge: last measured loop lag
-    uint64_t heartbeat_ns;                 // uv_hrtime() of the worker's last tick;
-                                           // 0 while its loop is not running
+    uint64_t refused_limit;                  // new work refused by a limit
+    uint64_t accept_errors;                  // accept() failed (e.g. EMFILE)
+    uint64_t mux_opened[SC_DIR_MAX];         // seam-mux sessions opened (handshake done)
+    uint64_t mux_closed[SC_DIR_MAX];         // ... and closed again
+    uint64_t mux_waits[SC_DIR_MAX];          // a stream stopped reading: session backed up
+    uint64_t mux_window_grows[SC_DIR_MAX];   // a stream's receive window grew (mux.c)
+    uint64_t mux_window_shrinks[SC_DIR_MAX]; // a WINDOW gave part of that growth back
+    uint64_t mux_detours;                    // outbound: new streams kept off a session
+                                             // carrying bulk (another one, or a new one)
+    uint64_t loop_lag_us;                    // gauge: last measured loop lag
+    uint64_t heartbeat_ns;                   // uv_hrtime() of the worker's last tick;
+                                             // 0 while its loop is not running
 } __attribute__((aligned(64)));
 
 #define SC_STAT_ADD(field, n) __atomic_fetch_add(&(field), (n), __ATOMIC_RELAXED)

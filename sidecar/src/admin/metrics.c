@@ -18,6 +18,7 @@
 //   seam_mux_sessions_active{direction}                        gauge
 //   seam_mux_stream_waits_total{direction}                     counter
 //   seam_mux_window_grows_total{direction}                     counter
+//   seam_mux_window_shrinks_total{direction}                   counter
 //   seam_mux_stream_detours_total                              counter
 //   seam_worker_loop_lag_seconds{worker}                       gauge
 //   seam_main_loop_lag_seconds                                 gauge
@@ -55,7 +56,7 @@ struct totals {
     uint64_t hs_sum_us;
     uint64_t allow, deny, refused, accept_errors;
     uint64_t mux_opened[SC_DIR_MAX], mux_closed[SC_DIR_MAX], mux_waits[SC_DIR_MAX];
-    uint64_t mux_window_grows[SC_DIR_MAX];
+    uint64_t mux_window_grows[SC_DIR_MAX], mux_window_shrinks[SC_DIR_MAX];
     uint64_t mux_detours;
 };
 
@@ -79,6 +80,7 @@ static void sum_workers(struct totals *t, const struct sc_admin_hooks *h)
             t->mux_opened[d] += SC_STAT_GET(s->mux_opened[d]);
             t->mux_waits[d] += SC_STAT_GET(s->mux_waits[d]);
             t->mux_window_grows[d] += SC_STAT_GET(s->mux_window_grows[d]);
+            t->mux_window_shrinks[d] += SC_STAT_GET(s->mux_window_shrinks[d]);
             t->rx[d] += SC_STAT_GET(s->bytes_received[d]);
             t->tx[d] += SC_STAT_GET(s->bytes_sent[d]);
             for (int r = 0; r < SC_TLS_FAIL_MAX; r++) {
@@ -309,6 +311,10 @@ void sc_metrics_render(struct sc_admin_buf *out, const struct sc_admin_hooks *h,
                "Times a seam-mux/1 stream's receive window grew because the window, not the "
                "app, limited it (256 KiB steps, up to 1 MiB), by direction.",
                t.mux_window_grows);
+    dir_family(out, "seam_mux_window_shrinks_total",
+               "WINDOW frames by which a seam-mux/1 stream gave growth of its receive window "
+               "back (its app fell behind, or other streams share its session), by direction.",
+               t.mux_window_shrinks);
     family(out, "seam_mux_stream_detours_total", "counter",
            "New outbound seam-mux/1 streams kept off a session carrying a bulk stream (put on "
            "another session to the same destination, or on a new one).");

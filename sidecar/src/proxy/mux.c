@@ -74,8 +74,16 @@
 // is an ordinary WINDOW increment, so a seam-mux/1 peer without growth takes
 // the credit as it is, and sends with 256 KiB to a receiver that never grants
 // more.
+// Only a stream alone on its session grows: bytes a grown window keeps in
+// flight sit in the one TCP flow (and the link queues) in front of every
+// other stream's. "Alone" counts streams that move bytes: a session is shared
+// for MUX_SHARED_HOLD_MS after two of its streams took turns moving bytes
+// (chan_moved; an idle keep-alive connection beside a download does not count,
+// one that sends a request now and then does). A stream whose session is
+// shared when it gives credit back gives its growth back, and none grows.
 #define MUX_WINDOW_STEP SC_MUX_STREAM_WINDOW
 #define MUX_WINDOW_MAX (4 * SC_MUX_STREAM_WINDOW)
+#define MUX_SHARED_HOLD_MS 1000
 
 // Spreading (docs/MUX.md "Bulk streams"). An outbound stream that moves at
 // least MUX_BULK_BYTES (one stream window) either way within
@@ -160,10 +168,12 @@ struct sc_mux_sess {
     uint32_t last_sid; // highest stream id opened
     struct mux_chan *chans;
     uint32_t nchans;
-    uint32_t nblocked;       // streams waiting for the session's queue to drain
-    uint32_t ntracked;       // session writes whose completion on_sess_written sees
-    uint64_t small_until_ms; // loop time its streams read small buffers until (a write queued)
-    uint64_t bulk_until_ms;  // outbound: loop time it counts as carrying a bulk stream until
+    uint32_t nblocked;        // streams waiting for the session's queue to drain
+    uint32_t ntracked;        // session writes whose completion on_sess_written sees
+    uint64_t small_until_ms;  // loop time its streams read small buffers until (a write queued)
+    uint64_t bulk_until_ms;   // outbound: loop time it counts as carrying a bulk stream until
+    uint64_t shared_until_ms; // loop time its streams' windows may grow from (MUX_SHARED_HOLD_MS)
+    uint32_t moved_sid;       // the stream that moved bytes last
     struct mux_chan **buckets;
     uint32_t nbuckets; // power of two
     char *out;         // frames not yet written
@@ -260,14 +270,22 @@ static void hash_remove(struct sc_mux_sess *m, struct mux_chan *ch)
     }
 }
 
-// chan_moved counts |n| bytes |ch| moved either way toward its outbound
-// session's bulk mark (the outbound places new streams; the inbound does not).
+// chan_moved notes |n| bytes |ch| moved either way: the session is shared
+// while its streams take turns (MUX_SHARED_HOLD_MS), and an outbound
+// session's bulk mark counts them (the outbound places new streams; the
+// inbound does not).
 static void chan_moved(struct sc_mux_sess *m, struct mux_chan *ch, size_t n)
 {
+    uint64_t now = uv_now(&m->w->loop);
+    if (m->moved_sid != ch->sid) {
+        if (m->moved_sid != 0) {
+            m->shared_until_ms = now + MUX_SHARED_HOLD_MS;
+        }
+        m->moved_sid = ch->sid;
+    }
     if (!m->client) {
         return;
     }
-    uint64_t now = uv_now(&m->w->loop);
     if (now - ch->rate_ms >= MUX_BULK_WINDOW_MS) {
         ch->rate_ms = now;
         ch->rate_bytes = 0;
@@ -642,10 +660,10 @@ static void on_chan_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf
         send_data(m, ch->sid, buf->base, (size_t)nread, false);
         sc_buf_release(buf->base);
     }
+    chan_moved(m, ch, (size_t)nread);
     if (dir == SC_DIR_OUTBOUND) {
         ch->bytes_in += (uint64_t)nread;
         SC_STAT_ADD(w->stats.bytes_received[dir], (uint64_t)nread);
-        chan_moved(m, ch, (size_t)nread);
     } else {
         ch->bytes_out += (uint64_t)nread;
         SC_STAT_ADD(w->stats.bytes_sent[dir], (uint64_t)nread);
@@ -705,8 +723,9 @@ static void on_sess_written(struct sc_stream *s, int status, void *arg)
 static bool window_limited(const struct mux_chan *ch)
 {
     const struct sc_bufpool *pool = &ch->w->pool;
+    const struct sc_mux_sess *m = ch->sess;
     return ch->rwin < MUX_WINDOW_MAX && !ch->backlog && !ch->fin_recv &&
-           ch->unacked > ch->rwin - ch->rwin / 4 &&
+           uv_now(&ch->w->loop) >= m->shared_until_ms && ch->unacked > ch->rwin - ch->rwin / 4 &&
            (pool->large_budget == 0 ||
             pool->bytes_out + ch->w->mux_window_extra + MUX_WINDOW_STEP <= pool->large_budget);
 }
@@ -744,9 +763,11 @@ static void on_chan_written(struct sc_stream *s, int status, void *arg)
             ch->rwin += MUX_WINDOW_STEP;
             ch->w->mux_window_extra += MUX_WINDOW_STEP;
             SC_STAT_ADD(ch->w->stats.mux_window_grows[ch->w->proxy->cfg.dir], 1);
-        } else if (behind && ch->rwin > SC_MUX_STREAM_WINDOW) {
-            // The app fell behind: give the growth back (the peer then has
-            // less out), keeping the increment above zero.
+        } else if ((behind || uv_now(&ch->w->loop) < ch->sess->shared_until_ms) &&
+                   ch->rwin > SC_MUX_STREAM_WINDOW) {
+            // The app fell behind, or other streams share the session: give
+            // the growth back (the peer then has less out), keeping the
+            // increment above zero.
             uint64_t back = ch->rwin - SC_MUX_STREAM_WINDOW;
             if (back >= inc) {
                 back = inc - 1;
@@ -754,6 +775,7 @@ static void on_chan_written(struct sc_stream *s, int status, void *arg)
             inc -= back;
             ch->rwin -= (uint32_t)back;
             ch->w->mux_window_extra -= back;
+            SC_STAT_ADD(ch->w->stats.mux_window_shrinks[ch->w->proxy->cfg.dir], 1);
         }
         send_control(ch->sess, SC_MUX_WINDOW, ch->sid, (uint32_t)inc);
         ch->unacked -= ch->to_ack;
@@ -1131,10 +1153,10 @@ static int on_frame_data(void *arg, uint32_t sid, const uint8_t *p, size_t n)
     ch->last_active_ms = uv_now(&w->loop);
     // Outbound: the answer arrived; inbound: a request goes on to the app.
     sc_worker__awaiting(w, &ch->await_since, dir == SC_DIR_INBOUND);
+    chan_moved(m, ch, n);
     if (dir == SC_DIR_OUTBOUND) {
         ch->bytes_out += n;
         SC_STAT_ADD(w->stats.bytes_sent[dir], n);
-        chan_moved(m, ch, n);
     } else {
         ch->bytes_in += n;
         SC_STAT_ADD(w->stats.bytes_received[dir], n);

@@ -711,35 +711,43 @@ def test_peer_beyond_its_window_is_reset(pki, procs):
         app.close()
 
 
-def _send_windowed(m, sid, total, window, seen):
-    """Sends total bytes on stream sid as a sender held to its credit: each
-    time, all the credit there is in one write (as the outbound sends a full
-    read), then waits for WINDOW frames. seen["room"] is the most credit ever
-    held after a WINDOW arrived."""
-    granted, sent = window, 0
+class _Windowed:
+    """A sender on stream sid held to its credit: each time, all the credit
+    there is in one write (as the outbound sends a full read), then it waits
+    for WINDOW frames. room is the most credit ever held after a WINDOW
+    arrived (reset it to watch a phase)."""
 
-    def take(t, f, s_id, p):
-        nonlocal granted
-        if t == 3 and s_id == sid:
-            granted += struct.unpack(">I", p)[0]
-            seen["room"] = max(seen["room"], granted - sent)
+    def __init__(self, m, sid, window=256 << 10):
+        self.m, self.sid = m, sid
+        self.granted, self.sent, self.room = window, 0, 0
+
+    def _take(self, t, f, s_id, p):
+        if t == 3 and s_id == self.sid:
+            self.granted += struct.unpack(">I", p)[0]
+            self.room = max(self.room, self.granted - self.sent)
         return False
 
-    while sent < total:
-        room = min(granted - sent, total - sent)
-        if room <= 0:
-            m.frames(lambda *f: take(*f) or f[0] == 3, timeout=20)
-            m.poll(take)
-            continue
-        frames = []
-        while room > 0:
-            n = min(room, 65535)
-            frames.append(struct.pack(">BBHI", 0, 0, n, sid) + b"w" * n)
-            room -= n
-            sent += n
-        m.s.sendall(b"".join(frames))
-        m.poll(take)
-    m.send(0, sid, flags=1)  # FIN
+    def send(self, total, until=lambda: False, each=lambda: None):
+        """Sends total bytes, or fewer once until() is true after a WINDOW;
+        calls each() on every turn (a write, or a wait for credit)."""
+        end = self.sent + total
+        while self.sent < end:
+            each()
+            room = min(self.granted - self.sent, end - self.sent)
+            if room <= 0:
+                self.m.frames(lambda *f: self._take(*f) or f[0] == 3, timeout=20)
+                self.m.poll(self._take)
+                if until():
+                    return
+                continue
+            frames = []
+            while room > 0:
+                n = min(room, 65535)
+                frames.append(struct.pack(">BBHI", 0, 0, n, self.sid) + b"w" * n)
+                room -= n
+                self.sent += n
+            self.m.s.sendall(b"".join(frames))
+            self.m.poll(self._take)
 
 
 def test_window_grows_when_the_window_limits_the_stream(pki, procs):
@@ -765,14 +773,72 @@ def test_window_grows_when_the_window_limits_the_stream(pki, procs):
                             extra=["--admin", f"{LOOP}:{a_in}"])
         m = RawMux(pki, in_t.port)
         m.send(1, 1)  # OPEN 1
-        seen = {"room": 0}
-        _send_windowed(m, 1, total, 256 << 10, seen)
+        w = _Windowed(m, 1)
+        w.send(total)
+        m.send(0, 1, flags=1)  # FIN
         wait_for(lambda: st["n"] == total, 30, what="every byte at the app")
         assert st["hash"].digest() == hashlib.sha256(b"w" * total).digest()
-        assert (256 << 10) < seen["room"] <= (1 << 20), seen
+        assert (256 << 10) < w.room <= (1 << 20), w.room
         status, text = _http(a_in, "GET", "/metrics")
         assert status == 200
         assert _metric(text, "seam_mux_window_grows_total", direction="inbound") >= 1
+    finally:
+        app.close()
+
+
+def test_window_growth_is_given_back_when_the_session_is_shared(pki, procs):
+    """Bytes a grown window keeps in flight wait in the one TCP flow in front
+    of every other stream's, so only a stream alone on its session grows. A
+    stream grown past 256 KiB gives the growth back once a second stream on
+    its session moves bytes too (seam_mux_window_shrinks_total), and does not
+    grow while that stream keeps sending; once the other stream has been idle
+    for the hold (a second) the window grows again, though that stream stays
+    open (an idle keep-alive connection does not share a session)."""
+    from test_admin import _http, _metric
+    st = {"n": 0, "hash": hashlib.sha256()}
+
+    def sink(c, _):
+        with c:
+            _drain(c, st)
+
+    app = _app(sink)
+    try:
+        a_in = free_port()
+        in_t = start_tunnel(procs, "inbound", addr(LOOP, app.getsockname()[1]), pki,
+                            extra=["--admin", f"{LOOP}:{a_in}"])
+        m = RawMux(pki, in_t.port)
+        m.send(1, 1)  # OPEN 1
+        w = _Windowed(m, 1)
+        # Stream 3 opens before the growth and stays idle: no matter.
+        m.send(1, 3)
+        w.send(64 << 20, until=lambda: w.room > (512 << 10))
+        assert w.room > (512 << 10), w.room  # alone: grown
+        small = {"n": 0}
+
+        def chatter():  # a small request on stream 3 between stream 1's writes
+            m.send(0, 3, b"r" * 100)
+            small["n"] += 100
+
+        # The give-back: each WINDOW returns (almost) nothing until the
+        # window is 256 KiB again, i.e. within the next MiB acknowledged.
+        w.send(2 << 20, each=chatter)
+        w.room = 0
+        w.send(8 << 20, each=chatter)
+        assert 0 < w.room <= (256 << 10), w.room
+        _, text = _http(a_in, "GET", "/metrics")
+        assert _metric(text, "seam_mux_window_shrinks_total", direction="inbound") >= 1
+        grows = _metric(text, "seam_mux_window_grows_total", direction="inbound")
+        # Stream 3 goes quiet (still open): after the hold, stream 1 grows.
+        w.room = 0
+        deadline, cap = time.monotonic() + 30, w.sent + (2 << 30)
+        while w.room <= (256 << 10) and time.monotonic() < deadline and w.sent < cap:
+            w.send(4 << 20, until=lambda: w.room > (256 << 10))
+        assert w.room > (256 << 10), w.room
+        m.send(0, 1, flags=1)
+        m.send(0, 3, flags=1)
+        wait_for(lambda: st["n"] == w.sent + small["n"], 30, what="every byte at the app")
+        _, text = _http(a_in, "GET", "/metrics")
+        assert _metric(text, "seam_mux_window_grows_total", direction="inbound") > grows
     finally:
         app.close()
 
