@@ -77,9 +77,10 @@
 // Only a stream alone on its session grows: bytes a grown window keeps in
 // flight sit in the one TCP flow (and the link queues) in front of every
 // other stream's. "Alone" counts streams that move bytes: a session is shared
-// for MUX_SHARED_HOLD_MS after two of its streams took turns moving bytes
-// (chan_moved; an idle keep-alive connection beside a download does not count,
-// one that sends a request now and then does). A stream whose session is
+// for MUX_SHARED_HOLD_MS after one of its streams moved bytes within
+// MUX_SHARED_HOLD_MS of another (chan_moved; an idle keep-alive connection
+// beside a download does not count, one that sends a request now and then
+// does, one connection after another does not). A stream whose session is
 // shared when it gives credit back gives its growth back, and none grows.
 #define MUX_WINDOW_STEP SC_MUX_STREAM_WINDOW
 #define MUX_WINDOW_MAX (4 * SC_MUX_STREAM_WINDOW)
@@ -173,7 +174,8 @@ struct sc_mux_sess {
     uint64_t small_until_ms;  // loop time its streams read small buffers until (a write queued)
     uint64_t bulk_until_ms;   // outbound: loop time it counts as carrying a bulk stream until
     uint64_t shared_until_ms; // loop time its streams' windows may grow from (MUX_SHARED_HOLD_MS)
-    uint32_t moved_sid;       // the stream that moved bytes last
+    uint32_t moved_sid;       // the stream that moved bytes last (0: none, or it ended)
+    uint64_t moved_ms;        // loop time it did
     struct mux_chan **buckets;
     uint32_t nbuckets; // power of two
     char *out;         // frames not yet written
@@ -278,11 +280,12 @@ static void chan_moved(struct sc_mux_sess *m, struct mux_chan *ch, size_t n)
 {
     uint64_t now = uv_now(&m->w->loop);
     if (m->moved_sid != ch->sid) {
-        if (m->moved_sid != 0) {
+        if (m->moved_sid != 0 && now - m->moved_ms < MUX_SHARED_HOLD_MS) {
             m->shared_until_ms = now + MUX_SHARED_HOLD_MS;
         }
         m->moved_sid = ch->sid;
     }
+    m->moved_ms = now;
     if (!m->client) {
         return;
     }
@@ -514,6 +517,9 @@ static void chan_unlink(struct mux_chan *ch)
         return;
     }
     hash_remove(m, ch);
+    if (m->moved_sid == ch->sid) {
+        m->moved_sid = 0; // the next stream to move bytes does not share with it
+    }
     if (ch->prev != NULL) {
         ch->prev->next = ch->next;
     } else {
@@ -719,13 +725,12 @@ static void on_sess_written(struct sc_stream *s, int status, void *arg)
     }
 }
 
-// window_limited: see MUX_WINDOW_STEP.
-static bool window_limited(const struct mux_chan *ch)
+// window_limited: see MUX_WINDOW_STEP. |m| is |ch|'s session.
+static bool window_limited(const struct sc_mux_sess *m, const struct mux_chan *ch, uint64_t now)
 {
     const struct sc_bufpool *pool = &ch->w->pool;
-    const struct sc_mux_sess *m = ch->sess;
     return ch->rwin < MUX_WINDOW_MAX && !ch->backlog && !ch->fin_recv &&
-           uv_now(&ch->w->loop) >= m->shared_until_ms && ch->unacked > ch->rwin - ch->rwin / 4 &&
+           now >= m->shared_until_ms && ch->unacked > ch->rwin - ch->rwin / 4 &&
            (pool->large_budget == 0 ||
             pool->bytes_out + ch->w->mux_window_extra + MUX_WINDOW_STEP <= pool->large_budget);
 }
@@ -758,13 +763,13 @@ static void on_chan_written(struct sc_stream *s, int status, void *arg)
         // Bytes still queued for |plain| now that this write is done: the app
         // is behind at this moment (not just once since the last WINDOW).
         bool behind = sc_stream_write_queue_size(ch->plain) > 0;
-        if (window_limited(ch)) {
+        uint64_t now = uv_now(&ch->w->loop);
+        if (window_limited(ch->sess, ch, now)) {
             inc += MUX_WINDOW_STEP;
             ch->rwin += MUX_WINDOW_STEP;
             ch->w->mux_window_extra += MUX_WINDOW_STEP;
             SC_STAT_ADD(ch->w->stats.mux_window_grows[ch->w->proxy->cfg.dir], 1);
-        } else if ((behind || uv_now(&ch->w->loop) < ch->sess->shared_until_ms) &&
-                   ch->rwin > SC_MUX_STREAM_WINDOW) {
+        } else if ((behind || now < ch->sess->shared_until_ms) && ch->rwin > SC_MUX_STREAM_WINDOW) {
             // The app fell behind, or other streams share the session: give
             // the growth back (the peer then has less out), keeping the
             // increment above zero.

@@ -717,9 +717,12 @@ class _Windowed:
     for WINDOW frames. room is the most credit ever held after a WINDOW
     arrived (reset it to watch a phase)."""
 
-    def __init__(self, m, sid, window=256 << 10):
+    def __init__(self, m, sid, window=256 << 10, opening=False):
         self.m, self.sid = m, sid
         self.granted, self.sent, self.room = window, 0, 0
+        # The first write carries the OPEN: the whole window arrives while
+        # the sidecar connects to the app, and goes to it in one go.
+        self.first = struct.pack(">BBHI", 1, 0, 0, sid) if opening else b""
 
     def _take(self, t, f, s_id, p):
         if t == 3 and s_id == self.sid:
@@ -740,7 +743,7 @@ class _Windowed:
                 if until():
                     return
                 continue
-            frames = []
+            frames, self.first = [self.first], b""
             while room > 0:
                 n = min(room, 65535)
                 frames.append(struct.pack(">BBHI", 0, 0, n, self.sid) + b"w" * n)
@@ -793,13 +796,18 @@ def test_window_growth_is_given_back_when_the_session_is_shared(pki, procs):
     its session moves bytes too (seam_mux_window_shrinks_total), and does not
     grow while that stream keeps sending; once the other stream has been idle
     for the hold (a second) the window grows again, though that stream stays
-    open (an idle keep-alive connection does not share a session)."""
+    open (an idle keep-alive connection does not share a session), and a
+    stream opened after the first ended grows at once."""
     from test_admin import _http, _metric
-    st = {"n": 0, "hash": hashlib.sha256()}
+    sts = [{"n": 0, "hash": hashlib.sha256()} for _ in range(3)]
 
-    def sink(c, _):
+    def sink(c, i):  # one counter per connection: each drains in its own thread
         with c:
-            _drain(c, st)
+            _drain(c, sts[i])
+
+    def metric(name):
+        _, text = _http(a_in, "GET", "/metrics")
+        return _metric(text, name, direction="inbound")
 
     app = _app(sink)
     try:
@@ -813,6 +821,7 @@ def test_window_growth_is_given_back_when_the_session_is_shared(pki, procs):
         m.send(1, 3)
         w.send(64 << 20, until=lambda: w.room > (512 << 10))
         assert w.room > (512 << 10), w.room  # alone: grown
+        shrinks = metric("seam_mux_window_shrinks_total")
         small = {"n": 0}
 
         def chatter():  # a small request on stream 3 between stream 1's writes
@@ -822,23 +831,31 @@ def test_window_growth_is_given_back_when_the_session_is_shared(pki, procs):
         # The give-back: each WINDOW returns (almost) nothing until the
         # window is 256 KiB again, i.e. within the next MiB acknowledged.
         w.send(2 << 20, each=chatter)
+        assert metric("seam_mux_window_shrinks_total") > shrinks
+        grows = metric("seam_mux_window_grows_total")
         w.room = 0
-        w.send(8 << 20, each=chatter)
+        w.send(4 << 20, each=chatter)
         assert 0 < w.room <= (256 << 10), w.room
-        _, text = _http(a_in, "GET", "/metrics")
-        assert _metric(text, "seam_mux_window_shrinks_total", direction="inbound") >= 1
-        grows = _metric(text, "seam_mux_window_grows_total", direction="inbound")
+        assert metric("seam_mux_window_grows_total") == grows
         # Stream 3 goes quiet (still open): after the hold, stream 1 grows.
         w.room = 0
         deadline, cap = time.monotonic() + 30, w.sent + (2 << 30)
         while w.room <= (256 << 10) and time.monotonic() < deadline and w.sent < cap:
             w.send(4 << 20, until=lambda: w.room > (256 << 10))
         assert w.room > (256 << 10), w.room
+        assert metric("seam_mux_window_grows_total") > grows
+        # Stream 1 ends both ways (the sink closes at our FIN); stream 5,
+        # opened after it, is alone at once: it grows within the bytes stream
+        # 1 was given (well under the hold's second at any speed this runs at).
         m.send(0, 1, flags=1)
+        m.frames(lambda t, f, sid, p: t == 0 and f & 1 and sid == 1, timeout=20)
+        w5 = _Windowed(m, 5, opening=True)
+        w5.send(64 << 20, until=lambda: w5.room > (256 << 10))
+        assert w5.room > (256 << 10), w5.room
+        m.send(0, 5, flags=1)
         m.send(0, 3, flags=1)
-        wait_for(lambda: st["n"] == w.sent + small["n"], 30, what="every byte at the app")
-        _, text = _http(a_in, "GET", "/metrics")
-        assert _metric(text, "seam_mux_window_grows_total", direction="inbound") > grows
+        total = w.sent + small["n"] + w5.sent
+        wait_for(lambda: sum(st["n"] for st in sts) == total, 30, what="every byte at the app")
     finally:
         app.close()
 
