@@ -753,6 +753,17 @@ class _Windowed:
             self.m.poll(self._take)
 
 
+def _raw_to_inbound(procs, pki, app):
+    """An inbound sidecar (admin port on loopback) in front of |app|, and a
+    RawMux session to it with stream 1 open: (the session, the admin port)."""
+    a_in = free_port()
+    in_t = start_tunnel(procs, "inbound", addr(LOOP, app.getsockname()[1]), pki,
+                        extra=["--admin", f"{LOOP}:{a_in}"])
+    m = RawMux(pki, in_t.port)
+    m.send(1, 1)  # OPEN 1
+    return m, a_in
+
+
 def test_window_grows_when_the_window_limits_the_stream(pki, procs):
     """A sender that always has its whole window out, towards an app that
     reads at once: the window, not the app, limits the stream, and the
@@ -771,11 +782,7 @@ def test_window_grows_when_the_window_limits_the_stream(pki, procs):
 
     app = _app(sink)
     try:
-        a_in = free_port()
-        in_t = start_tunnel(procs, "inbound", addr(LOOP, app.getsockname()[1]), pki,
-                            extra=["--admin", f"{LOOP}:{a_in}"])
-        m = RawMux(pki, in_t.port)
-        m.send(1, 1)  # OPEN 1
+        m, a_in = _raw_to_inbound(procs, pki, app)
         w = _Windowed(m, 1)
         w.send(total)
         m.send(0, 1, flags=1)  # FIN
@@ -811,11 +818,7 @@ def test_window_growth_is_given_back_when_the_session_is_shared(pki, procs):
 
     app = _app(sink)
     try:
-        a_in = free_port()
-        in_t = start_tunnel(procs, "inbound", addr(LOOP, app.getsockname()[1]), pki,
-                            extra=["--admin", f"{LOOP}:{a_in}"])
-        m = RawMux(pki, in_t.port)
-        m.send(1, 1)  # OPEN 1
+        m, a_in = _raw_to_inbound(procs, pki, app)
         w = _Windowed(m, 1)
         # Stream 3 opens before the growth and stays idle: no matter.
         m.send(1, 3)
