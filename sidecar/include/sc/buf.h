@@ -25,6 +25,7 @@
 // SC_BUF_READ_RESERVE is what a read leaves free at the end of a buffer so
 // that the bytes of one read, once encrypted (16 KiB TLS 1.3 records plus 22
 // bytes each), still fit one buffer of the same size and go out in one write.
+// (Decrypted plaintext fills whole buffers: it is never encrypted again.)
 #define SC_BUF_READ_RESERVE 512
 
 // SC_BUF_READ_SIZE is how much a read puts into a small buffer.
