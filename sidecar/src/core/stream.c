@@ -349,13 +349,20 @@ bool sc_stream__read_skip(struct sc_stream *s, ssize_t nread, const uv_buf_t *bu
         return true;
     }
     // A read that fills its buffer means more was waiting: read the next
-    // ones into large buffers. One that does not fill a small buffer ends
-    // the bulk mode.
+    // ones into large buffers. Two in a row that do not fill a small buffer
+    // end the bulk mode: one is the end of a burst (a sender paced by a
+    // window or a peer writing in rounds), and the next burst should not
+    // start with a small read.
     if (nread > 0) {
         if ((size_t)nread >= sc_buf_size(buf->base) - SC_BUF_READ_RESERVE) {
             s->flags |= SC_STREAM_F_BULK;
+            s->flags &= ~SC_STREAM_F_BULK_TAIL;
         } else if ((size_t)nread < SC_BUF_READ_SIZE) {
-            s->flags &= ~SC_STREAM_F_BULK;
+            if ((s->flags & (SC_STREAM_F_BULK | SC_STREAM_F_BULK_TAIL)) == SC_STREAM_F_BULK) {
+                s->flags |= SC_STREAM_F_BULK_TAIL;
+            } else {
+                s->flags &= ~(SC_STREAM_F_BULK | SC_STREAM_F_BULK_TAIL);
+            }
         }
     }
     return false;

@@ -26,6 +26,7 @@ enum sc_stream_tls_state {
 #define SC_STREAM_F_BULK 0x800u       // the last read filled its buffer: read into large ones
 #define SC_STREAM_F_BIG_WRITE 0x1000u // TLS: this write is larger than a small buffer
 #define SC_STREAM_F_SMALL 0x2000u     // reads stay in small buffers (sc_stream_set_small_reads)
+#define SC_STREAM_F_BULK_TAIL 0x4000u // one short read since the last full one, in bulk mode
 
 struct sc_stream {
     uv_tcp_t tcp;     // the connection; data = this stream

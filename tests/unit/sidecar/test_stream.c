@@ -16,6 +16,7 @@
 #include <cmocka.h>
 #include <uv.h>
 
+#include "core/stream_int.h"
 #include "pki.h"
 #include "sc/err.h"
 #include "sc/spiffe.h"
@@ -376,6 +377,49 @@ static void test_tls_reads_fill_whole_buffers(void **state)
     assert_int_equal(h.srv_max_read, total - 16 * 1024);
 }
 
+// Buffer sizes follow the reads: a read that fills its buffer switches to
+// large buffers; one short read at the end of a burst does not switch back
+// (the next burst of a window-paced sender would start with a small read and
+// write), two in a row do.
+// read_into "reads" |n| bytes as the stream's libuv read would (n = 0: fill
+// the buffer) and returns the size of the buffer it read into.
+static size_t read_into(struct sc_stream *s, size_t n)
+{
+    uv_buf_t b;
+    sc_stream__alloc((uv_handle_t *)sc_stream_get0_tcp(s), 65536, &b);
+    size_t size = sc_buf_size(b.base);
+    assert_int_equal(b.len, size - SC_BUF_READ_RESERVE);
+    assert_false(sc_stream__read_skip(s, (ssize_t)(n == 0 ? b.len : n), &b));
+    sc_buf_release(b.base);
+    return size;
+}
+
+static void test_bulk_reads_survive_one_short_read(void **state)
+{
+    uv_loop_t loop;
+    struct sc_bufpool pool;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    sc_bufpool_init(&pool, 16);
+    struct sc_stream *s = sc_stream_new(&loop, &pool);
+    assert_int_equal(read_into(s, 100), SC_BUF_SIZE); // request/response: small
+    assert_int_equal(read_into(s, 0), SC_BUF_SIZE);   // filled: bulk from now on
+    assert_int_equal(read_into(s, 0), SC_BUF_LARGE_SIZE);
+    assert_int_equal(read_into(s, 1888), SC_BUF_LARGE_SIZE);   // the end of a burst
+    assert_int_equal(read_into(s, 0), SC_BUF_LARGE_SIZE);      // the next burst: large at once
+    assert_int_equal(read_into(s, 200000), SC_BUF_LARGE_SIZE); // not full, not short: no change
+    assert_int_equal(read_into(s, 100), SC_BUF_LARGE_SIZE);
+    assert_int_equal(read_into(s, 100), SC_BUF_LARGE_SIZE); // second short read in a row
+    assert_int_equal(read_into(s, 100), SC_BUF_SIZE);       // ... ended bulk mode
+    sc_stream_set_small_reads(s, true); // the mux's congested session: small even in bulk
+    assert_int_equal(read_into(s, 0), SC_BUF_SIZE);
+    assert_int_equal(read_into(s, 0), SC_BUF_SIZE);
+    sc_stream_close(s, NULL);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(pool.num_out, 0);
+    sc_bufpool_cleanup(&pool);
+}
+
 static void test_tls_chained_client(void **state)
 {
     struct harness h = {0};
@@ -679,6 +723,7 @@ int main(void)
         cmocka_unit_test(test_plain_echo),
         cmocka_unit_test(test_tls_echo),
         cmocka_unit_test(test_tls_reads_fill_whole_buffers),
+        cmocka_unit_test(test_bulk_reads_survive_one_short_read),
         cmocka_unit_test(test_tls_chained_client),
         cmocka_unit_test(test_tls_server_refusals),
         cmocka_unit_test(test_tls_client_id_mismatch),
