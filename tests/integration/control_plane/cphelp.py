@@ -1,10 +1,12 @@
 """Helpers for the control-plane integration tests: generated protobuf
 modules (protoc --python_out into a temp dir), a control-plane process,
 CSRs built with python3-cryptography, and a grpcio channel."""
+import atexit
 import base64
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,7 @@ def pb():
     global _pb
     if _pb is None:
         out = tempfile.mkdtemp(prefix="seam-pb-")
+        atexit.register(shutil.rmtree, out, True)
         proto = os.path.join(seamtest.SOURCE_DIR, "proto")
         subprocess.run(["protoc", f"-I{proto}", f"--python_out={out}",
                         "istio/v1/auth/ca.proto", "seam/v1/config.proto"],
