@@ -6,7 +6,7 @@
 #
 #   frontend app --plain--> [frontend sidecar] ==mTLS 1.3==> [backend sidecar] --plain--> backend app
 #                           spiffe://cluster.local/ns/default/sa/frontend   .../sa/backend
-#   (the app's connections travel as streams of one seam-mux/1 session per destination)
+#   (the app's connections travel as streams of one seam-mux session per destination)
 #   rogue app (spiffe://cluster.local/ns/evil/sa/mallory) --> backend: refused (not allowed)
 #
 # The apps only dial pod IPs in plain TCP. Certificates live 10 s, so one
@@ -125,10 +125,11 @@ try:
         fail(str(e), be.sidecar)
     tls = re.search(r"tls=(\S+)", closes[-1]).group(1)
     peer_id = re.search(r"peer_id=(\S+)", closes[-1]).group(1)
-    if tls == "mux":  # a stream of a seam-mux/1 session (the default): the session's TLS
+    if tls == "mux":  # a stream of a seam-mux session (the default): the session's TLS
         sess = [l for l in be.sidecar.log().splitlines()
                 if "mux.session_open dir=inbound" in l and f"peer_id={peer_id}" in l]
-        tls = (re.search(r"tls=(\S+)", sess[-1]).group(1) if sess else "?") + " (seam-mux/1)"
+        tls = (re.search(r"tls=(\S+) proto=(\S+)", sess[-1]).expand(r"\1 (\2)") if sess
+               else "? (seam-mux)")
 
     step("rogue's app (not allowed on backend:8080) calls backend")
     out = rogue.call("10.244.0.20", 8080, "let me in").strip()

@@ -18,6 +18,15 @@
 //              (4-byte increment, 1..2^31-1): the sender may send as many.
 //   GOAWAY (4) stream id 0; payload: the last stream id the sender accepted.
 //              Open new streams on another session; the open ones finish.
+//   BLOCKED (5) seam-mux/2 only: the sender has used all its credit on the
+//              stream and stopped reading its source; payload: the bytes it
+//              has sent on the stream, mod 2^32 (informational). The
+//              receiver may take it as a sign that the window, not the
+//              sender's app, limits the stream (docs/MUX.md).
+//
+// seam-mux/2 is seam-mux/1 plus BLOCKED. A client offers both (ALPN), a
+// server picks the newest it knows, and a session's decoder knows BLOCKED
+// only on a seam-mux/2 session (elsewhere it is an unknown type).
 //
 // The decoder below only checks what a frame says about itself (known type,
 // flags, length, id); what it means for a session (is the stream open, does
@@ -31,6 +40,7 @@
 #include <stdint.h>
 
 #define SC_MUX_ALPN "seam-mux/1"
+#define SC_MUX_ALPN2 "seam-mux/2"
 #define SC_MUX_HDR_LEN 8
 #define SC_MUX_MAX_DATA 65535
 #define SC_MUX_MAX_DEST 255
@@ -42,6 +52,7 @@ enum sc_mux_type {
     SC_MUX_RST = 2,
     SC_MUX_WINDOW = 3,
     SC_MUX_GOAWAY = 4,
+    SC_MUX_BLOCKED = 5, // seam-mux/2
 };
 
 // RST reason codes (informational: both ends close the stream either way).
@@ -62,8 +73,8 @@ void sc_mux_put_u32(uint8_t out[4], uint32_t v);
 // What the decoder reports. Each callback returns 0 to go on, or anything
 // else to stop decoding (sc_mux_decode then returns that value).
 struct sc_mux_frame_cbs {
-    // A complete OPEN, RST, WINDOW or GOAWAY frame. |arg32| is the 4-byte
-    // payload of RST/WINDOW/GOAWAY (0 for OPEN); |dest|/|dest_len| the OPEN
+    // A complete OPEN, RST, WINDOW, GOAWAY or BLOCKED frame. |arg32| is the
+    // 4-byte payload of RST/WINDOW/GOAWAY/BLOCKED (0 for OPEN); |dest|/|dest_len| the OPEN
     // payload (NULL/0 otherwise).
     int (*control)(void *arg, enum sc_mux_type type, uint32_t sid, uint32_t arg32,
                    const uint8_t *dest, size_t dest_len);
@@ -84,6 +95,7 @@ struct sc_mux_decoder {
     uint8_t flags;
     uint16_t len;
     uint32_t sid;
+    bool v2; // seam-mux/2: BLOCKED frames are known (set after sc_mux_decoder_init)
 };
 
 // SC_MUX_EPROTO is returned for a malformed frame (with a reason in |*err|).

@@ -40,6 +40,8 @@ const char *sc_mux_type_name(unsigned type)
         return "WINDOW";
     case SC_MUX_GOAWAY:
         return "GOAWAY";
+    case SC_MUX_BLOCKED:
+        return "BLOCKED";
     default:
         return "?";
     }
@@ -64,6 +66,11 @@ static const char *check_header(const struct sc_mux_decoder *d)
             return "OPEN destination longer than 255 bytes";
         }
         break;
+    case SC_MUX_BLOCKED:
+        if (!d->v2) {
+            return "unknown frame type"; // seam-mux/1 has no BLOCKED
+        }
+        // fall through
     case SC_MUX_RST:
     case SC_MUX_WINDOW:
     case SC_MUX_GOAWAY:

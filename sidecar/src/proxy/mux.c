@@ -66,9 +66,11 @@
 // the window while every write to the local socket since the last WINDOW went
 // into the kernel at once (the app keeps up), the window, not the app, limits
 // the stream: the same WINDOW frame grants MUX_WINDOW_STEP more, up to
-// MUX_WINDOW_MAX. The growth of all streams of a worker is a reservation
-// against its large-buffer budget (w->mux_window_extra), so what grown windows
-// can make a worker hold stays within its --max-buffer-memory share. A stream
+// MUX_WINDOW_MAX. A sender whose bytes arrive spread over a round trip never
+// shows three quarters of the window unacknowledged; on seam-mux/2 it says
+// BLOCKED when it runs out of credit, which counts the same (peer_blocked). The growth of all
+// streams of a worker is a reservation against its large-buffer budget (w->mux_window_extra), so
+// what grown windows can make a worker hold stays within its --max-buffer-memory share. A stream
 // whose app is behind when it gives credit back (bytes still queued for it)
 // gives the growth back (a WINDOW that returns less than was written). A grant
 // is an ordinary WINDOW increment, so a seam-mux/1 peer without growth takes
@@ -124,6 +126,7 @@ struct mux_chan {
     uint64_t unacked;     // received, not yet given back with WINDOW
     uint32_t rwin;        // window granted to the peer (grows to MUX_WINDOW_MAX)
     bool backlog;         // a write to |plain| since the last WINDOW was queued
+    bool peer_blocked;    // the peer sent BLOCKED since the last WINDOW (seam-mux/2)
     uint64_t to_ack;      // written on, not yet given back
     int inflight;         // writes to |plain| not completed
     bool paused;          // |plain| not read: out of credit
@@ -162,6 +165,7 @@ struct sc_mux_sess {
     struct sc_stream *s; // NULL once closed
     enum sess_state state;
     bool client;
+    bool v2;      // seam-mux/2 negotiated: BLOCKED frames both ways
     bool retired; // no new streams: closes once empty
     bool goaway_sent;
     bool flush_queued;
@@ -680,6 +684,12 @@ static void on_chan_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf
         if (!ch->blocked) {
             sc_stream_read_stop(s);
         }
+        if (m->v2) {
+            // The receiver cannot tell credit out in transit from credit
+            // unused; the sender can (window_limited).
+            uint64_t sent = dir == SC_DIR_OUTBOUND ? ch->bytes_in : ch->bytes_out;
+            send_control(m, SC_MUX_BLOCKED, ch->sid, (uint32_t)sent);
+        }
     }
     if (m->state != SESS_OPEN) {
         return; // the write above failed: the session closed, and this stream with it
@@ -730,7 +740,8 @@ static bool window_limited(const struct sc_mux_sess *m, const struct mux_chan *c
 {
     const struct sc_bufpool *pool = &ch->w->pool;
     return ch->rwin < MUX_WINDOW_MAX && !ch->backlog && !ch->fin_recv &&
-           now >= m->shared_until_ms && ch->unacked > ch->rwin - ch->rwin / 4 &&
+           now >= m->shared_until_ms &&
+           (ch->unacked > ch->rwin - ch->rwin / 4 || ch->peer_blocked) &&
            (pool->large_budget == 0 ||
             pool->bytes_out + ch->w->mux_window_extra + MUX_WINDOW_STEP <= pool->large_budget);
 }
@@ -786,6 +797,7 @@ static void on_chan_written(struct sc_stream *s, int status, void *arg)
         ch->unacked -= ch->to_ack;
         ch->to_ack = 0;
         ch->backlog = behind;
+        ch->peer_blocked = false;
     }
     chan_maybe_done(ch);
 }
@@ -1115,6 +1127,10 @@ static int on_frame_control(void *arg, enum sc_mux_type type, uint32_t sid, uint
                       false);
         return 0;
     }
+    if (type == SC_MUX_BLOCKED) { // the decoder lets it through on seam-mux/2 only
+        ch->peer_blocked = true;
+        return 0;
+    }
     // WINDOW
     if (arg32 == 0 || arg32 > INT32_MAX || ch->credit + (int64_t)arg32 > INT32_MAX) {
         return proto_error(m, "bad WINDOW increment", sid);
@@ -1355,6 +1371,8 @@ static void sess_close(struct sc_mux_sess *m, const char *reason)
     sc_stream_close(m->s, on_sess_closed);
 }
 
+static int mux_version(const struct sc_stream *tls);
+
 static void sess_opened(struct sc_mux_sess *m)
 {
     struct sc_worker *w = m->w;
@@ -1378,9 +1396,11 @@ static void sess_opened(struct sc_mux_sess *m)
         setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat)) != 0) {
         sc_debug("mux.notsent_lowat", "error=%s", strerror(errno));
     }
+    m->v2 = mux_version(m->s) == 2;
+    m->dec.v2 = m->v2;
     SSL *ssl = sc_stream_get0_ssl(m->s);
-    sc_info("mux.session_open", "dir=%s peer=%s peer_id=%s tls=%s", dir_name(w), m->peer,
-            sc_tls_peer_id(ssl), SSL_get_version(ssl));
+    sc_info("mux.session_open", "dir=%s peer=%s peer_id=%s tls=%s proto=%s", dir_name(w), m->peer,
+            sc_tls_peer_id(ssl), SSL_get_version(ssl), m->v2 ? SC_MUX_ALPN2 : SC_MUX_ALPN);
     if (sc_stream_read_start(m->s, on_sess_read) != 0) {
         sess_close(m, "read_error");
     }
@@ -1493,11 +1513,14 @@ static void on_sess_handshake(struct sc_stream *s, int status)
     }
 }
 
-// The session offers seam-mux/1 and, after it, what a 1:1 connection offers:
+// The session offers seam-mux/2, seam-mux/1 and, after them, what a 1:1
+// connection offers (a seam-mux/1 peer chooses seam-mux/1):
 // a peer that knows only the latter chooses it, and the waiting clients go
 // on 1:1 (sess_fall_back) wherever a 1:1 connection would have worked.
-static const uint8_t mux_alpn_wire[] = "\x0a" SC_MUX_ALPN "\x04" SC_TLS_ALPN_DATA;
-_Static_assert(sizeof(SC_MUX_ALPN) - 1 == 0x0a && sizeof(SC_TLS_ALPN_DATA) - 1 == 0x04,
+static const uint8_t mux_alpn_wire[] =
+    "\x0a" SC_MUX_ALPN2 "\x0a" SC_MUX_ALPN "\x04" SC_TLS_ALPN_DATA;
+_Static_assert(sizeof(SC_MUX_ALPN2) - 1 == 0x0a && sizeof(SC_MUX_ALPN) - 1 == 0x0a &&
+                   sizeof(SC_TLS_ALPN_DATA) - 1 == 0x04,
                "ALPN wire lengths");
 
 static void on_sess_connect(struct sc_stream *s, int status)
@@ -1677,12 +1700,23 @@ void sc_mux__serve(struct sc_worker *w, struct sc_stream *tls, const char *peer)
     sess_opened(m);
 }
 
-bool sc_mux__negotiated(const struct sc_stream *tls)
+// mux_version: 2 or 1 for the seam-mux version |tls| negotiated, else 0.
+static int mux_version(const struct sc_stream *tls)
 {
     const uint8_t *p;
     size_t n;
-    return sc_stream_alpn(tls, &p, &n) && n == sizeof(SC_MUX_ALPN) - 1 &&
-           memcmp(p, SC_MUX_ALPN, n) == 0;
+    if (!sc_stream_alpn(tls, &p, &n)) {
+        return 0;
+    }
+    if (n == sizeof(SC_MUX_ALPN2) - 1 && memcmp(p, SC_MUX_ALPN2, n) == 0) {
+        return 2;
+    }
+    return n == sizeof(SC_MUX_ALPN) - 1 && memcmp(p, SC_MUX_ALPN, n) == 0 ? 1 : 0;
+}
+
+bool sc_mux__negotiated(const struct sc_stream *tls)
+{
+    return mux_version(tls) != 0;
 }
 
 // send_goaway tells the outbound (once) to open new streams elsewhere.

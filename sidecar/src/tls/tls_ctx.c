@@ -126,19 +126,21 @@ SSL_CTX *sc_tls_ctx_new_pem(const struct sc_tls_opts *opts, const char *cert_pem
     if (policy == NULL) {
         goto out_free;
     }
-    // A tunnel inbound also accepts seam-mux/1 (many connections over one,
-    // proxy/mux.c), but only from a client that asks for it; clients offer
-    // the one protocol they speak.
+    // A tunnel inbound also accepts seam-mux (many connections over one,
+    // proxy/mux.c), newest version first, but only from a client that asks
+    // for it; clients offer the protocols they speak.
+    static const uint8_t mux_wire[] = "\x0a" SC_MUX_ALPN2 "\x0a" SC_MUX_ALPN;
+    _Static_assert(sizeof(SC_MUX_ALPN2) - 1 == 0x0a && sizeof(SC_MUX_ALPN) - 1 == 0x0a,
+                   "ALPN wire lengths");
     bool with_mux = opts->is_server && opts->accept_mux && strcmp(alpn, SC_TLS_ALPN_DATA) == 0;
-    size_t mux_n = with_mux ? strlen(SC_MUX_ALPN) + 1 : 0;
+    size_t mux_n = with_mux ? sizeof(mux_wire) - 1 : 0;
     policy->alpn = malloc(mux_n + alpn_n + 1);
     if (policy->alpn == NULL) {
         snprintf(err, err_cap, "out of memory");
         goto out_free;
     }
     if (with_mux) {
-        policy->alpn[0] = (uint8_t)(mux_n - 1);
-        memcpy(policy->alpn + 1, SC_MUX_ALPN, mux_n - 1);
+        memcpy(policy->alpn, mux_wire, mux_n);
     }
     policy->alpn[mux_n] = (uint8_t)alpn_n;
     memcpy(policy->alpn + mux_n + 1, alpn, alpn_n);

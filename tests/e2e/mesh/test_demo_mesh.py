@@ -39,7 +39,7 @@ def test_demo_mesh_summary():
         "app@backend:8080 got hello over IPv4 from 127.0.0.1"
     assert f["frontend -> backend IPv6"] == "app@backend:8080 got hello over IPv6 from ::1"
     assert f["backend sidecar saw peer"] == \
-        "spiffe://cluster.local/ns/default/sa/frontend over TLSv1.3 (seam-mux/1)"
+        "spiffe://cluster.local/ns/default/sa/frontend over TLSv1.3 (seam-mux/2)"
     assert f["refused"] == "spiffe://cluster.local/ns/evil/sa/mallory reason=not_allowed"
     assert re.fullmatch(r"frontend certificate \S+ -> \S+, \d+ calls during it, 0 failed",
                         f["rotation"]), f["rotation"]

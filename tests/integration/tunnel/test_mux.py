@@ -466,7 +466,7 @@ def test_peer_without_mux_gets_1to1(pki, procs, alpn):
                  what=f"conn.close of client {i}")
     if alpn:
         # The refused session offered seam-mux/1 first, then 1:1's protocol.
-        assert "ALPN protocols advertised by the client: seam-mux/1, seam" in srv.log()
+        assert "ALPN protocols advertised by the client: seam-mux/2, seam-mux/1, seam" in srv.log()
     ev = events(out_t.proc, "mux.not_supported")
     assert len(ev) == 1, ev
     assert ev[0]["fallback"] == "1:1" and "seam-mux/1" in ev[0]["detail"], ev
@@ -622,14 +622,14 @@ def _next_on_new_session(out_t):
 
 
 class RawMux:
-    """A seam-mux/1 client speaking frames directly (Python's TLS, ALPN
-    seam-mux/1, client certificate "client"), to misbehave on purpose."""
+    """A seam-mux client speaking frames directly (Python's TLS, ALPN |alpn|,
+    client certificate "client"), to misbehave on purpose."""
 
-    def __init__(self, pki, port, cert="client"):
+    def __init__(self, pki, port, cert="client", alpn="seam-mux/1"):
         ctx = client_ctx(pki, cert)
-        ctx.set_alpn_protocols(["seam-mux/1"])
+        ctx.set_alpn_protocols([alpn])
         self.s = tls_connect(ctx, LOOP, port, timeout=20)
-        assert self.s.selected_alpn_protocol() == "seam-mux/1"
+        assert self.s.selected_alpn_protocol() == alpn
         self.buf = b""
 
     def send(self, ftype, sid, payload=b"", flags=0):
@@ -753,13 +753,13 @@ class _Windowed:
             self.m.poll(self._take)
 
 
-def _raw_to_inbound(procs, pki, app):
+def _raw_to_inbound(procs, pki, app, alpn="seam-mux/1"):
     """An inbound sidecar (admin port on loopback) in front of |app|, and a
     RawMux session to it with stream 1 open: (the session, the admin port)."""
     a_in = free_port()
     in_t = start_tunnel(procs, "inbound", addr(LOOP, app.getsockname()[1]), pki,
                         extra=["--admin", f"{LOOP}:{a_in}"])
-    m = RawMux(pki, in_t.port)
+    m = RawMux(pki, in_t.port, alpn=alpn)
     m.send(1, 1)  # OPEN 1
     return m, a_in
 
@@ -861,6 +861,134 @@ def test_window_growth_is_given_back_when_the_session_is_shared(pki, procs):
         wait_for(lambda: sum(st["n"] for st in sts) == total, 30, what="every byte at the app")
     finally:
         app.close()
+
+
+def test_blocked_sender_gets_its_window_grown(pki, procs):
+    """A sender on a path whose round trip the window cannot cover: its bytes
+    arrive spread out (here: 8 KiB a millisecond) and it learns of credit
+    only once it has used all it had (as if WINDOW frames took a round trip
+    to reach it). The receiving sidecar then never sees most of the window
+    unacknowledged at once, the trigger window growth has on seam-mux/1, so
+    a seam-mux/1 stream stays at 256 KiB; on seam-mux/2 the sender says
+    BLOCKED when it runs out, and the window grows (to at most 1 MiB) while
+    the app keeps up. Every byte arrives either way."""
+    from test_admin import _http, _metric
+    for alpn in ("seam-mux/1", "seam-mux/2"):
+        st = {"n": 0, "hash": hashlib.sha256()}
+        total = 2 << 20
+
+        def sink(c, _):
+            with c:
+                _drain(c, st)
+
+        app = _app(sink)
+        try:
+            m, a_in = _raw_to_inbound(procs, pki, app, alpn=alpn)
+            granted, sent, room = 256 << 10, 0, 0
+
+            def take(t, f, sid, p):
+                nonlocal granted, room
+                if t == 3 and sid == 1:
+                    granted += struct.unpack(">I", p)[0]
+                    room = max(room, granted - sent)
+                return False
+
+            while sent < total:
+                if granted == sent:
+                    if alpn == "seam-mux/2":
+                        m.send(5, 1, struct.pack(">I", sent & 0xffffffff))  # BLOCKED
+                    m.frames(lambda *f: take(*f) or f[0] == 3, timeout=20)
+                    m.poll(take)
+                    continue
+                n = min(8 << 10, granted - sent, total - sent)
+                m.send(0, 1, b"p" * n)
+                sent += n
+                time.sleep(0.001)
+            m.send(0, 1, flags=1)  # FIN
+            wait_for(lambda: st["n"] == total, 30, what=f"every byte at the app ({alpn})")
+            assert st["hash"].digest() == hashlib.sha256(b"p" * total).digest()
+            status, text = _http(a_in, "GET", "/metrics")
+            assert status == 200
+            grows = _metric(text, "seam_mux_window_grows_total", direction="inbound")
+            if alpn == "seam-mux/1":
+                assert room <= (256 << 10) and grows == 0, (room, grows)
+            else:
+                assert (256 << 10) < room <= (1 << 20) and grows >= 1, (room, grows)
+        finally:
+            app.close()
+
+
+@pytest.mark.parametrize("alpn", ["seam-mux/2", "seam-mux/1"])
+def test_outbound_says_blocked_on_seam_mux_2_only(pki, procs, alpn):
+    """The outbound's side of BLOCKED: towards a server that chose seam-mux/2
+    and gives no credit back, a stream that used its 256 KiB sends BLOCKED
+    with the bytes it sent; a seam-mux/1 server (whose decoder would take
+    the frame for a protocol error) never gets one."""
+    import ssl
+    from seamtest import mtls_server_ctx
+    from tunnelkit import OneConnServer
+    got = {"frames": [], "data": 0, "alpn": None}
+    blocked = threading.Event()
+    enough = threading.Event()
+
+    def serve(c):
+        ctx = mtls_server_ctx(pki, "server")
+        ctx.set_alpn_protocols([alpn])
+        t = ctx.wrap_socket(c, server_side=True)
+        got["alpn"] = t.selected_alpn_protocol()
+        buf = b""
+        t.settimeout(30)
+        while True:
+            try:
+                d = t.recv(65536)
+            except (OSError, ssl.SSLError):
+                return
+            if not d:
+                return
+            buf += d
+            while len(buf) >= 8:
+                ft, fl, n, sid = struct.unpack(">BBHI", buf[:8])
+                if len(buf) < 8 + n:
+                    break
+                p, buf = buf[8:8 + n], buf[8 + n:]
+                if ft == 0:
+                    got["data"] += n
+                    if got["data"] >= (256 << 10):
+                        enough.set()
+                else:
+                    got["frames"].append((ft, sid, p, got["data"]))
+                if ft == 5:
+                    blocked.set()
+
+    srv = OneConnServer(serve)
+    try:
+        out_t = start_tunnel(procs, "outbound", srv.target, pki, peer_id=SERVER_ID, extra=MUX)
+        c = socket.create_connection((LOOP, out_t.port), timeout=10)
+        c.setblocking(False)
+        pushed, deadline = 0, time.monotonic() + 20
+        while pushed < (4 << 20) and not enough.is_set() and time.monotonic() < deadline:
+            try:
+                pushed += c.send(b"b" * 65536)
+            except BlockingIOError:
+                select.select([], [c], [], 0.05)
+        assert enough.wait(20), got["data"]
+        if alpn == "seam-mux/2":
+            assert blocked.wait(10), got["frames"]
+            ft, sid, p, data_before = [f for f in got["frames"] if f[0] == 5][0]
+            assert sid == 1
+            # What it had sent when it stopped: its window and at most one read more.
+            assert struct.unpack(">I", p)[0] == data_before
+            assert (256 << 10) <= data_before <= (256 << 10) + (256 << 10), data_before
+        else:
+            # Bounded look: the outbound stopped at its window; nothing else comes.
+            assert not blocked.wait(1.0), got["frames"]
+            assert got["data"] <= (512 << 10)
+        assert got["alpn"] == alpn
+        opens = [f for f in _sessions(out_t)]
+        assert opens and opens[0]["proto"] == alpn, opens
+        c.close()
+    finally:
+        srv.close()
 
 
 def test_streams_over_the_cap_are_refused(pki, procs):

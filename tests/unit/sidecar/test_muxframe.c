@@ -1,4 +1,4 @@
-// test_muxframe.c — seam-mux/1 frames (sc/muxframe.h): headers round-trip,
+// test_muxframe.c — seam-mux/1 and /2 frames (sc/muxframe.h): headers round-trip,
 // every frame kind decodes the same whatever the byte split, DATA payloads
 // come out as slices without a copy, and each malformed header is refused
 // with its reason.
@@ -189,6 +189,53 @@ static void test_malformed_headers(void **state)
     expect_error(rst_sid0, "stream 0 on a stream frame");
 }
 
+// BLOCKED (seam-mux/2) is an unknown type to a seam-mux/1 decoder, and a
+// control frame like WINDOW to a seam-mux/2 one.
+static void test_blocked_on_seam_mux_2_only(void **state)
+{
+    (void)state;
+    uint8_t buf[64];
+    uint8_t u32[4];
+    sc_mux_put_u32(u32, 0x40000);
+    size_t n = put_frame(buf, SC_MUX_BLOCKED, 0, 3, u32, 4);
+    for (int v2 = 0; v2 < 2; v2++) {
+        struct rec *r = calloc(1, sizeof(*r));
+        struct sc_mux_decoder d;
+        const char *err = NULL;
+        sc_mux_decoder_init(&d);
+        d.v2 = v2;
+        int rc = sc_mux_decode(&d, buf, n, &cbs, r, &err);
+        if (v2) {
+            assert_int_equal(rc, 0);
+            assert_string_equal(r->log, "BLOCKED(3,262144,)");
+        } else {
+            assert_int_equal(rc, SC_MUX_EPROTO);
+            assert_string_equal(err, "unknown frame type");
+            assert_int_equal(r->calls, 0);
+        }
+        free(r);
+    }
+    const uint8_t bad[][SC_MUX_HDR_LEN] = {
+        {5, 0, 0, 3, 0, 0, 0, 1}, // 3-byte payload
+        {5, 1, 0, 4, 0, 0, 0, 1}, // flags
+        {5, 0, 0, 4, 0, 0, 0, 0}, // stream 0
+    };
+    const char *why[] = {"control frame payload is not 4 bytes", "flags on a control frame",
+                         "stream 0 on a stream frame"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct rec *r = calloc(1, sizeof(*r));
+        struct sc_mux_decoder d;
+        const char *err = NULL;
+        uint8_t b[SC_MUX_HDR_LEN + 8] = {0};
+        memcpy(b, bad[i], SC_MUX_HDR_LEN);
+        sc_mux_decoder_init(&d);
+        d.v2 = true;
+        assert_int_equal(sc_mux_decode(&d, b, sizeof(b), &cbs, r, &err), SC_MUX_EPROTO);
+        assert_string_equal(err, why[i]);
+        free(r);
+    }
+}
+
 static void test_callback_stops_decoding(void **state)
 {
     (void)state;
@@ -212,6 +259,7 @@ int main(void)
         cmocka_unit_test(test_header_bytes),
         cmocka_unit_test(test_max_data_frame),
         cmocka_unit_test(test_malformed_headers),
+        cmocka_unit_test(test_blocked_on_seam_mux_2_only),
         cmocka_unit_test(test_callback_stops_decoding),
     };
     // clang-format on
