@@ -87,7 +87,7 @@ struct sc_proxy_config {
                                      // listener's (and every accepted one), one to a loopback
                                      // target (sc/tcp_cc.h, --loopback-cc)
     bool mux;                        // outbound: carry the (mesh: mTLS-routed) connections as
-                                     // streams of long-lived seam-mux/1 sessions, one per
+                                     // streams of long-lived seam-mux sessions, one per
                                      // destination and identity (proxy/mux.c, docs/MUX.md).
                                      // Inbound accepts them when its context offers the ALPN.
     uint32_t mux_sessions;           // outbound, mux: sessions per destination at most while
@@ -100,7 +100,7 @@ struct sc_proxy_config {
 
 #define SC_MAX_AGE_GRACE_MS 10000
 
-// SC_MUX_SESSIONS_DEFAULT: seam-mux/1 sessions the outbound opens at most to
+// SC_MUX_SESSIONS_DEFAULT: seam-mux sessions the outbound opens at most to
 // one destination while the ones it has carry bulk streams (mux_sessions 0;
 // proxy/mux.c out_session, docs/MUX.md "Bulk streams"); the flag's bound.
 #define SC_MUX_SESSIONS_DEFAULT 2

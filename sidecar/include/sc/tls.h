@@ -31,7 +31,7 @@ struct sc_tls_opts {
                                       // that offer none or others are accepted without ALPN
                                       // (a TCP tunnel carries any protocol) unless alpn_required.
     bool alpn_required;               // server: refuse clients that do not offer |alpn| (gRPC)
-    bool accept_mux;                  // server with the data ALPN: also select seam-mux/1 for a
+    bool accept_mux;                  // server with the data ALPN: also select seam-mux for a
                                       // client that offers it (tunnel inbound; docs/MUX.md)
     bool allow_tls12;                 // also accept TLS 1.2 (default: TLS 1.3 only)
     bool no_client_cert; // server: do not request a client certificate (gRPC CA server)

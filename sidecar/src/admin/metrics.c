@@ -294,29 +294,29 @@ void sc_metrics_render(struct sc_admin_buf *out, const struct sc_admin_hooks *h,
     sc_admin_buf_printf(out, "seam_accept_errors_total %llu\n",
                         (unsigned long long)t.accept_errors);
     dir_family(out, "seam_mux_sessions_opened_total",
-               "seam-mux/1 sessions opened (many connections over one mTLS connection), by "
+               "seam-mux sessions opened (many connections over one mTLS connection), by "
                "direction.",
                t.mux_opened);
     family(out, "seam_mux_sessions_active", "gauge",
-           "seam-mux/1 sessions currently open, by direction.");
+           "seam-mux sessions currently open, by direction.");
     for (int d = 0; d < SC_DIR_MAX; d++) {
         sc_admin_buf_printf(out, "seam_mux_sessions_active{direction=\"%s\"} %llu\n", dir_names[d],
                             (unsigned long long)(t.mux_opened[d] - t.mux_closed[d]));
     }
     dir_family(out, "seam_mux_stream_waits_total",
-               "Times a seam-mux/1 stream stopped reading its socket because its session's "
+               "Times a seam-mux stream stopped reading its socket because its session's "
                "socket was backed up (the streams then take turns), by direction.",
                t.mux_waits);
     dir_family(out, "seam_mux_window_grows_total",
-               "Times a seam-mux/1 stream's receive window grew because the window, not the "
+               "Times a seam-mux stream's receive window grew because the window, not the "
                "app, limited it (256 KiB steps, up to 1 MiB), by direction.",
                t.mux_window_grows);
     dir_family(out, "seam_mux_window_shrinks_total",
-               "WINDOW frames by which a seam-mux/1 stream gave growth of its receive window "
+               "WINDOW frames by which a seam-mux stream gave growth of its receive window "
                "back (its app fell behind, or other streams share its session), by direction.",
                t.mux_window_shrinks);
     family(out, "seam_mux_stream_detours_total", "counter",
-           "New outbound seam-mux/1 streams kept off a session carrying a bulk stream (put on "
+           "New outbound seam-mux streams kept off a session carrying a bulk stream (put on "
            "another session to the same destination, or on a new one).");
     sc_admin_buf_printf(out, "seam_mux_stream_detours_total %llu\n",
                         (unsigned long long)t.mux_detours);

@@ -97,7 +97,7 @@ struct run {
     struct sc_worker_stats **stats; // both proxies' workers, for the admin server
     int workers;
     uint64_t busy_poll_us;
-    bool mux;                        // outbound: mTLS connections as streams of seam-mux/1 sessions
+    bool mux;                        // outbound: mTLS connections as streams of seam-mux sessions
     uint32_t mux_sessions;           // outbound: per destination at most, while they carry bulk
     char loopback_cc[SC_TCP_CC_MAX]; // sc_proxy_config.loopback_cc
     struct sc_tls_opts opts[2];
@@ -599,14 +599,14 @@ int sc_cmd_run(int argc, char **argv)
         {.name = "mux",
          .type = SC_FLAG_BOOL,
          .out = &mux,
-         .help = "outbound: carry mTLS connections as streams of long-lived seam-mux/1 sessions, "
+         .help = "outbound: carry mTLS connections as streams of long-lived seam-mux sessions, "
                  "one per destination address, port and identity (true; a peer without "
-                 "seam-mux/1, or with --accept-mux=false, gets 1:1 connections; false: one mTLS "
+                 "seam-mux, or with --accept-mux=false, gets 1:1 connections; false: one mTLS "
                  "connection per intercepted connection)"},
         {.name = "mux-sessions",
          .type = SC_FLAG_INT,
          .out = &mux_sessions,
-         .help = "outbound: seam-mux/1 sessions per destination at most; a new connection "
+         .help = "outbound: seam-mux sessions per destination at most; a new connection "
                  "avoids a session carrying a bulk stream by taking or opening another (2; "
                  "1: one session per destination)",
          .min = 1,
@@ -614,7 +614,7 @@ int sc_cmd_run(int argc, char **argv)
         {.name = "accept-mux",
          .type = SC_FLAG_BOOL,
          .out = &accept_mux,
-         .help = "inbound: accept seam-mux/1 sessions (true; false: peers with --mux fall back "
+         .help = "inbound: accept seam-mux sessions (true; false: peers with --mux fall back "
                  "to 1:1 connections, e.g. while a rollout is held back)"},
         {.name = "loopback-cc",
          .type = SC_FLAG_STRING,

@@ -596,7 +596,7 @@ int sc_cmd_tunnel(int argc, char **argv)
          .type = SC_FLAG_BOOL,
          .out = &mux,
          .help = "outbound: carry all connections as streams of a few long-lived mTLS sessions "
-                 "(seam-mux/1; the inbound accepts it always)"},
+                 "(seam-mux; the inbound accepts it always)"},
         {.name = "mux-sessions",
          .type = SC_FLAG_INT,
          .out = &mux_sessions,
@@ -763,7 +763,7 @@ int sc_cmd_tunnel(int argc, char **argv)
         }
         if (mux) {
             fprintf(stderr, "seam-sidecar tunnel inbound: --mux is for outbound tunnels (the "
-                            "inbound accepts seam-mux/1 sessions without it)\n");
+                            "inbound accepts seam-mux sessions without it)\n");
             goto out;
         }
     }

@@ -1,4 +1,4 @@
-// muxframe.c — seam-mux/1 frame header encoding and an incremental decoder
+// muxframe.c — seam-mux/1 and /2 frame header encoding and an incremental decoder
 // (sc/muxframe.h). No allocation, no copies of DATA payloads.
 #include "sc/muxframe.h"
 

@@ -363,6 +363,8 @@ bool sc_stream__read_skip(struct sc_stream *s, ssize_t nread, const uv_buf_t *bu
             } else {
                 s->flags &= ~(SC_STREAM_F_BULK | SC_STREAM_F_BULK_TAIL);
             }
+        } else {
+            s->flags &= ~SC_STREAM_F_BULK_TAIL; // not short: the short ones were not in a row
         }
     }
     return false;

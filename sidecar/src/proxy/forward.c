@@ -370,7 +370,7 @@ static void on_handshake(struct sc_stream *s, int status)
             SC_STAT_ADD(w->stats.authz_allow, 1);
         }
         if (mux) {
-            // A seam-mux/1 session: its streams are the connections (each
+            // A seam-mux session: its streams are the connections (each
             // counted as one); this TLS connection is handed over to it.
             SC_STAT_ADD(w->stats.conn_closed[dir][c->mode], 1);
             sc_mux__serve(w, s, c->peer);

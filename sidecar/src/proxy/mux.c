@@ -1,9 +1,9 @@
-// mux.c — seam-mux/1 sessions and streams (mux.h, docs/MUX.md).
+// mux.c — seam-mux sessions and streams (/1, and /2 with BLOCKED) (mux.h, docs/MUX.md).
 //
 //   outbound: accept client -> (the worker's open session, or a new one:
-//             connect inbound, mTLS handshake offering seam-mux/1) ->
+//             connect inbound, mTLS handshake offering seam-mux) ->
 //             OPEN -> pump client <-> stream
-//   inbound:  mTLS handshake chose seam-mux/1 (forward.c) -> session ->
+//   inbound:  mTLS handshake chose seam-mux (forward.c) -> session ->
 //             each OPEN: connect the app, pump stream <-> app
 //
 // Writes: frames of every stream go into the session's one plaintext buffer;
@@ -73,7 +73,7 @@
 // what grown windows can make a worker hold stays within its --max-buffer-memory share. A stream
 // whose app is behind when it gives credit back (bytes still queued for it)
 // gives the growth back (a WINDOW that returns less than was written). A grant
-// is an ordinary WINDOW increment, so a seam-mux/1 peer without growth takes
+// is an ordinary WINDOW increment, so an older seam-mux peer without growth takes
 // the credit as it is, and sends with 256 KiB to a receiver that never grants
 // more.
 // Only a stream alone on its session grows: bytes a grown window keeps in
@@ -1018,7 +1018,7 @@ static int serve_open(struct sc_mux_sess *m, uint32_t sid, size_t dest_len)
         // are in: a peer that keeps opening streams after that is refused.
         refuse = "goaway_ignored";
     } else if (dest_len != 0) {
-        refuse = "destination_given"; // seam-mux/1 senders route by session, not by stream
+        refuse = "destination_given"; // seam-mux senders route by session, not by stream
     } else if (m->nchans >= SC_MUX_MAX_STREAMS) {
         refuse = "max_streams";
     } else {
@@ -1420,7 +1420,7 @@ static void chan_open(struct sc_mux_sess *m, struct mux_chan *ch)
 }
 
 // sess_fall_back hands the clients waiting on |m| (its peer refused
-// seam-mux/1) to the 1:1 path, each with an mTLS connection of its own. They
+// seam-mux) to the 1:1 path, each with an mTLS connection of its own. They
 // have not been read from yet: nothing is lost.
 static void sess_fall_back(struct sc_mux_sess *m)
 {
@@ -1456,7 +1456,7 @@ bool sc_mux__wanted(struct sc_worker *w, const struct sockaddr *target)
     return true;
 }
 
-// mux_off records that the peer of session |m| refused seam-mux/1: tunnel
+// mux_off records that the peer of session |m| refused seam-mux: tunnel
 // mode, for the whole proxy (one target); mesh mode, for that destination
 // on this worker.
 static void mux_off(struct sc_mux_sess *m)
@@ -1492,7 +1492,8 @@ static void on_sess_handshake(struct sc_stream *s, int status)
     if (!sc_mux__negotiated(s)) {
         sc_warn("mux.not_supported", "dir=outbound peer=%s fallback=1:1 retry_s=%d detail=%s",
                 m->peer, SC_MUX_RETRY_MS / 1000,
-                "the peer did not accept ALPN " SC_MUX_ALPN " (an older seam, or not seam)");
+                "the peer accepted neither ALPN " SC_MUX_ALPN2 " nor " SC_MUX_ALPN
+                " (an older seam, or not seam)");
         mux_off(m);
         sess_fall_back(m);
         sess_close(m, "mux_not_supported");

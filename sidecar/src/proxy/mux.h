@@ -1,4 +1,4 @@
-// mux.h — seam-mux/1 on the data path (tunnel and mesh mode): the outbound proxy
+// mux.h — seam-mux on the data path (tunnel and mesh mode): the outbound proxy
 // carries every client connection as a stream of one long-lived mTLS
 // session to the inbound proxy, instead of one mTLS connection each
 // (docs/MUX.md; frames in sc/muxframe.h).
@@ -37,8 +37,8 @@ struct sc_stream;
 // that, if its client vanished without closing.
 #define SC_MUX_SESS_IDLE_MS (5 * 60 * 1000)
 
-// SC_MUX_RETRY_MS: after a peer refused seam-mux/1 the outbound carries
-// its connections 1:1 for this long, then offers seam-mux/1 again (the peer
+// SC_MUX_RETRY_MS: after a peer refused seam-mux the outbound carries
+// its connections 1:1 for this long, then offers seam-mux again (the peer
 // may have been upgraded meanwhile).
 #define SC_MUX_RETRY_MS (60 * 1000)
 
@@ -50,7 +50,7 @@ void sc_mux__worker_close(struct sc_worker *w);
 
 // sc_mux__wanted reports whether an outbound worker with cfg.mux carries
 // new connections to |target| as streams now: false for SC_MUX_RETRY_MS
-// after a peer without seam-mux/1 (tunnel mode: on every worker; mesh mode:
+// after a peer without seam-mux (tunnel mode: on every worker; mesh mode:
 // for that destination, on the worker that met it).
 bool sc_mux__wanted(struct sc_worker *w, const struct sockaddr *target);
 

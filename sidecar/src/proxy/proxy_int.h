@@ -15,7 +15,7 @@ struct sc_conn;
 struct sc_mux_sess;
 
 // SC_MUX_OFF_SLOTS: mesh destinations per worker remembered as not speaking
-// seam-mux/1 (beyond it the oldest is forgotten: one more failed offer).
+// seam-mux (beyond it the oldest is forgotten: one more failed offer).
 #define SC_MUX_OFF_SLOTS 16
 
 struct sc_worker {
@@ -46,7 +46,7 @@ struct sc_worker {
     uv_prepare_t mux_prepare;         // after the I/O callbacks and before polling
     struct sc_mux_sess *mux_sessions; // open seam-mux sessions (mux.c)
     struct sc_mux_sess *mux_flush;    // sessions with frames to write this turn
-    struct sc_mux_off {               // mesh: destinations that refused seam-mux/1 (mux.c)
+    struct sc_mux_off {               // mesh: destinations that refused seam-mux (mux.c)
         struct sockaddr_storage addr;
         uint64_t until_ms; // uv_now: carried 1:1 until then
     } mux_off[SC_MUX_OFF_SLOTS];
@@ -69,7 +69,7 @@ struct sc_proxy {
     bool done_reported;
     bool drain_started;
     atomic_uint_fast64_t drain_timeout_ms;
-    atomic_uint_fast64_t mux_off_until_ms; // the peer refused seam-mux/1: 1:1 until (uv_now ms)
+    atomic_uint_fast64_t mux_off_until_ms; // the peer refused seam-mux: 1:1 until (uv_now ms)
     sc_proxy_done_cb done_cb;
     void *done_arg;
     int num_workers;
@@ -82,7 +82,7 @@ void sc_conn__accept(struct sc_worker *w);
 
 // sc_conn__adopt_outbound carries |down|, a tunnel outbound client
 // connection mux.c accepted, admitted and counted, as a 1:1 mTLS connection
-// (the peer does not speak seam-mux/1), accepted at |start_ms| (uv_now). 0,
+// (the peer does not speak seam-mux), accepted at |start_ms| (uv_now). 0,
 // or SC_ENOMEM: |down| is still the caller's.
 int sc_conn__adopt_outbound(struct sc_worker *w, struct sc_stream *down, uint64_t start_ms);
 // (Mesh mode: |down| is routed again by its original destination, which
