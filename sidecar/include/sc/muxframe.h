@@ -41,6 +41,11 @@
 
 #define SC_MUX_ALPN "seam-mux/1"
 #define SC_MUX_ALPN2 "seam-mux/2"
+// SC_MUX_ALPN_WIRE: the versions in ALPN wire form (length-prefixed), newest
+// first, as clients offer them and servers prefer them.
+#define SC_MUX_ALPN_WIRE "\x0a" SC_MUX_ALPN2 "\x0a" SC_MUX_ALPN
+_Static_assert(sizeof(SC_MUX_ALPN2) - 1 == 0x0a && sizeof(SC_MUX_ALPN) - 1 == 0x0a,
+               "SC_MUX_ALPN_WIRE lengths");
 #define SC_MUX_HDR_LEN 8
 #define SC_MUX_MAX_DATA 65535
 #define SC_MUX_MAX_DEST 255

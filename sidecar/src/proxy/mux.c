@@ -68,9 +68,10 @@
 // the stream: the same WINDOW frame grants MUX_WINDOW_STEP more, up to
 // MUX_WINDOW_MAX. A sender whose bytes arrive spread over a round trip never
 // shows three quarters of the window unacknowledged; on seam-mux/2 it says
-// BLOCKED when it runs out of credit, which counts the same (peer_blocked). The growth of all
-// streams of a worker is a reservation against its large-buffer budget (w->mux_window_extra), so
-// what grown windows can make a worker hold stays within its --max-buffer-memory share. A stream
+// BLOCKED when it runs out of credit, which counts the same (peer_blocked).
+// The growth of all streams of a worker is a reservation against its
+// large-buffer budget (w->mux_window_extra), so what grown windows can make a
+// worker hold stays within its --max-buffer-memory share. A stream
 // whose app is behind when it gives credit back (bytes still queued for it)
 // gives the growth back (a WINDOW that returns less than was written). A grant
 // is an ordinary WINDOW increment, so an older seam-mux peer without growth takes
@@ -165,7 +166,6 @@ struct sc_mux_sess {
     struct sc_stream *s; // NULL once closed
     enum sess_state state;
     bool client;
-    bool v2;      // seam-mux/2 negotiated: BLOCKED frames both ways
     bool retired; // no new streams: closes once empty
     bool goaway_sent;
     bool flush_queued;
@@ -684,7 +684,7 @@ static void on_chan_read(struct sc_stream *s, ssize_t nread, const uv_buf_t *buf
         if (!ch->blocked) {
             sc_stream_read_stop(s);
         }
-        if (m->v2) {
+        if (m->dec.v2) {
             // The receiver cannot tell credit out in transit from credit
             // unused; the sender can (window_limited).
             uint64_t sent = dir == SC_DIR_OUTBOUND ? ch->bytes_in : ch->bytes_out;
@@ -735,10 +735,11 @@ static void on_sess_written(struct sc_stream *s, int status, void *arg)
     }
 }
 
-// window_limited: see MUX_WINDOW_STEP. |m| is |ch|'s session.
-static bool window_limited(const struct sc_mux_sess *m, const struct mux_chan *ch, uint64_t now)
+// window_limited: see MUX_WINDOW_STEP.
+static bool window_limited(const struct mux_chan *ch, uint64_t now)
 {
     const struct sc_bufpool *pool = &ch->w->pool;
+    const struct sc_mux_sess *m = ch->sess;
     return ch->rwin < MUX_WINDOW_MAX && !ch->backlog && !ch->fin_recv &&
            now >= m->shared_until_ms &&
            (ch->unacked > ch->rwin - ch->rwin / 4 || ch->peer_blocked) &&
@@ -775,7 +776,7 @@ static void on_chan_written(struct sc_stream *s, int status, void *arg)
         // is behind at this moment (not just once since the last WINDOW).
         bool behind = sc_stream_write_queue_size(ch->plain) > 0;
         uint64_t now = uv_now(&ch->w->loop);
-        if (window_limited(ch->sess, ch, now)) {
+        if (window_limited(ch, now)) {
             inc += MUX_WINDOW_STEP;
             ch->rwin += MUX_WINDOW_STEP;
             ch->w->mux_window_extra += MUX_WINDOW_STEP;
@@ -1371,7 +1372,19 @@ static void sess_close(struct sc_mux_sess *m, const char *reason)
     sc_stream_close(m->s, on_sess_closed);
 }
 
-static int mux_version(const struct sc_stream *tls);
+// mux_version: 2 or 1 for the seam-mux version |tls| negotiated, else 0.
+static int mux_version(const struct sc_stream *tls)
+{
+    const uint8_t *p;
+    size_t n;
+    if (!sc_stream_alpn(tls, &p, &n)) {
+        return 0;
+    }
+    if (n == sizeof(SC_MUX_ALPN2) - 1 && memcmp(p, SC_MUX_ALPN2, n) == 0) {
+        return 2;
+    }
+    return n == sizeof(SC_MUX_ALPN) - 1 && memcmp(p, SC_MUX_ALPN, n) == 0 ? 1 : 0;
+}
 
 static void sess_opened(struct sc_mux_sess *m)
 {
@@ -1396,11 +1409,10 @@ static void sess_opened(struct sc_mux_sess *m)
         setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat)) != 0) {
         sc_debug("mux.notsent_lowat", "error=%s", strerror(errno));
     }
-    m->v2 = mux_version(m->s) == 2;
-    m->dec.v2 = m->v2;
+    m->dec.v2 = mux_version(m->s) == 2; // BLOCKED frames both ways
     SSL *ssl = sc_stream_get0_ssl(m->s);
     sc_info("mux.session_open", "dir=%s peer=%s peer_id=%s tls=%s proto=%s", dir_name(w), m->peer,
-            sc_tls_peer_id(ssl), SSL_get_version(ssl), m->v2 ? SC_MUX_ALPN2 : SC_MUX_ALPN);
+            sc_tls_peer_id(ssl), SSL_get_version(ssl), m->dec.v2 ? SC_MUX_ALPN2 : SC_MUX_ALPN);
     if (sc_stream_read_start(m->s, on_sess_read) != 0) {
         sess_close(m, "read_error");
     }
@@ -1518,11 +1530,8 @@ static void on_sess_handshake(struct sc_stream *s, int status)
 // connection offers (a seam-mux/1 peer chooses seam-mux/1):
 // a peer that knows only the latter chooses it, and the waiting clients go
 // on 1:1 (sess_fall_back) wherever a 1:1 connection would have worked.
-static const uint8_t mux_alpn_wire[] =
-    "\x0a" SC_MUX_ALPN2 "\x0a" SC_MUX_ALPN "\x04" SC_TLS_ALPN_DATA;
-_Static_assert(sizeof(SC_MUX_ALPN2) - 1 == 0x0a && sizeof(SC_MUX_ALPN) - 1 == 0x0a &&
-                   sizeof(SC_TLS_ALPN_DATA) - 1 == 0x04,
-               "ALPN wire lengths");
+static const uint8_t mux_alpn_wire[] = SC_MUX_ALPN_WIRE "\x04" SC_TLS_ALPN_DATA;
+_Static_assert(sizeof(SC_TLS_ALPN_DATA) - 1 == 0x04, "ALPN wire length");
 
 static void on_sess_connect(struct sc_stream *s, int status)
 {
@@ -1699,20 +1708,6 @@ void sc_mux__serve(struct sc_worker *w, struct sc_stream *tls, const char *peer)
     sc_stream_set_data(tls, m);
     snprintf(m->peer, sizeof(m->peer), "%s", peer);
     sess_opened(m);
-}
-
-// mux_version: 2 or 1 for the seam-mux version |tls| negotiated, else 0.
-static int mux_version(const struct sc_stream *tls)
-{
-    const uint8_t *p;
-    size_t n;
-    if (!sc_stream_alpn(tls, &p, &n)) {
-        return 0;
-    }
-    if (n == sizeof(SC_MUX_ALPN2) - 1 && memcmp(p, SC_MUX_ALPN2, n) == 0) {
-        return 2;
-    }
-    return n == sizeof(SC_MUX_ALPN) - 1 && memcmp(p, SC_MUX_ALPN, n) == 0 ? 1 : 0;
 }
 
 bool sc_mux__negotiated(const struct sc_stream *tls)

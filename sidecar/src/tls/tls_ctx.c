@@ -129,9 +129,7 @@ SSL_CTX *sc_tls_ctx_new_pem(const struct sc_tls_opts *opts, const char *cert_pem
     // A tunnel inbound also accepts seam-mux (many connections over one,
     // proxy/mux.c), newest version first, but only from a client that asks
     // for it; clients offer the protocols they speak.
-    static const uint8_t mux_wire[] = "\x0a" SC_MUX_ALPN2 "\x0a" SC_MUX_ALPN;
-    _Static_assert(sizeof(SC_MUX_ALPN2) - 1 == 0x0a && sizeof(SC_MUX_ALPN) - 1 == 0x0a,
-                   "ALPN wire lengths");
+    static const uint8_t mux_wire[] = SC_MUX_ALPN_WIRE;
     bool with_mux = opts->is_server && opts->accept_mux && strcmp(alpn, SC_TLS_ALPN_DATA) == 0;
     size_t mux_n = with_mux ? sizeof(mux_wire) - 1 : 0;
     policy->alpn = malloc(mux_n + alpn_n + 1);

@@ -633,6 +633,17 @@ def _next_on_new_session(out_t):
     return ok and len(_sessions(out_t)) == 2
 
 
+def _next_frame(buf):
+    """The first whole frame in buf and what follows it: ((type, flags, sid,
+    payload), rest), or (None, buf) while it is incomplete."""
+    if len(buf) < 8:
+        return None, buf
+    t, f, n, sid = struct.unpack(">BBHI", buf[:8])
+    if len(buf) < 8 + n:
+        return None, buf
+    return (t, f, sid, buf[8:8 + n]), buf[8 + n:]
+
+
 class RawMux:
     """A seam-mux client speaking frames directly (Python's TLS, ALPN |alpn|,
     client certificate "client"), to misbehave on purpose."""
@@ -648,14 +659,10 @@ class RawMux:
         self.s.sendall(struct.pack(">BBHI", ftype, flags, len(payload), sid) + payload)
 
     def _parse(self, until):
-        while len(self.buf) >= 8:
-            t, f, n, sid = struct.unpack(">BBHI", self.buf[:8])
-            if len(self.buf) < 8 + n:
-                break
-            p, self.buf = self.buf[8:8 + n], self.buf[8 + n:]
-            if until(t, f, sid, p):
-                return t, f, sid, p
-        return None
+        while True:
+            frame, self.buf = _next_frame(self.buf)
+            if frame is None or until(*frame):
+                return frame
 
     def frames(self, until, timeout=10):
         """Reads frames until until(type, flags, sid, payload) is true; returns that frame."""
@@ -964,13 +971,13 @@ def test_outbound_says_blocked_on_seam_mux_2_only(pki, procs, alpn):
             if not d:
                 return
             buf += d
-            while len(buf) >= 8:
-                ft, fl, n, sid = struct.unpack(">BBHI", buf[:8])
-                if len(buf) < 8 + n:
+            while True:
+                frame, buf = _next_frame(buf)
+                if frame is None:
                     break
-                p, buf = buf[8:8 + n], buf[8 + n:]
+                ft, _, sid, p = frame
                 if ft == 0:
-                    got["data"] += n
+                    got["data"] += len(p)
                     if got["data"] >= (256 << 10):
                         enough.set()
                 else:
@@ -1002,7 +1009,7 @@ def test_outbound_says_blocked_on_seam_mux_2_only(pki, procs, alpn):
             assert not blocked.wait(1.0), got["frames"]
             assert got["data"] <= (512 << 10)
         assert got["alpn"] == alpn
-        opens = [f for f in _sessions(out_t)]
+        opens = _sessions(out_t)
         assert opens and opens[0]["proto"] == alpn, opens
         c.close()
     finally:
