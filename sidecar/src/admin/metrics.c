@@ -309,7 +309,8 @@ void sc_metrics_render(struct sc_admin_buf *out, const struct sc_admin_hooks *h,
                t.mux_waits);
     dir_family(out, "seam_mux_window_grows_total",
                "Times a seam-mux stream's receive window grew because the window, not the "
-               "app, limited it (256 KiB steps, up to 1 MiB), by direction.",
+               "app, limited it (256 KiB steps, up to 1 MiB; 8 MiB on a long round trip), "
+               "by direction.",
                t.mux_window_grows);
     dir_family(out, "seam_mux_window_shrinks_total",
                "WINDOW frames by which a seam-mux stream gave growth of its receive window "

@@ -33,6 +33,7 @@
 #include "sc/log.h"
 #include "sc/muxframe.h"
 #include "sc/parse.h"
+#include "sc/tcp_path.h"
 #include "sc/tls.h"
 
 #if __has_include("sc/failures.h")
@@ -58,7 +59,17 @@
 // next bytes stay in its own socket instead of in front of other streams'.
 // For MUX_CONGESTED_MS after a session write was queued its streams read in
 // small buffers: what one read can put ahead of another stream's bytes.
+// On a path with a round trip the kernel paces a session's bytes out over it,
+// and 16 KiB unsent lasts tens of microseconds: the socket runs dry between
+// two turns of the loop. So the limit follows the path (sess_tune_lowat):
+// half of what the session sends per round trip of its TCP connection (its
+// rate over the last MUX_RATE_MS or more, times the path's round trip,
+// sc_tcp_min_rtt_us), at most MUX_NOTSENT_MAX, and MUX_NOTSENT_LOWAT while
+// that is under twice MUX_NOTSENT_LOWAT. What waits unsent in front of another
+// stream's bytes then lasts at most half the round trip those bytes take
+// anyway; on one host or a short path it stays 16 KiB.
 #define MUX_NOTSENT_LOWAT (16 * 1024)
+#define MUX_NOTSENT_MAX (1024 * 1024)
 #define MUX_CONGESTED_MS 200
 
 // Window growth (docs/MUX.md "Flow control per stream"). When the receiver
@@ -85,9 +96,23 @@
 // beside a download does not count, one that sends a request now and then
 // does, one connection after another does not). A stream whose session is
 // shared when it gives credit back gives its growth back, and none grows.
+// Past MUX_WINDOW_MAX a window grows only while the network's round trip is
+// what it waits for (path_needs_more): up to four times what the stream
+// delivers in one round trip of its session's TCP connection (the path's,
+// sc_tcp_min_rtt_us, read by sess_tune_lowat), at most MUX_WINDOW_PATH_MAX.
+// Between two proxies on one host or a short path that product stays far
+// below 1 MiB - there the credit's round trip is the proxies' own CPU time,
+// which a larger window only fills with queued bytes - while across zones or
+// regions it is what TCP alone would keep in flight.
 #define MUX_WINDOW_STEP SC_MUX_STREAM_WINDOW
 #define MUX_WINDOW_MAX (4 * SC_MUX_STREAM_WINDOW)
+#define MUX_WINDOW_PATH_MAX (32 * SC_MUX_STREAM_WINDOW)
 #define MUX_SHARED_HOLD_MS 1000
+// The rates path_needs_more and sess_tune_lowat multiply by the round trip:
+// bytes given to the app (a stream) or written to the session (a session)
+// per ms over the last period of at least MUX_RATE_MS, which ends at the
+// first write after it (a pause counts in, so a rate is never stale-high).
+#define MUX_RATE_MS 16
 
 // Spreading (docs/MUX.md "Bulk streams"). An outbound stream that moves at
 // least MUX_BULK_BYTES (one stream window) either way within
@@ -125,7 +150,7 @@ struct mux_chan {
     enum chan_state state;
     int64_t credit;       // bytes we may still send
     uint64_t unacked;     // received, not yet given back with WINDOW
-    uint32_t rwin;        // window granted to the peer (grows to MUX_WINDOW_MAX)
+    uint32_t rwin;        // window granted to the peer (grows to MUX_WINDOW_MAX, or further)
     bool backlog;         // a write to |plain| since the last WINDOW was queued
     bool peer_blocked;    // the peer sent BLOCKED since the last WINDOW (seam-mux/2)
     uint64_t to_ack;      // written on, not yet given back
@@ -156,6 +181,9 @@ struct mux_chan {
     uint64_t bytes_out;  // to the downstream
     uint64_t rate_ms;    // outbound: start of the window |rate_bytes| counts in
     uint64_t rate_bytes; // bytes moved either way since rate_ms
+    uint64_t rx_ms;      // start of the period |rx_bytes| counts in (MUX_RATE_MS)
+    uint64_t rx_bytes;   // bytes given to the app since rx_ms
+    uint64_t rx_rate;    // bytes per ms given to the app over the last period
 };
 
 struct sc_mux_sess {
@@ -194,6 +222,10 @@ struct sc_mux_sess {
     struct sc_mux_decoder dec;
     uint64_t start_ms;
     uint64_t idle_since_ms;
+    uint64_t tx_ms;         // start of the period |tx_bytes| counts in (MUX_RATE_MS)
+    uint64_t tx_bytes;      // bytes written to the session since tx_ms
+    uint32_t lowat;         // its TCP_NOTSENT_LOWAT now (sess_tune_lowat)
+    uint32_t rtt_us;        // its path's round trip when it last wrote (0: unknown)
     uint64_t goaway_ms;     // when GOAWAY was sent (inbound)
     uint64_t peer_until_ms; // loop time the peer's verified chain expires (0: unknown)
     uint64_t streams_total;
@@ -316,6 +348,50 @@ static void release_holds(struct sc_mux_sess *m)
     m->noiov = 0;
 }
 
+// sess_set_lowat sets the session socket's TCP_NOTSENT_LOWAT to |lowat|.
+static void sess_set_lowat(struct sc_mux_sess *m, uint32_t lowat)
+{
+    // A kernel without the option only loses the turns streams take.
+    uv_os_fd_t fd;
+    int v = (int)lowat;
+    if (uv_fileno((uv_handle_t *)sc_stream_get0_tcp(m->s), &fd) == 0 &&
+        setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof(v)) != 0) {
+        sc_debug("mux.notsent_lowat_failed", "error=%s", strerror(errno));
+    }
+    m->lowat = lowat;
+}
+
+// sess_tune_lowat counts |n| bytes written to |m| and, once per MUX_RATE_MS
+// or more, reads its path's round trip (m->rtt_us, which path_needs_more
+// uses too) and sets its unsent limit for the path: see MUX_NOTSENT_LOWAT.
+static void sess_tune_lowat(struct sc_mux_sess *m, size_t n)
+{
+    uint64_t now = uv_now(&m->w->loop);
+    uint64_t dt = now - m->tx_ms;
+    if (dt < MUX_RATE_MS) {
+        m->tx_bytes += n;
+        return;
+    }
+    uint64_t rate = m->tx_bytes / dt; // bytes per ms
+    m->tx_ms = now;
+    m->tx_bytes = n;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)sc_stream_get0_tcp(m->s), &fd) != 0 ||
+        sc_tcp_min_rtt_us(fd, &m->rtt_us) != 0) {
+        m->rtt_us = 0;
+    }
+    uint64_t want = rate * m->rtt_us / 1000 / 2;
+    want = want < 2 * MUX_NOTSENT_LOWAT ? MUX_NOTSENT_LOWAT
+           : want > MUX_NOTSENT_MAX     ? MUX_NOTSENT_MAX
+                                        : want;
+    // Changes of less than an eighth are not worth a syscall.
+    if (want > m->lowat + m->lowat / 8 || want < m->lowat - m->lowat / 8) {
+        sc_debug("mux.notsent_lowat", "dir=%s peer=%s bytes=%llu rate_bpms=%llu", dir_name(m->w),
+                 m->peer, (unsigned long long)want, (unsigned long long)rate);
+        sess_set_lowat(m, (uint32_t)want);
+    }
+}
+
 static void sess_write_now(struct sc_mux_sess *m)
 {
     if (m->out == NULL) {
@@ -334,6 +410,11 @@ static void sess_write_now(struct sc_mux_sess *m)
         release_holds(m);
         return;
     }
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++) {
+        total += m->oiov[i].len;
+    }
+    sess_tune_lowat(m, total);
     // A TLS stream encrypts during the call: the pieces' buffers are free
     // to go right after it. A write that may queue behind others, or that
     // blocked streams wait on, reports its completion (on_sess_written); the
@@ -735,16 +816,37 @@ static void on_sess_written(struct sc_stream *s, int status, void *arg)
     }
 }
 
+// path_needs_more: may |ch|'s window grow past MUX_WINDOW_MAX? See MUX_WINDOW_STEP.
+static bool path_needs_more(const struct mux_chan *ch)
+{
+    // Bytes per round trip: rx_rate (bytes/ms) * rtt_us / 1000.
+    return ch->rwin < MUX_WINDOW_PATH_MAX &&
+           (uint64_t)ch->rwin + MUX_WINDOW_STEP <= 4 * ch->rx_rate * ch->sess->rtt_us / 1000;
+}
+
 // window_limited: see MUX_WINDOW_STEP.
 static bool window_limited(const struct mux_chan *ch, uint64_t now)
 {
     const struct sc_bufpool *pool = &ch->w->pool;
     const struct sc_mux_sess *m = ch->sess;
-    return ch->rwin < MUX_WINDOW_MAX && !ch->backlog && !ch->fin_recv &&
-           now >= m->shared_until_ms &&
+    return !ch->backlog && !ch->fin_recv && now >= m->shared_until_ms &&
            (ch->unacked > ch->rwin - ch->rwin / 4 || ch->peer_blocked) &&
            (pool->large_budget == 0 ||
-            pool->bytes_out + ch->w->mux_window_extra + MUX_WINDOW_STEP <= pool->large_budget);
+            pool->bytes_out + ch->w->mux_window_extra + MUX_WINDOW_STEP <= pool->large_budget) &&
+           (ch->rwin < MUX_WINDOW_MAX || path_needs_more(ch));
+}
+
+// chan_rate counts |n| bytes given to the app into ch->rx_rate.
+static void chan_rate(struct mux_chan *ch, uint64_t n, uint64_t now)
+{
+    uint64_t dt = now - ch->rx_ms;
+    if (dt < MUX_RATE_MS) {
+        ch->rx_bytes += n;
+        return;
+    }
+    ch->rx_rate = ch->rx_bytes / dt;
+    ch->rx_ms = now;
+    ch->rx_bytes = n;
 }
 
 // chan_wrote notes a write to |plain| the kernel did not take at once.
@@ -770,12 +872,13 @@ static void on_chan_written(struct sc_stream *s, int status, void *arg)
         return;
     }
     ch->to_ack += (uintptr_t)arg;
+    uint64_t now = uv_now(&ch->w->loop);
+    chan_rate(ch, (uintptr_t)arg, now);
     if (ch->to_ack >= SC_MUX_STREAM_WINDOW / 4 && ch->sess != NULL) {
         uint64_t inc = ch->to_ack;
         // Bytes still queued for |plain| now that this write is done: the app
         // is behind at this moment (not just once since the last WINDOW).
         bool behind = sc_stream_write_queue_size(ch->plain) > 0;
-        uint64_t now = uv_now(&ch->w->loop);
         if (window_limited(ch, now)) {
             inc += MUX_WINDOW_STEP;
             ch->rwin += MUX_WINDOW_STEP;
@@ -1401,14 +1504,8 @@ static void sess_opened(struct sc_mux_sess *m)
         m->peer_until_ms = m->idle_since_ms + (uint64_t)(left > 1 ? left : 1);
     }
     SC_STAT_ADD(w->stats.mux_opened[w->proxy->cfg.dir], 1);
-    // Unsent bytes stay in userspace where streams take turns (MUX_NOTSENT_LOWAT);
-    // a kernel without the option only loses that.
-    uv_os_fd_t fd;
-    int lowat = MUX_NOTSENT_LOWAT;
-    if (uv_fileno((uv_handle_t *)sc_stream_get0_tcp(m->s), &fd) == 0 &&
-        setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat)) != 0) {
-        sc_debug("mux.notsent_lowat", "error=%s", strerror(errno));
-    }
+    // Unsent bytes stay in userspace where streams take turns (MUX_NOTSENT_LOWAT).
+    sess_set_lowat(m, MUX_NOTSENT_LOWAT);
     m->dec.v2 = mux_version(m->s) == 2; // BLOCKED frames both ways
     SSL *ssl = sc_stream_get0_ssl(m->s);
     sc_info("mux.session_open", "dir=%s peer=%s peer_id=%s tls=%s proto=%s", dir_name(w), m->peer,

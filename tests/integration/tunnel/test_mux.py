@@ -646,12 +646,12 @@ def _next_frame(buf):
 
 class RawMux:
     """A seam-mux client speaking frames directly (Python's TLS, ALPN |alpn|,
-    client certificate "client"), to misbehave on purpose."""
+    client certificate "client") to host:port, to misbehave on purpose."""
 
-    def __init__(self, pki, port, cert="client", alpn="seam-mux/1"):
+    def __init__(self, pki, port, cert="client", alpn="seam-mux/1", host=LOOP):
         ctx = client_ctx(pki, cert)
         ctx.set_alpn_protocols([alpn])
-        self.s = tls_connect(ctx, LOOP, port, timeout=20)
+        self.s = tls_connect(ctx, host, port, timeout=20)
         assert self.s.selected_alpn_protocol() == alpn
         self.buf = b""
 
@@ -734,10 +734,11 @@ class _Windowed:
     """A sender on stream sid held to its credit: each time, all the credit
     there is in one write (as the outbound sends a full read), then it waits
     for WINDOW frames. room is the most credit ever held after a WINDOW
-    arrived (reset it to watch a phase)."""
+    arrived (reset it to watch a phase). With blocked (seam-mux/2) it says
+    BLOCKED each time it runs out of credit, as the outbound does."""
 
-    def __init__(self, m, sid, window=256 << 10, opening=False):
-        self.m, self.sid = m, sid
+    def __init__(self, m, sid, window=256 << 10, opening=False, blocked=False):
+        self.m, self.sid, self.blocked = m, sid, blocked
         self.granted, self.sent, self.room = window, 0, 0
         # The first write carries the OPEN: the whole window arrives while
         # the sidecar connects to the app, and goes to it in one go.
@@ -757,6 +758,8 @@ class _Windowed:
             each()
             room = min(self.granted - self.sent, end - self.sent)
             if room <= 0:
+                if self.blocked:
+                    self.m.send(5, self.sid, struct.pack(">I", self.sent & 0xffffffff))
                 self.m.frames(lambda *f: self._take(*f) or f[0] == 3, timeout=20)
                 self.m.poll(self._take)
                 if until():
