@@ -67,7 +67,8 @@
 // sc_tcp_min_rtt_us), at most MUX_NOTSENT_MAX, and MUX_NOTSENT_LOWAT while
 // that is under twice MUX_NOTSENT_LOWAT. What waits unsent in front of another
 // stream's bytes then lasts at most half the round trip those bytes take
-// anyway; on one host or a short path it stays 16 KiB.
+// anyway; on one host it stays 16 KiB, within a zone it rises only at
+// multi-Gbit/s rates.
 #define MUX_NOTSENT_LOWAT (16 * 1024)
 #define MUX_NOTSENT_MAX (1024 * 1024)
 #define MUX_CONGESTED_MS 200

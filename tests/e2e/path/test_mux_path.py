@@ -234,6 +234,7 @@ def test_session_keeps_more_unsent_across_a_round_trip(pki, procs, path):
         assert got["hash"].digest() == hashlib.sha256(b"d" * total).digest()
         raised = [int(e["bytes"]) for e in events(in_t.proc, "mux.notsent_lowat")]
         assert raised and max(raised) > (32 << 10), raised
+        assert events(in_t.proc, "mux.notsent_lowat_failed") == []  # and the kernel took it
     finally:
         if m is not None:
             m.s.close()
