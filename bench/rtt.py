@@ -32,6 +32,8 @@ stopped by its PID; each measurement is bounded by DUR.
   python3 bench/rtt.py [--rtt-ms 1,10,40] [--dur 8] [--reps 3]
                        [--only direct,seam-1to1,seam,nginx,haproxy]
                        [--seam-bin NAME=BIN ...] [--build-dir build-bench] [--out FILE]
+  python3 bench/rtt.py --smoke   # 5 ms, 1 s, direct/seam-1to1/seam/nginx, build/ first;
+                                 # exit 0 iff every path moved bytes (run.sh --smoke, CI)
 """
 import argparse
 import json
@@ -65,10 +67,15 @@ class Lab:
         self.work, self.delayline = work, delayline
         tag = uuid.uuid4().hex[:6]
         self.a, self.b = f"seam-rtt-a-{tag}", f"seam-rtt-b-{tag}"
-        self.procs, self.dl = [], None
-        for ns in (self.a, self.b):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        self.procs, self.dl, self.made = [], None, []
+        try:
+            for ns in (self.a, self.b):
+                sh("ip", "netns", "add", ns)
+                self.made.append(ns)
+                sh("ip", "-n", ns, "link", "set", "lo", "up")
+        except BaseException:
+            self.close()
+            raise
 
     def start(self, ns, cpus, args, name, env=None):
         logf = open(os.path.join(self.work, name + ".log"), "w")
@@ -112,8 +119,9 @@ class Lab:
         if self.dl is not None:
             self.dl.send_signal(signal.SIGTERM)
             self.dl.communicate(timeout=10)
-        for ns in (self.a, self.b):
+        for ns in self.made:
             subprocess.run(["ip", "netns", "del", ns], timeout=30)
+        self.made = []
 
 
 def wait_port(ns, port, secs=15):
@@ -182,11 +190,21 @@ def main():
     ap.add_argument("--only", default="direct,seam-1to1,seam,nginx,haproxy")
     ap.add_argument("--seam-bin", action="append", default=[],
                     help="NAME=BIN: also seam --mux from BIN, reported as NAME")
-    ap.add_argument("--build-dir", default=os.path.join(REPO, "build-bench"))
+    ap.add_argument("--build-dir")
+    ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--proxy-cpus", default="1")
     ap.add_argument("--loadgen-cpus", default="0")
     ap.add_argument("--out")
     a = ap.parse_args()
+    if a.smoke:
+        a.rtt_ms, a.dur, a.reps, a.only = "5", 1, 1, "direct,seam-1to1,seam,nginx"
+    if a.build_dir is None:
+        dirs = [os.path.join(REPO, d) for d in (("build", "build-bench") if a.smoke
+                                                 else ("build-bench", "build"))]
+        if os.environ.get("SEAM_BUILD_DIR"):
+            dirs.insert(0, os.environ["SEAM_BUILD_DIR"])
+        a.build_dir = next((d for d in dirs if os.access(os.path.join(d, "sidecar", "seam-sidecar"),
+                                                          os.X_OK)), dirs[0])
     if os.geteuid() != 0:
         sys.exit("rtt.py needs root (network namespaces, tun devices)")
     rtts = [float(x) for x in a.rtt_ms.split(",")]
@@ -219,6 +237,9 @@ def main():
     sh("gcc", "-O2", "-Wall", "-o", delayline, os.path.join(REPO, "tests", "tools", "delayline.c"))
     sh("bash", "-c", f'WORK="{work}" REPO="{REPO}"; . "{HERE}/peers.sh" && make_pki')
 
+    # A CI timeout or ^C ends us with a signal: leave through the finally
+    # below, which stops what we started and deletes the namespaces.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     lab = Lab(work, delayline)
     res = {}
     try:
@@ -299,7 +320,12 @@ def main():
     if a.out:
         with open(a.out, "w") as f:
             f.write(text)
+    stuck = [f"{p} {d} at {r:g} ms" for (r, p, d), xs in res.items() if not all(x[0] > 0 for x in xs)]
+    if stuck:
+        log("no bytes moved: " + ", ".join(stuck))
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -21,7 +21,8 @@
 # Usage:
 #   bash bench/run.sh                     # full run -> bench/RESULTS.md + table
 #   bash bench/run.sh --smoke             # seconds; seam only; exit 0 iff every
-#                                         # path moved the right bytes (CI)
+#                                         # path moved the right bytes (CI); as root
+#                                         # also mesh.py --smoke and rtt.py --smoke
 #   bash bench/run.sh --quick             # DUR=3 REPS=1, small holds (development)
 #   bash bench/run.sh --only seam,haproxy # subset of peers
 #   bash bench/run.sh --peer NAME 'OUT_CMD' 'IN_CMD' [l4|l7]  # extra proxy
@@ -1192,11 +1193,26 @@ else
   MESH_NOTE="not run (--no-mesh)"
 fi
 
+# bench/rtt.py (a path with a round trip) is not part of the full run; its
+# smoke runs here so that it never rots.
+RTT_NOTE=""
+if [ "$SMOKE" = 1 ] && [ "$(id -u)" = 0 ] && [ "$DO_MESH" = 1 ]; then
+  log "round trip: python3 bench/rtt.py --smoke"
+  if ! SEAM_BUILD_DIR=$(dirname "$(dirname "${SEAM_BIN:-$REPO/build/sidecar/seam-sidecar}")") \
+       PROXY_CPUS=$PROXY_CPUS LOADGEN_CPUS=$LOADGEN_CPUS \
+       $PY "$HERE/rtt.py" --smoke --proxy-cpus "$PROXY_CPUS" --loadgen-cpus "$LOADGEN_CPUS" \
+       --out "$RAW/rtt.md" > /dev/null 2> "$RAW/rtt.log"; then
+    RTT_NOTE="FAILED: see bench/raw/rtt.log"
+    tail -n 20 "$RAW/rtt.log" >&2
+  fi
+fi
+
 report "${RUN_PEERS[@]}"
 if [ "$SMOKE" = 1 ]; then
   rc=0
   for p in "${RUN_PEERS[@]}"; do smoke_check "$p" || rc=1; done
   case "$MESH_NOTE" in FAILED*) log "smoke: mesh mode $MESH_NOTE"; rc=1 ;; esac
+  case "$RTT_NOTE" in FAILED*) log "smoke: round trip (rtt.py) $RTT_NOTE"; rc=1 ;; esac
   [ $rc = 0 ] && log "smoke: every path moved the right bytes (${RUN_PEERS[*]}); summary in $RESULTS" ||
     log "smoke: FAILED (see above; raw outputs in $RAW, proxy logs in $WORK/peers/)"
   exit $rc
