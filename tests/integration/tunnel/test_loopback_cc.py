@@ -39,9 +39,11 @@ def held_pair(procs, pki, extra=(), env=None):
         return socks if len(socks) == 4 else None
 
     socks = wait_for(ours, 10, what="the pair's four established sockets")
-    client_port = str(c.getsockname()[1])
+    # The client's socket by its whole address pair: another test's connection
+    # may use the same ephemeral port towards another destination.
+    client = (addr(LOOP, c.getsockname()[1]), addr(LOOP, out_t.port))
     apps = [s for s in tcp_sockets()
-            if s["local"].endswith(":" + client_port) or
+            if (s["local"], s["peer"]) == client or
             (s["local"].endswith(":%d" % echo.port) and s["pid"] not in pids)]
     return (in_t, out_t), c, socks, apps
 
