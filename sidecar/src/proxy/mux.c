@@ -109,10 +109,11 @@
 #define MUX_WINDOW_MAX (4 * SC_MUX_STREAM_WINDOW)
 #define MUX_WINDOW_PATH_MAX (32 * SC_MUX_STREAM_WINDOW)
 #define MUX_SHARED_HOLD_MS 1000
-// The rates path_needs_more and sess_tune_lowat multiply by the round trip:
-// bytes given to the app (a stream) or written to the session (a session)
-// per ms over the last period of at least MUX_RATE_MS, which ends at the
-// first write after it (a pause counts in, so a rate is never stale-high).
+// The rates path_needs_more and sess_tune_lowat multiply by the round trip
+// (struct mux_rate): bytes given to the app (a stream) or written to the
+// session (a session) per ms over the last period of at least MUX_RATE_MS,
+// which ends at the first write after it (a pause counts in, so a rate is
+// never stale-high).
 #define MUX_RATE_MS 16
 
 // Spreading (docs/MUX.md "Bulk streams"). An outbound stream that moves at
@@ -138,6 +139,13 @@ struct pend {
     struct pend *next;
     char *buf;
     size_t len;
+};
+
+// mux_rate: see MUX_RATE_MS (rate_count).
+struct mux_rate {
+    uint64_t since_ms; // start of the period |bytes| counts in
+    uint64_t bytes;    // counted since since_ms
+    uint64_t per_ms;   // bytes per ms over the last period
 };
 
 struct mux_chan {
@@ -182,9 +190,7 @@ struct mux_chan {
     uint64_t bytes_out;  // to the downstream
     uint64_t rate_ms;    // outbound: start of the window |rate_bytes| counts in
     uint64_t rate_bytes; // bytes moved either way since rate_ms
-    uint64_t rx_ms;      // start of the period |rx_bytes| counts in (MUX_RATE_MS)
-    uint64_t rx_bytes;   // bytes given to the app since rx_ms
-    uint64_t rx_rate;    // bytes per ms given to the app over the last period
+    struct mux_rate rx;  // bytes given to the app
 };
 
 struct sc_mux_sess {
@@ -223,8 +229,7 @@ struct sc_mux_sess {
     struct sc_mux_decoder dec;
     uint64_t start_ms;
     uint64_t idle_since_ms;
-    uint64_t tx_ms;         // start of the period |tx_bytes| counts in (MUX_RATE_MS)
-    uint64_t tx_bytes;      // bytes written to the session since tx_ms
+    struct mux_rate tx;     // bytes written to the session
     uint32_t lowat;         // its TCP_NOTSENT_LOWAT now (sess_tune_lowat)
     uint32_t rtt_us;        // its path's round trip when it last wrote (0: unknown)
     uint64_t goaway_ms;     // when GOAWAY was sent (inbound)
@@ -349,6 +354,21 @@ static void release_holds(struct sc_mux_sess *m)
     m->noiov = 0;
 }
 
+// rate_count counts |n| bytes at loop time |now| into |r|; true when that
+// ended a period (r->per_ms is new).
+static bool rate_count(struct mux_rate *r, uint64_t n, uint64_t now)
+{
+    uint64_t dt = now - r->since_ms;
+    if (dt < MUX_RATE_MS) {
+        r->bytes += n;
+        return false;
+    }
+    r->per_ms = r->bytes / dt;
+    r->since_ms = now;
+    r->bytes = n;
+    return true;
+}
+
 // sess_set_lowat sets the session socket's TCP_NOTSENT_LOWAT to |lowat|.
 static void sess_set_lowat(struct sc_mux_sess *m, uint32_t lowat)
 {
@@ -367,15 +387,10 @@ static void sess_set_lowat(struct sc_mux_sess *m, uint32_t lowat)
 // uses too) and sets its unsent limit for the path: see MUX_NOTSENT_LOWAT.
 static void sess_tune_lowat(struct sc_mux_sess *m, size_t n)
 {
-    uint64_t now = uv_now(&m->w->loop);
-    uint64_t dt = now - m->tx_ms;
-    if (dt < MUX_RATE_MS) {
-        m->tx_bytes += n;
+    if (!rate_count(&m->tx, n, uv_now(&m->w->loop))) {
         return;
     }
-    uint64_t rate = m->tx_bytes / dt; // bytes per ms
-    m->tx_ms = now;
-    m->tx_bytes = n;
+    uint64_t rate = m->tx.per_ms;
     uv_os_fd_t fd;
     if (uv_fileno((uv_handle_t *)sc_stream_get0_tcp(m->s), &fd) != 0 ||
         sc_tcp_min_rtt_us(fd, &m->rtt_us) != 0) {
@@ -820,9 +835,9 @@ static void on_sess_written(struct sc_stream *s, int status, void *arg)
 // path_needs_more: may |ch|'s window grow past MUX_WINDOW_MAX? See MUX_WINDOW_STEP.
 static bool path_needs_more(const struct mux_chan *ch)
 {
-    // Bytes per round trip: rx_rate (bytes/ms) * rtt_us / 1000.
+    // Bytes per round trip: rx.per_ms * rtt_us / 1000.
     return ch->rwin < MUX_WINDOW_PATH_MAX &&
-           (uint64_t)ch->rwin + MUX_WINDOW_STEP <= 4 * ch->rx_rate * ch->sess->rtt_us / 1000;
+           (uint64_t)ch->rwin + MUX_WINDOW_STEP <= 4 * ch->rx.per_ms * ch->sess->rtt_us / 1000;
 }
 
 // window_limited: see MUX_WINDOW_STEP.
@@ -835,19 +850,6 @@ static bool window_limited(const struct mux_chan *ch, uint64_t now)
            (pool->large_budget == 0 ||
             pool->bytes_out + ch->w->mux_window_extra + MUX_WINDOW_STEP <= pool->large_budget) &&
            (ch->rwin < MUX_WINDOW_MAX || path_needs_more(ch));
-}
-
-// chan_rate counts |n| bytes given to the app into ch->rx_rate.
-static void chan_rate(struct mux_chan *ch, uint64_t n, uint64_t now)
-{
-    uint64_t dt = now - ch->rx_ms;
-    if (dt < MUX_RATE_MS) {
-        ch->rx_bytes += n;
-        return;
-    }
-    ch->rx_rate = ch->rx_bytes / dt;
-    ch->rx_ms = now;
-    ch->rx_bytes = n;
 }
 
 // chan_wrote notes a write to |plain| the kernel did not take at once.
@@ -874,7 +876,7 @@ static void on_chan_written(struct sc_stream *s, int status, void *arg)
     }
     ch->to_ack += (uintptr_t)arg;
     uint64_t now = uv_now(&ch->w->loop);
-    chan_rate(ch, (uintptr_t)arg, now);
+    rate_count(&ch->rx, (uintptr_t)arg, now);
     if (ch->to_ack >= SC_MUX_STREAM_WINDOW / 4 && ch->sess != NULL) {
         uint64_t inc = ch->to_ack;
         // Bytes still queued for |plain| now that this write is done: the app
