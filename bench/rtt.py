@@ -44,11 +44,12 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(REPO, "tests", "e2e", "path"))
+from delaypath import DelayPath  # noqa: E402  (the namespaces and the delay line)
 from mesh import cpu_ticks, log, tree_pids  # noqa: E402  (bench/mesh.py's process helpers)
 
 A_IP, B_IP = "10.90.0.1", "10.90.0.2"
@@ -58,24 +59,13 @@ SERVER_ID = "spiffe://cluster.local/ns/default/sa/server"
 HZ = os.sysconf("SC_CLK_TCK")
 
 
-def sh(*args, **kw):
-    return subprocess.run(list(args), check=True, timeout=30, **kw)
+class Lab(DelayPath):
+    """The two namespaces and the delay line (tests/e2e/path/delaypath.py),
+    and the processes started in them."""
 
-
-class Lab:
     def __init__(self, work, delayline):
-        self.work, self.delayline = work, delayline
-        tag = uuid.uuid4().hex[:6]
-        self.a, self.b = f"seam-rtt-a-{tag}", f"seam-rtt-b-{tag}"
-        self.procs, self.dl, self.made = [], None, []
-        try:
-            for ns in (self.a, self.b):
-                sh("ip", "netns", "add", ns)
-                self.made.append(ns)
-                sh("ip", "-n", ns, "link", "set", "lo", "up")
-        except BaseException:
-            self.close()
-            raise
+        self.work, self.procs = work, []
+        super().__init__(delayline, "seam-rtt", A_IP, B_IP)
 
     def start(self, ns, cpus, args, name, env=None):
         logf = open(os.path.join(self.work, name + ".log"), "w")
@@ -98,30 +88,12 @@ class Lab:
         if p in self.procs:
             self.procs.remove(p)
 
-    def path(self, rtt_ms, cpus):
-        """(Re)starts the delay line with RTT rtt_ms between A and B."""
-        if self.dl is not None:
-            self.dl.send_signal(signal.SIGTERM)
-            self.dl.communicate(timeout=10)
-        self.dl = subprocess.Popen(
-            ["taskset", "-c", cpus, self.delayline, "--ns-a", f"/run/netns/{self.a}",
-             "--ns-b", f"/run/netns/{self.b}", "--delay-us", str(int(rtt_ms * 500))],
-            stdout=subprocess.PIPE, text=True)
-        if self.dl.stdout.readline().strip() != "ready":
-            raise RuntimeError("the delay line did not start")
-        for ns, dev, me, peer in ((self.a, "dlA", A_IP, B_IP), (self.b, "dlB", B_IP, A_IP)):
-            sh("ip", "-n", ns, "addr", "add", me, "peer", peer, "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "mtu", "9000", "up")
-
     def close(self):
-        for p in list(self.procs):
-            self.stop(p)
-        if self.dl is not None:
-            self.dl.send_signal(signal.SIGTERM)
-            self.dl.communicate(timeout=10)
-        for ns in self.made:
-            subprocess.run(["ip", "netns", "del", ns], timeout=30)
-        self.made = []
+        try:
+            for p in list(self.procs):
+                self.stop(p)
+        finally:
+            super().close()
 
 
 def wait_port(ns, port, secs=15):
@@ -234,8 +206,10 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     delayline = os.path.join(work, "delayline")
-    sh("gcc", "-O2", "-Wall", "-o", delayline, os.path.join(REPO, "tests", "tools", "delayline.c"))
-    sh("bash", "-c", f'WORK="{work}" REPO="{REPO}"; . "{HERE}/peers.sh" && make_pki')
+    for cmd in (["gcc", "-O2", "-Wall", "-o", delayline,
+                 os.path.join(REPO, "tests", "tools", "delayline.c")],
+                ["bash", "-c", f'WORK="{work}" REPO="{REPO}"; . "{HERE}/peers.sh" && make_pki']):
+        subprocess.run(cmd, check=True, timeout=120)
 
     # A CI timeout or ^C ends us with a signal: leave through the finally
     # below, which stops what we started and deletes the namespaces.
@@ -245,7 +219,7 @@ def main():
     try:
         back = lab.start(lab.b, a.loadgen_cpus, ["iperf3", "-s", "-p", str(BACK_PORT)], "iperf3-s")
         for rtt in rtts:
-            lab.path(rtt, a.loadgen_cpus)
+            lab.connect(rtt * 500, a.loadgen_cpus)  # RTT/2 each way
             wait_port(lab.b, BACK_PORT)
             for rep in range(a.reps):
                 for peer in peers:

@@ -19,13 +19,11 @@ import contextlib
 import ctypes
 import hashlib
 import os
-import select
 import shutil
 import struct
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
@@ -33,6 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "integration", "tunnel"))
 import seamtest  # noqa: E402
 import test_mux as tm  # noqa: E402  (RawMux, _Windowed, _app, _draining_app)
+from delaypath import DelayPath  # noqa: E402
 from seamtest import wait_for  # noqa: E402
 from test_admin import _http, _metric  # noqa: E402
 from tunnelkit import ALLOW_DEFAULT_NS, LOOP, addr, events, start_tunnel, tunnel_args  # noqa: E402
@@ -78,10 +77,6 @@ def netns(name):
         os.close(own)
 
 
-def _ip(*args):
-    subprocess.run(["ip", *args], check=True, timeout=10, capture_output=True)
-
-
 # Autouse and defined before sidecars_end_cleanly, so it is set up before the
 # procs fixture and torn down after it: the sidecar ends while its network is
 # still there.
@@ -90,40 +85,17 @@ def path():
     """(namespace A, namespace B) joined by the delay line."""
     if not os.path.exists(DELAYLINE):
         pytest.skip(f"{DELAYLINE} is not built")
-    tag = uuid.uuid4().hex[:6]
-    a, b = f"seam-path-a-{tag}", f"seam-path-b-{tag}"
-    made, dl = [], None
     try:
-        for ns in (a, b):
-            try:
-                _ip("netns", "add", ns)
-            except subprocess.CalledProcessError as e:
-                if not made:  # root without CAP_SYS_ADMIN (a container)
-                    pytest.skip(f"cannot create a network namespace: {e.stderr.decode().strip()}")
-                raise
-            made.append(ns)
-        dl = subprocess.Popen([DELAYLINE, "--ns-a", f"/run/netns/{a}", "--ns-b", f"/run/netns/{b}",
-                               "--delay-us", str(DELAY_US)],
-                              stdout=subprocess.PIPE, text=True)
-        assert select.select([dl.stdout], [], [], 10)[0], "the delay line did not start in 10 s"
-        assert dl.stdout.readline().strip() == "ready", "the delay line failed (its stderr above)"
-        for ns, dev, me, peer in ((a, "dlA", A_ADDR, B_ADDR), (b, "dlB", B_ADDR, A_ADDR)):
-            _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", ns, "addr", "add", me, "peer", peer, "dev", dev)
-            _ip("-n", ns, "link", "set", dev, "mtu", "9000", "up")
-        yield a, b
+        p = DelayPath(DELAYLINE, "seam-path", A_ADDR, B_ADDR)
+    except subprocess.CalledProcessError as e:
+        if e.first_namespace:
+            pytest.skip(f"cannot create a network namespace: {e.stderr.decode().strip()}")
+        raise
+    try:
+        p.connect(DELAY_US)
+        yield p.a, p.b
     finally:
-        try:
-            if dl is not None:
-                dl.terminate()
-                try:
-                    dl.communicate(timeout=10)
-                except subprocess.TimeoutExpired:
-                    dl.kill()
-                    dl.communicate(timeout=10)
-        finally:
-            for ns in made:
-                subprocess.run(["ip", "netns", "del", ns], timeout=10)
+        p.close()
 
 
 # `ip netns exec` execs the sidecar: same PID, so SIGTERM and the exit code are its own.
